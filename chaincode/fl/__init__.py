@@ -1,0 +1,89 @@
+"""fedfabric.chaincode.fl: the federated-learning contract and its pure, deterministic math.
+
+- `FLContract` (contract name ``fl``) keeps tasks, rounds, updates and global models on the
+  channel ledger and checks every update at endorsement (see `_contract`).
+- `encode_update` / `decode_update` define what an update is on the wire and on the ledger
+  (see `_encoding` for the byte format and the content digest).
+- `Strategy` subclasses are the aggregation rules, computed in integer fixed point so every
+  peer and every worker gets identical bytes (see `_fixedpoint` for the rule).
+- `verify_audit` recomputes every round from ``GetAudit``.
+
+Errors::
+
+    FLError                 anything this package refuses
+     ├── UpdateError        an encoded update or model fails a named check (.check)
+     ├── AggregationError   an aggregation rule cannot be built or cannot run
+     └── TaskError          a task specification is invalid (.field)
+
+Inside the contract each becomes a `ChaincodeError` whose message starts with the check name.
+"""
+
+from __future__ import annotations
+
+from fedfabric.chaincode.fl._aggregation import (
+    AggregateResult,
+    Combination,
+    Exclusion,
+    FedAvg,
+    Krum,
+    Median,
+    MultiKrum,
+    Strategy,
+    TrimmedMean,
+    Update,
+    krum_scores,
+    make_strategy,
+    register_strategy,
+    strategy_names,
+)
+from fedfabric.chaincode.fl._audit import aggregate_round, verify_audit
+from fedfabric.chaincode.fl._contract import FLContract
+from fedfabric.chaincode.fl._encoding import (
+    COMPRESSIONS,
+    FORMAT_VERSION,
+    QUANTIZATIONS,
+    Layout,
+    content_digest,
+    decode_update,
+    encode_model,
+    encode_update,
+    read_header,
+)
+from fedfabric.chaincode.fl._errors import AggregationError, FLError, TaskError, UpdateError
+from fedfabric.chaincode.fl._task import TaskSpec
+from fedfabric.chaincode.fl._validation import Validator
+
+__all__ = [
+    "AggregateResult",
+    "AggregationError",
+    "COMPRESSIONS",
+    "Combination",
+    "Exclusion",
+    "FLContract",
+    "FLError",
+    "FORMAT_VERSION",
+    "FedAvg",
+    "Krum",
+    "Layout",
+    "Median",
+    "MultiKrum",
+    "QUANTIZATIONS",
+    "Strategy",
+    "TaskError",
+    "TaskSpec",
+    "TrimmedMean",
+    "Update",
+    "UpdateError",
+    "Validator",
+    "aggregate_round",
+    "content_digest",
+    "decode_update",
+    "encode_model",
+    "encode_update",
+    "krum_scores",
+    "make_strategy",
+    "read_header",
+    "register_strategy",
+    "strategy_names",
+    "verify_audit",
+]

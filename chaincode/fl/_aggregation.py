@@ -1,0 +1,322 @@
+"""Aggregation rules: one implementation each, shared by the chaincode and the workers.
+
+A rule is a small `Strategy` subclass that overrides `Strategy.combine`: it receives the
+round's updates as an int64 fixed-point matrix (one row per update, see `_fixedpoint`) with
+their sample counts, and returns the aggregate delta and which rows it used. The base class
+does everything else once: checks names and shapes, converts to fixed point, applies the
+optional norm-clipping pre-step (``clip_norm``), adds the delta to the global model and
+converts back to float32.
+
+Rules by name (`make_strategy`)::
+
+    fedavg                       mean weighted by num_samples
+    median                       coordinate-wise median (even count: mean of the middle two)
+    trimmed-mean   beta          drop floor(beta * n) lowest and highest per coordinate, mean
+    krum           f             the update with the lowest Krum score
+    multi-krum     f, m          sample-weighted mean of the m lowest Krum scores
+    every rule     clip_norm     clip each update to this L2 norm first
+
+Updates are always taken in the order given (the contract passes them in ledger key order),
+and ties (equal Krum scores) are broken by that order, so the result is a function of the
+ledger alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fedfabric.chaincode.fl import _fixedpoint as fx
+from fedfabric.chaincode.fl._errors import AggregationError
+
+
+@dataclass(frozen=True)
+class Update:
+    """One worker's model delta: `tensors` (name -> float array) and its sample count."""
+
+    id: str
+    tensors: Mapping[str, np.ndarray]
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """An update the rule left out of the aggregate, and why."""
+
+    update_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Combination:
+    """What `Strategy.combine` returns: the aggregate delta and the rows it used."""
+
+    delta: np.ndarray
+    used: tuple[int, ...]
+    excluded: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """A new global model plus the record of which updates were used, excluded or clipped."""
+
+    model: dict[str, np.ndarray]
+    used: tuple[str, ...]
+    excluded: tuple[Exclusion, ...] = ()
+    clipped: tuple[str, ...] = ()
+    notes: Mapping[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict:
+        """The JSON-ready record written next to the model on the ledger."""
+        return {
+            "clipped": list(self.clipped),
+            "excluded": [{"id": e.update_id, "reason": e.reason} for e in self.excluded],
+            "used": list(self.used),
+        }
+
+
+class Strategy:
+    """Base class of aggregation rules; subclasses set `name` and override `combine`.
+
+    `aggregate(global_model, updates)` is the entry point. Raises `AggregationError` when
+    there are fewer updates than `min_updates`, names or shapes differ from the global
+    model, or values leave the fixed-point range.
+
+    Example::
+
+        rule = make_strategy("trimmed-mean", {"beta": 0.2, "clip_norm": 5.0})
+        result = rule.aggregate({"w": np.zeros(3)}, [Update("a", {"w": np.ones(3)}, 10)])
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, clip_norm: float | None = None) -> None:
+        if clip_norm is not None:
+            clip_norm = _number("clip_norm", clip_norm, low=0.0, strict=True)
+        self.clip_norm = clip_norm
+
+    @property
+    def min_updates(self) -> int:
+        """The fewest updates this rule can aggregate."""
+        return 1
+
+    def params(self) -> dict:
+        """The rule's parameters as given to `make_strategy` (for records)."""
+        return {"clip_norm": self.clip_norm} if self.clip_norm is not None else {}
+
+    def combine(self, deltas: np.ndarray, weights: tuple[int, ...]) -> Combination:
+        """Aggregate fixed-point `deltas` (n, d) with sample counts; override in rules."""
+        raise NotImplementedError
+
+    def aggregate(
+        self, global_model: Mapping[str, np.ndarray], updates: Sequence[Update]
+    ) -> AggregateResult:
+        """Return the new global model: `global_model` plus the combined update deltas."""
+        if len(updates) < self.min_updates:
+            raise AggregationError(
+                f"rule {self.name!r} needs at least {self.min_updates} updates, got {len(updates)}"
+            )
+        names = sorted(global_model)
+        shapes = {n: np.shape(global_model[n]) for n in names}
+        rows = []
+        for update in updates:
+            if sorted(update.tensors) != names:
+                raise AggregationError(f"update {update.id!r} has tensors {sorted(update.tensors)}")
+            for n in names:
+                if np.shape(update.tensors[n]) != shapes[n]:
+                    raise AggregationError(f"update {update.id!r}: tensor {n!r} has wrong shape")
+            rows.append(_flatten(update.tensors, names))
+        deltas = np.stack(rows)
+        clipped = []
+        if self.clip_norm is not None:
+            bound = fx.fixed_scalar(self.clip_norm)
+            for i in range(len(updates)):
+                deltas[i], changed = fx.clip_to_norm(deltas[i], bound)
+                if changed:
+                    clipped.append(updates[i].id)
+        weights = tuple(int(u.num_samples) for u in updates)
+        combo = self.combine(deltas, weights)
+        new = _flatten(global_model, names) + combo.delta
+        if np.max(np.abs(new)) > fx.MAX_ABS * fx.SCALE:
+            raise AggregationError("the new global model leaves the fixed-point range")
+        model, offset = {}, 0
+        for n in names:
+            size = int(np.prod(shapes[n], dtype=np.int64))
+            model[n] = fx.from_fixed(new[offset : offset + size]).reshape(shapes[n])
+            offset += size
+        return AggregateResult(
+            model=model,
+            used=tuple(updates[i].id for i in combo.used),
+            excluded=tuple(Exclusion(updates[i].id, why) for i, why in combo.excluded),
+            clipped=tuple(clipped),
+        )
+
+
+def _flatten(tensors: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    return np.concatenate([fx.to_fixed(np.asarray(tensors[n]).reshape(-1)) for n in names])
+
+
+def _number(name: str, value: Any, *, low: float, high: float | None = None, strict=False):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AggregationError(f"parameter {name!r} must be a number, got {value!r}")
+    if value < low or (strict and value == low) or (high is not None and value >= high):
+        bounds = f"{'>' if strict else '>='} {low}" + (f" and < {high}" if high else "")
+        raise AggregationError(f"parameter {name!r} must be {bounds}, got {value!r}")
+    return value
+
+
+def _integer(name: str, value: Any, *, low: int) -> int:
+    if type(value) is not int or value < low:
+        raise AggregationError(f"parameter {name!r} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make `cls` available to `make_strategy` under `cls.name`."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise AggregationError(f"rule name {cls.name!r} is empty or already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def strategy_names() -> tuple[str, ...]:
+    """The registered rule names, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def make_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
+    """Build the rule registered as `name` with keyword `params`.
+
+    Raises `AggregationError` for an unknown name, unknown parameters or bad values.
+    """
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise AggregationError(f"unknown aggregation rule {name!r}; known: {strategy_names()}")
+    params = dict(params or {})
+    accepted = set(list(inspect.signature(cls.__init__).parameters)[1:])
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise AggregationError(
+            f"rule {name!r} got unknown parameters {unknown}; accepted: {sorted(accepted)}"
+        )
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise AggregationError(f"rule {name!r}: {exc}") from exc
+
+
+@register_strategy
+class FedAvg(Strategy):
+    """Mean of the updates weighted by their sample counts (McMahan et al.)."""
+
+    name = "fedavg"
+
+    def combine(self, deltas, weights):
+        return Combination(fx.weighted_mean(deltas, weights), tuple(range(len(weights))))
+
+
+@register_strategy
+class Median(Strategy):
+    """Coordinate-wise median; with an even count, the rounded mean of the middle two."""
+
+    name = "median"
+
+    def combine(self, deltas, weights):
+        ordered = np.sort(deltas, axis=0)
+        n = len(weights)
+        if n % 2:
+            delta = ordered[n // 2]
+        else:
+            delta = fx.div_round(ordered[n // 2 - 1] + ordered[n // 2], 2)
+        return Combination(delta, tuple(range(n)))
+
+
+@register_strategy
+class TrimmedMean(Strategy):
+    """Per coordinate, drop the floor(beta * n) lowest and highest values and average the rest."""
+
+    name = "trimmed-mean"
+
+    def __init__(self, *, beta: float = 0.1, clip_norm: float | None = None) -> None:
+        super().__init__(clip_norm=clip_norm)
+        self.beta = _number("beta", beta, low=0.0, high=0.5)
+
+    def params(self):
+        return {**super().params(), "beta": self.beta}
+
+    def combine(self, deltas, weights):
+        n = len(weights)
+        cut = int(np.floor(np.float64(self.beta) * n))
+        kept = np.sort(deltas, axis=0)[cut : n - cut]
+        return Combination(fx.div_round(kept.sum(axis=0), n - 2 * cut), tuple(range(n)))
+
+
+def krum_scores(deltas: np.ndarray, f: int) -> list[int]:
+    """Krum score of each row: sum of its n - f - 2 smallest squared distances to others."""
+    n = deltas.shape[0]
+    dist = [[0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            dist[i][j] = dist[j][i] = fx.sum_squares(deltas[i] - deltas[j])
+    closest = n - f - 2
+    return [sum(sorted(dist[i][:i] + dist[i][i + 1 :])[:closest]) for i in range(n)]
+
+
+@register_strategy
+class MultiKrum(Strategy):
+    """Sample-weighted mean of the `m` updates with the lowest Krum scores (Blanchard et al.).
+
+    Tolerates `f` Byzantine updates out of n >= 2f + 3. Scores are exact integers
+    (squared distances in fixed-point units squared); ties go to the earlier update.
+    """
+
+    name = "multi-krum"
+
+    def __init__(self, *, f: int = 0, m: int = 1, clip_norm: float | None = None) -> None:
+        super().__init__(clip_norm=clip_norm)
+        self.f = _integer("f", f, low=0)
+        self.m = _integer("m", m, low=1)
+
+    @property
+    def min_updates(self) -> int:
+        return max(2 * self.f + 3, self.m)
+
+    def params(self):
+        return {**super().params(), "f": self.f, "m": self.m}
+
+    def combine(self, deltas, weights):
+        scores = krum_scores(deltas, self.f)
+        ranking = sorted(range(len(scores)), key=lambda i: (scores[i], i))
+        chosen = tuple(sorted(ranking[: self.m]))
+        excluded = tuple(
+            (
+                i,
+                f"{self.name}: score {scores[i]} ranks {rank + 1} of {len(scores)}; "
+                f"only the best {self.m} are used",
+            )
+            for rank, i in enumerate(ranking)
+            if rank >= self.m
+        )
+        rows = deltas[list(chosen)]
+        delta = fx.weighted_mean(rows, [weights[i] for i in chosen])
+        return Combination(delta, chosen, tuple(sorted(excluded)))
+
+
+@register_strategy
+class Krum(MultiKrum):
+    """Krum: the single update with the lowest Krum score (Multi-Krum with m = 1)."""
+
+    name = "krum"
+
+    def __init__(self, *, f: int = 0, clip_norm: float | None = None) -> None:
+        super().__init__(f=f, m=1, clip_norm=clip_norm)
+
+    def params(self):
+        return {k: v for k, v in super().params().items() if k != "m"}

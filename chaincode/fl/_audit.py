@@ -1,0 +1,88 @@
+"""Recomputing rounds: the one function the contract and any auditor use to aggregate.
+
+`aggregate_round` turns a base model and a round's submissions into the new encoded model
+and its record; `CommitAggregate` stores exactly that. `verify_audit` takes the JSON of
+``GetAudit`` and recomputes every aggregated round from the initial model, so anyone holding
+a copy of the ledger can check every global model without trusting any peer.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+
+from fedfabric.chaincode.fl._aggregation import Update
+from fedfabric.chaincode.fl._encoding import decode_update, encode_model, read_header
+from fedfabric.chaincode.fl._errors import FLError
+from fedfabric.chaincode.fl._task import TaskSpec
+
+
+def aggregate_round(
+    spec: TaskSpec, base: bytes, submissions: Sequence[tuple[Mapping, bytes]]
+) -> tuple[bytes, dict]:
+    """Aggregate `submissions` (update record, encoded update) onto the encoded `base` model.
+
+    Returns the encoded new model and its record (rule, parameters, digests, updates used,
+    excluded and clipped). Raises `UpdateError` or `AggregationError` if a submission does
+    not decode or the rule cannot run.
+    """
+    entries = [{k: r[k] for k in ("digest", "num_samples", "worker")} for r, _ in submissions]
+    updates = [
+        Update(e["worker"], decode_update(blob, spec.layout), e["num_samples"])
+        for e, (_, blob) in zip(entries, submissions, strict=True)
+    ]
+    strategy = spec.strategy()
+    result = strategy.aggregate(decode_update(base, spec.layout), updates)
+    model = encode_model(result.model, spec.layout)
+    record = {
+        **result.record(),
+        "base_model_digest": read_header(base)["content_digest"],
+        "model_digest": read_header(model)["content_digest"],
+        "params": strategy.params(),
+        "rule": strategy.name,
+        "updates": entries,
+    }
+    return model, record
+
+
+def verify_audit(audit: Mapping) -> list[str]:
+    """Recompute every aggregated round of a ``GetAudit`` result; return the problems found.
+
+    An empty list means every stored global model and aggregate record is exactly what the
+    task's rule gives from the stored updates.
+
+    Example::
+
+        problems = verify_audit(json.loads(contract.evaluate("fl:GetAudit", "digits")))
+        assert not problems, problems
+    """
+    problems: list[str] = []
+    stored = audit["task"]
+    spec = TaskSpec.from_json(stored["spec"])
+    previous = base64.b64decode(audit["initial_model"])
+    if read_header(previous)["content_digest"] != stored["initial_model_digest"]:
+        problems.append("initial model digest differs from the task record")
+    for entry in audit["rounds"]:
+        round_no, aggregate = entry["round"], entry["aggregate"]
+        if aggregate is None:
+            continue
+        submissions = []
+        for record in entry["updates"]:
+            blob = base64.b64decode(record["update"])
+            if hashlib.sha256(blob).hexdigest() != record["sha256"]:
+                problems.append(f"round {round_no}: update of {record['worker']} altered")
+            submissions.append((record, blob))
+        try:
+            model, expected = aggregate_round(spec, previous, submissions)
+        except FLError as exc:
+            problems.append(f"round {round_no}: cannot recompute: {exc}")
+            continue
+        stored_model = base64.b64decode(entry["model"] or "")
+        if model != stored_model:
+            problems.append(f"round {round_no}: stored model differs from the recomputed one")
+        for key in sorted(expected):
+            if aggregate.get(key) != expected[key]:
+                problems.append(f"round {round_no}: aggregate field {key!r} differs")
+        previous = stored_model
+    return problems

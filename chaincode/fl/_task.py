@@ -1,0 +1,169 @@
+"""The task specification given to ``CreateTask``, parsed and checked.
+
+Task JSON (fields without a default are required)::
+
+    {
+      "id": "digits",                              # [A-Za-z0-9._-], at most 64 characters
+      "layout": {"encoding": 1, "dtype": "float32",
+                 "tensors": [{"name": "fc.weight", "shape": [10, 64]}, ...]},
+      "rounds": 20,
+      "min_updates": 3,                            # per round, before CloseRound may close it
+      "norm_bound": 10.0,                          # L2 bound of each update, <= 32768
+      "max_update_bytes": 1000000,
+      "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
+      "allowed_orgs": ["Org1MSP", "Org2MSP"],
+      "allowed_clients": [{"msp_id": "Org1MSP", "subject": "CN=worker1,..."}],   # default []
+      "validation_threshold": 0.05                 # default null: no org-private validation;
+                                                   # else the largest increase of an org's
+                                                   # validation loss an update may cause
+    }
+
+The initial global model travels as a separate bytes argument of ``CreateTask``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fedfabric.chaincode.fl._aggregation import Strategy, make_strategy
+from fedfabric.chaincode.fl._encoding import Layout
+from fedfabric.chaincode.fl._errors import AggregationError, TaskError, UpdateError
+from fedfabric.chaincode.fl._fixedpoint import MAX_ABS
+
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_FIELDS = {
+    "id",
+    "layout",
+    "rounds",
+    "min_updates",
+    "norm_bound",
+    "max_update_bytes",
+    "aggregation",
+    "allowed_orgs",
+    "allowed_clients",
+    "validation_threshold",
+}
+
+
+def _int(obj: Mapping, name: str, low: int) -> int:
+    value = obj.get(name)
+    if type(value) is not int or value < low:
+        raise TaskError(name, f"must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _float(obj: Mapping, name: str, high: float) -> float:
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+        raise TaskError(name, f"must be a number in (0, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _strings(obj: Mapping, name: str) -> tuple[str, ...]:
+    value = obj.get(name)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise TaskError(name, f"must be a non-empty list of strings, got {value!r}")
+    return tuple(sorted(set(value)))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A validated FL task. Build with `TaskSpec.from_json`; `to_json` is canonical."""
+
+    id: str
+    layout: Layout
+    rounds: int
+    min_updates: int
+    norm_bound: float
+    max_update_bytes: int
+    rule: str
+    rule_params: tuple[tuple[str, Any], ...]
+    allowed_orgs: tuple[str, ...]
+    allowed_clients: tuple[tuple[str, str], ...]
+    validation_threshold: float | None
+
+    @classmethod
+    def from_json(cls, obj: object) -> TaskSpec:
+        """Parse and check a task JSON object. Raises `TaskError` naming the field."""
+        if not isinstance(obj, Mapping):
+            raise TaskError("task", "must be a JSON object")
+        unknown = sorted(set(obj) - _FIELDS)
+        if unknown:
+            raise TaskError(unknown[0], f"unknown field; known fields are {sorted(_FIELDS)}")
+        task_id = obj.get("id")
+        if not isinstance(task_id, str) or not _ID.fullmatch(task_id):
+            raise TaskError("id", f"must match {_ID.pattern}, got {task_id!r}")
+        try:
+            layout = Layout.from_json(obj.get("layout"))
+        except UpdateError as exc:
+            raise TaskError("layout", exc.detail) from exc
+        aggregation = obj.get("aggregation")
+        if not isinstance(aggregation, Mapping) or set(aggregation) - {"rule", "params"}:
+            raise TaskError("aggregation", "must be {'rule': str, 'params': {...}}")
+        params = aggregation.get("params", {})
+        if not isinstance(params, Mapping):
+            raise TaskError("aggregation", "'params' must be an object")
+        clients = obj.get("allowed_clients", [])
+        if not isinstance(clients, list) or not all(
+            isinstance(c, Mapping)
+            and set(c) == {"msp_id", "subject"}
+            and all(isinstance(v, str) and v for v in c.values())
+            for c in clients
+        ):
+            raise TaskError("allowed_clients", "must be a list of {'msp_id', 'subject'}")
+        threshold = obj.get("validation_threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold < 0
+        ):
+            raise TaskError("validation_threshold", f"must be null or >= 0, got {threshold!r}")
+        spec = cls(
+            id=task_id,
+            layout=layout,
+            rounds=_int(obj, "rounds", 1),
+            min_updates=_int(obj, "min_updates", 1),
+            norm_bound=_float(obj, "norm_bound", MAX_ABS),
+            max_update_bytes=_int(obj, "max_update_bytes", 1),
+            rule=str(aggregation.get("rule")),
+            rule_params=tuple(sorted(params.items())),
+            allowed_orgs=_strings(obj, "allowed_orgs"),
+            allowed_clients=tuple(sorted({(c["msp_id"], c["subject"]) for c in clients})),
+            validation_threshold=None if threshold is None else float(threshold),
+        )
+        try:
+            strategy = spec.strategy()
+        except AggregationError as exc:
+            raise TaskError("aggregation", str(exc)) from exc
+        if spec.min_updates < strategy.min_updates:
+            raise TaskError(
+                "min_updates",
+                f"rule {spec.rule!r} needs at least {strategy.min_updates}, got {spec.min_updates}",
+            )
+        return spec
+
+    def to_json(self) -> dict:
+        """The task as canonical JSON-ready data (defaults filled in, lists sorted)."""
+        return {
+            "aggregation": {"params": dict(self.rule_params), "rule": self.rule},
+            "allowed_clients": [{"msp_id": m, "subject": s} for m, s in self.allowed_clients],
+            "allowed_orgs": list(self.allowed_orgs),
+            "id": self.id,
+            "layout": self.layout.to_json(),
+            "max_update_bytes": self.max_update_bytes,
+            "min_updates": self.min_updates,
+            "norm_bound": self.norm_bound,
+            "rounds": self.rounds,
+            "validation_threshold": self.validation_threshold,
+        }
+
+    def strategy(self) -> Strategy:
+        """The task's aggregation rule. Raises `AggregationError` if it cannot be built."""
+        return make_strategy(self.rule, dict(self.rule_params))
+
+    def allows(self, msp_id: str, subject: str) -> bool:
+        """Whether the identity (MSP id, X.509 subject) may submit updates."""
+        if msp_id not in self.allowed_orgs:
+            return False
+        return not self.allowed_clients or (msp_id, subject) in self.allowed_clients

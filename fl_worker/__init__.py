@@ -1,0 +1,1 @@
+"""fedfabric.fl_worker."""

@@ -1,0 +1,86 @@
+"""fedfabric.gateway: an asyncio client for Hyperledger Fabric's Gateway service.
+
+Gateway → Network (channel) → Contract → Proposal → Transaction → Commit, as in
+hyperledger/fabric-gateway; ``Contract.evaluate`` and ``Contract.submit`` chain the steps.
+Errors are drawn in ``fedfabric.gateway._errors``.
+
+Example::
+
+    from fedfabric.gateway import connect, load_msp
+
+    identity, signer = load_msp("Org1MSP", msp_dir)
+    async with connect(identity=identity, signer=signer, endpoint="127.0.0.1:7051",
+                       tls_root_cert=tls_ca_pem) as gateway:
+        contract = gateway.get_network("mychannel").get_contract("fl")
+        await contract.submit("SubmitUpdate", ["round-1", update_bytes])
+"""
+
+from fedfabric.gateway import hash, signers
+from fedfabric.gateway._checkpointers import Checkpoint, FileCheckpointer, InMemoryCheckpointer
+from fedfabric.gateway._context import Timeouts
+from fedfabric.gateway._contract import Contract, Network
+from fedfabric.gateway._errors import (
+    CommitError,
+    CommitStatusError,
+    DeliverError,
+    EndorseError,
+    ErrorDetail,
+    EvaluateError,
+    GatewayError,
+    SubmitError,
+    TransactionError,
+)
+from fedfabric.gateway._events import (
+    BlockEventsRequest,
+    ChaincodeEvent,
+    ChaincodeEventsRequest,
+    EventStream,
+)
+from fedfabric.gateway._gateway import Gateway, connect
+from fedfabric.gateway._identity import (
+    Identity,
+    X509Identity,
+    load_identity,
+    load_msp,
+    load_private_key,
+)
+from fedfabric.gateway._profile import connect_org, connect_profile
+from fedfabric.gateway._proposal import Proposal
+from fedfabric.gateway._transaction import Commit, Status, Transaction
+
+__all__ = [
+    "BlockEventsRequest",
+    "ChaincodeEvent",
+    "ChaincodeEventsRequest",
+    "Checkpoint",
+    "Commit",
+    "CommitError",
+    "CommitStatusError",
+    "Contract",
+    "DeliverError",
+    "EndorseError",
+    "ErrorDetail",
+    "EvaluateError",
+    "EventStream",
+    "FileCheckpointer",
+    "Gateway",
+    "GatewayError",
+    "Identity",
+    "InMemoryCheckpointer",
+    "Network",
+    "Proposal",
+    "Status",
+    "SubmitError",
+    "Timeouts",
+    "Transaction",
+    "TransactionError",
+    "X509Identity",
+    "connect",
+    "connect_org",
+    "connect_profile",
+    "hash",
+    "load_identity",
+    "load_msp",
+    "load_private_key",
+    "signers",
+]

@@ -1,0 +1,182 @@
+"""Contracts (chaincode, optionally one named contract in it) and networks (channels)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fedfabric.gateway._checkpointers import Checkpoint
+from fedfabric.gateway._client import BlockEventsKind
+from fedfabric.gateway._context import Context, Timeouts
+from fedfabric.gateway._errors import CommitError
+from fedfabric.gateway._events import (
+    BlockEventsRequest,
+    ChaincodeEvent,
+    ChaincodeEventsRequest,
+    EventStream,
+)
+from fedfabric.gateway._proposal import Argument, Proposal, build_proposal
+
+
+class Contract:
+    """A smart contract: a chaincode on a channel, or one named contract inside it.
+
+    Example::
+
+        contract = gateway.get_network("mychannel").get_contract("fl")
+        await contract.submit("SubmitUpdate", [round_id, update])
+        model = await contract.evaluate("GetGlobalModel", [round_id])
+    """
+
+    def __init__(
+        self, context: Context, channel_id: str, chaincode_name: str, contract_name: str | None
+    ) -> None:
+        self._context = context
+        self._channel_id = channel_id
+        self.chaincode_name = chaincode_name
+        self.contract_name = contract_name
+
+    def new_proposal(
+        self,
+        name: str,
+        args: Sequence[Argument] = (),
+        *,
+        transient: Mapping[str, bytes] | None = None,
+        endorsing_orgs: Sequence[str] | None = None,
+    ) -> Proposal:
+        """Build a proposal to run transaction function ``name`` with ``args``.
+
+        ``transient`` data reaches the chaincode but is not recorded in the transaction;
+        ``endorsing_orgs`` restricts which organisations (MSP ids) are asked to endorse.
+        """
+        return build_proposal(
+            self._context,
+            channel_id=self._channel_id,
+            chaincode=self.chaincode_name,
+            transaction_name=f"{self.contract_name}:{name}" if self.contract_name else name,
+            args=args,
+            transient=transient,
+            endorsing_orgs=endorsing_orgs,
+        )
+
+    async def evaluate(
+        self,
+        name: str,
+        args: Sequence[Argument] = (),
+        *,
+        transient: Mapping[str, bytes] | None = None,
+        endorsing_orgs: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Run a query on a peer (nothing is ordered or committed) and return its result.
+
+        Raises ``EvaluateError``.
+        """
+        proposal = self.new_proposal(name, args, transient=transient, endorsing_orgs=endorsing_orgs)
+        return await proposal.evaluate(timeout=timeout)
+
+    async def submit(
+        self,
+        name: str,
+        args: Sequence[Argument] = (),
+        *,
+        transient: Mapping[str, bytes] | None = None,
+        endorsing_orgs: Sequence[str] | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> bytes:
+        """Endorse, sign, submit and wait for the commit; return the chaincode's result.
+
+        Raises ``EndorseError``, ``SubmitError`` or ``CommitStatusError`` for the step that
+        failed, and ``CommitError`` if the transaction was committed as invalid.
+        """
+        steps = timeouts or self._context.timeouts
+        proposal = self.new_proposal(name, args, transient=transient, endorsing_orgs=endorsing_orgs)
+        transaction = await proposal.endorse(timeout=steps.endorse)
+        commit = await transaction.submit(timeout=steps.submit)
+        status = await commit.status(timeout=steps.commit_status)
+        if not status.successful:
+            raise CommitError(status.transaction_id, status.code)
+        return transaction.result
+
+
+class Network:
+    """A channel seen through the gateway: its contracts and its events."""
+
+    def __init__(self, context: Context, name: str) -> None:
+        self._context = context
+        self.name = name
+
+    def get_contract(self, chaincode_name: str, contract_name: str | None = None) -> Contract:
+        """The contract ``contract_name`` (or the default one) of chaincode ``chaincode_name``."""
+        return Contract(self._context, self.name, chaincode_name, contract_name)
+
+    def new_chaincode_events_request(
+        self,
+        chaincode_name: str,
+        *,
+        start_block: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> ChaincodeEventsRequest:
+        """Build a chaincode events request, for example to sign it offline."""
+        return ChaincodeEventsRequest.build(
+            self._context,
+            self.name,
+            chaincode_name,
+            start_block=start_block,
+            checkpoint=checkpoint,
+        )
+
+    def chaincode_events(
+        self,
+        chaincode_name: str,
+        *,
+        start_block: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> EventStream[ChaincodeEvent]:
+        """Events of committed transactions of ``chaincode_name``, in commit order.
+
+        Starts after the ``checkpoint`` position if it is set, else at ``start_block``, else
+        at the next block committed.
+        """
+        request = self.new_chaincode_events_request(
+            chaincode_name, start_block=start_block, checkpoint=checkpoint
+        )
+        return request.events()
+
+    def new_block_events_request(
+        self,
+        *,
+        kind: BlockEventsKind = "block",
+        start_block: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> BlockEventsRequest:
+        """Build a Deliver request for blocks of ``kind``, for example to sign it offline."""
+        return BlockEventsRequest.build(
+            self._context, self.name, kind, start_block=start_block, checkpoint=checkpoint
+        )
+
+    def block_events(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> EventStream[Any]:
+        """Committed blocks (``common.Block``) from the peer's Deliver service."""
+        return self._block_stream("block", start_block, checkpoint)
+
+    def filtered_block_events(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> EventStream[Any]:
+        """Filtered blocks (``peer.FilteredBlock``: tx ids, validation codes, event names)."""
+        return self._block_stream("filtered_block", start_block, checkpoint)
+
+    def block_and_private_data_events(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> EventStream[Any]:
+        """Blocks with the private data this client may see (``peer.BlockAndPrivateData``)."""
+        return self._block_stream("block_and_private_data", start_block, checkpoint)
+
+    def _block_stream(
+        self, kind: BlockEventsKind, start_block: int | None, checkpoint: Checkpoint | None
+    ) -> EventStream[Any]:
+        request = self.new_block_events_request(
+            kind=kind, start_block=start_block, checkpoint=checkpoint
+        )
+        return request.events()

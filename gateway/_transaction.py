@@ -1,0 +1,148 @@
+"""Endorsed transactions and their commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fabric_protos.common import common_pb2
+from fabric_protos.gateway import gateway_pb2
+from fabric_protos.peer import proposal_pb2, proposal_response_pb2, transaction_pb2
+
+from fedfabric.gateway._context import Context
+from fedfabric.gateway._errors import _enum_name
+
+
+class Transaction:
+    """An endorsed transaction, ready to be signed and submitted to the orderer.
+
+    ``result`` is what the chaincode returned. ``bytes()`` and ``digest()`` serve offline
+    signing (``Gateway.new_signed_transaction``).
+    """
+
+    def __init__(self, context: Context, prepared: gateway_pb2.PreparedTransaction) -> None:
+        self._context = context
+        self._prepared = prepared
+        payload = common_pb2.Payload.FromString(prepared.envelope.payload)
+        self._channel_id = common_pb2.ChannelHeader.FromString(
+            payload.header.channel_header
+        ).channel_id
+        self._result = _chaincode_result(payload)
+
+    @property
+    def transaction_id(self) -> str:
+        """The transaction id."""
+        return self._prepared.transaction_id
+
+    @property
+    def result(self) -> bytes:
+        """The payload the chaincode returned when endorsing the transaction."""
+        return self._result
+
+    def bytes(self) -> bytes:
+        """The serialized ``gateway.PreparedTransaction`` (with its signature, if any)."""
+        return self._prepared.SerializeToString()
+
+    def digest(self) -> bytes:
+        """The hash of the envelope payload: what an offline signer signs."""
+        return self._context.signing.digest(self._prepared.envelope.payload)
+
+    async def submit(self, *, timeout: float | None = None) -> Commit:
+        """Sign (unless signed offline) and send the transaction to the orderer.
+
+        Returns the ``Commit`` to wait on. Raises ``SubmitError`` if it was not accepted.
+        """
+        envelope = self._prepared.envelope
+        if not envelope.signature:
+            envelope.signature = self._context.signing.sign(envelope.payload)
+        request = gateway_pb2.SubmitRequest(
+            transaction_id=self.transaction_id,
+            channel_id=self._channel_id,
+            prepared_transaction=envelope,
+        )
+        await self._context.client.call(
+            "Submit",
+            request,
+            transaction_id=self.transaction_id,
+            timeout=self._context.timeouts.submit if timeout is None else timeout,
+        )
+        status_request = gateway_pb2.CommitStatusRequest(
+            transaction_id=self.transaction_id,
+            channel_id=self._channel_id,
+            identity=self._context.signing.creator,
+        )
+        return Commit(
+            self._context,
+            gateway_pb2.SignedCommitStatusRequest(request=status_request.SerializeToString()),
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    """The outcome of a committed transaction: its validation ``code`` and block."""
+
+    transaction_id: str
+    code: int
+    block_number: int
+
+    @property
+    def successful(self) -> bool:
+        """Whether the transaction is VALID and so changed the ledger state."""
+        return self.code == transaction_pb2.VALID
+
+    @property
+    def code_name(self) -> str:
+        """The ``TxValidationCode`` name, for example ``"MVCC_READ_CONFLICT"``."""
+        return _enum_name(transaction_pb2.TxValidationCode, self.code)
+
+
+class Commit:
+    """A submitted transaction whose commit status can be awaited.
+
+    ``bytes()`` and ``digest()`` serve offline signing (``Gateway.new_signed_commit``).
+    """
+
+    def __init__(self, context: Context, signed: gateway_pb2.SignedCommitStatusRequest) -> None:
+        self._context = context
+        self._signed = signed
+        self._request = gateway_pb2.CommitStatusRequest.FromString(signed.request)
+
+    @property
+    def transaction_id(self) -> str:
+        """The transaction id."""
+        return self._request.transaction_id
+
+    def bytes(self) -> bytes:
+        """The serialized ``gateway.SignedCommitStatusRequest``."""
+        return self._signed.SerializeToString()
+
+    def digest(self) -> bytes:
+        """The hash of the commit status request: what an offline signer signs."""
+        return self._context.signing.digest(self._signed.request)
+
+    async def status(self, *, timeout: float | None = None) -> Status:
+        """Wait until the transaction is committed and return its ``Status``.
+
+        An invalid transaction is a ``Status`` with ``successful`` false, not an error.
+        Raises ``CommitStatusError`` if the status cannot be obtained (e.g. timeout).
+        """
+        if not self._signed.signature:
+            self._signed.signature = self._context.signing.sign(self._signed.request)
+        response = await self._context.client.call(
+            "CommitStatus",
+            self._signed,
+            transaction_id=self.transaction_id,
+            timeout=self._context.timeouts.commit_status if timeout is None else timeout,
+        )
+        return Status(self.transaction_id, response.result, response.block_number)
+
+
+def _chaincode_result(payload: common_pb2.Payload) -> bytes:
+    transaction = transaction_pb2.Transaction.FromString(payload.data)
+    for action in transaction.actions:
+        action_payload = transaction_pb2.ChaincodeActionPayload.FromString(action.payload)
+        response_payload = proposal_response_pb2.ProposalResponsePayload.FromString(
+            action_payload.action.proposal_response_payload
+        )
+        chaincode_action = proposal_pb2.ChaincodeAction.FromString(response_payload.extension)
+        return bytes(chaincode_action.response.payload)
+    raise ValueError("prepared transaction has no actions")

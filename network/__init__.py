@@ -1,0 +1,55 @@
+"""fedfabric.network: one consortium topology file → a running Fabric network.
+
+    >>> topology = load_topology()                   # network/topology.yaml
+    >>> net = open_network(topology, state_dir)      # real Fabric 3.1 binaries
+    >>> await net.up(); await net.deploy(["fl"])
+"""
+
+from fedfabric.network._backend import Backend, Endpoint, IdentityFiles, NodeStatus
+from fedfabric.network._binaries import FABRIC_VERSION, FabricRelease, default_fabric_home
+from fedfabric.network._errors import (
+    FabricNotInstalledError,
+    NetworkError,
+    NotRunningError,
+    PortInUseError,
+)
+from fedfabric.network._layout import default_state_root
+from fedfabric.network._policy import PolicyError, majority_policy, parse_policy
+from fedfabric.network._topology import (
+    DEFAULT_TOPOLOGY,
+    Chaincode,
+    Organization,
+    Peer,
+    Topology,
+    TopologyError,
+    load_topology,
+    parse_topology,
+)
+from fedfabric.network.fabric import FabricNetwork
+
+__all__ = [
+    "DEFAULT_TOPOLOGY",
+    "FABRIC_VERSION",
+    "Backend",
+    "Chaincode",
+    "Endpoint",
+    "FabricNetwork",
+    "FabricNotInstalledError",
+    "FabricRelease",
+    "IdentityFiles",
+    "NetworkError",
+    "NodeStatus",
+    "NotRunningError",
+    "Organization",
+    "Peer",
+    "PolicyError",
+    "PortInUseError",
+    "Topology",
+    "TopologyError",
+    "default_fabric_home",
+    "default_state_root",
+    "load_topology",
+    "majority_policy",
+    "parse_policy",
+    "parse_topology",
+]

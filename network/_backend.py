@@ -1,0 +1,59 @@
+"""The interface every network backend implements, and the facts it reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from fedfabric.network._topology import Topology
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node as seen by `Backend.status`: running or not, and its channel height."""
+
+    name: str
+    kind: str  # "orderer" | "peer" | "chaincode"
+    running: bool
+    height: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a client reaches an organisation's gateway peer."""
+
+    address: str
+    server_name: str
+    tls_root_cert: Path
+
+
+@dataclass(frozen=True)
+class IdentityFiles:
+    """An identity's MSP id, signing certificate and key, and TLS client pair."""
+
+    msp_id: str
+    cert: Path
+    key: Path
+    tls_cert: Path
+    tls_key: Path
+    msp_dir: Path
+
+
+class Backend(Protocol):
+    """What `fedfabric network` and the FL job need from a network."""
+
+    topology: Topology
+
+    async def up(self, progress: Progress | None = None) -> bool: ...
+    async def down(self) -> None: ...
+    async def status(self) -> Sequence[NodeStatus]: ...
+    async def deploy(self, names: Sequence[str] | None = None,
+                     progress: Progress | None = None) -> None: ...
+    def endpoint(self, org: str) -> Endpoint: ...
+    def identity(self, org: str, user: str) -> IdentityFiles: ...
+    def profile(self, org: str) -> Path: ...

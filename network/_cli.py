@@ -1,0 +1,89 @@
+"""``fedfabric network ...``: the network commands of the fedfabric CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from fedfabric.network._binaries import FabricRelease, default_fabric_home
+from fedfabric.network._errors import NetworkError
+from fedfabric.network._layout import default_state_root
+from fedfabric.network._topology import DEFAULT_TOPOLOGY, Topology, load_topology
+from fedfabric.network.fabric import FabricNetwork
+
+ACTIONS = ("up", "down", "status", "logs", "deploy", "clean")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("network", help="bring the consortium's Fabric network up, down, ...",
+                       description="Manage the consortium network described by a topology file.")
+    add_network_options(p)
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("names", nargs="*", help="logs: the node; deploy: chaincodes (default all)")
+    p.add_argument("--lines", type=int, default=40, help="logs: how many lines (default 40)")
+    p.set_defaults(func=main)
+
+
+def add_network_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--topology", type=Path,
+                   default=os.environ.get("FEDFABRIC_TOPOLOGY") or DEFAULT_TOPOLOGY,
+                   help="topology file (default: network/topology.yaml; env FEDFABRIC_TOPOLOGY)")
+    p.add_argument("--state-dir", type=Path, default=os.environ.get("FEDFABRIC_STATE_DIR"),
+                   help="generated state (default: ~/.local/share/fedfabric/<name>; env "
+                        "FEDFABRIC_STATE_DIR)")
+    p.add_argument("--fabric-home", type=Path,
+                   default=os.environ.get("FEDFABRIC_FABRIC_HOME") or default_fabric_home(),
+                   help="Fabric release folder with bin/ and config/ (default: what "
+                        "scripts/install-fabric installs; env FEDFABRIC_FABRIC_HOME)")
+
+
+def open_network(args: argparse.Namespace, topology: Topology | None = None) -> FabricNetwork:
+    """The network the CLI options name."""
+    topology = topology or load_topology(args.topology)
+    state = args.state_dir or default_state_root() / topology.name
+    return FabricNetwork(topology, state, FabricRelease(args.fabric_home))
+
+
+def main(args: argparse.Namespace) -> int:
+    net = open_network(args)
+    return asyncio.run(_run(net, args))
+
+
+def _say(message: str, _start: list[float] = []) -> None:  # noqa: B006 (start time holder)
+    if not _start:
+        _start.append(time.monotonic())
+    print(f"[{time.monotonic() - _start[0]:6.1f}s] {message}", flush=True)
+
+
+async def _run(net: FabricNetwork, args: argparse.Namespace) -> int:
+    try:
+        if args.action == "up":
+            await net.up(_say)
+        elif args.action == "down":
+            await net.down()
+            print(f"network {net.topology.name} stopped (ledgers kept in {net.layout.root})")
+        elif args.action == "clean":
+            await net.clean()
+            print(f"network {net.topology.name} stopped and {net.layout.root} deleted")
+        elif args.action == "deploy":
+            await net.deploy(args.names or None, _say)
+        elif args.action == "logs":
+            if len(args.names) != 1:
+                print("usage: fedfabric network logs NODE", file=sys.stderr)
+                return 2
+            lines = net.log_file(args.names[0]).read_text(errors="replace").splitlines()
+            print("\n".join(lines[-args.lines:]))
+        else:
+            print(f"{'node':44} {'kind':9} {'state':8} height")
+            for n in await net.status():
+                state = "running" if n.running else "stopped"
+                height = "" if n.height is None else str(n.height)
+                print(f"{n.name:44} {n.kind:9} {state:8} {height} {n.detail}".rstrip())
+    except NetworkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

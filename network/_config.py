@@ -1,0 +1,198 @@
+"""Fabric configuration files rendered from the topology.
+
+``core.yaml`` and ``orderer.yaml`` start from the installed release's own ``config/`` files
+(so every key keeps the release's default) and get the topology's values set on top;
+``configtx.yaml`` is written whole from the topology.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedfabric.network._crypto import org_dir, user_name
+from fedfabric.network._layout import Layout
+from fedfabric.network._topology import HOST, Orderer, Peer, Topology
+
+CCAAS_BUILDER = Path(__file__).parent / "fabric" / "ccaas_builder"
+CCAAS_CONFIG_ENV = "FEDFABRIC_CCAAS_CONFIG"
+
+
+def render_all(topology: Topology, layout: Layout, release_config: Path) -> None:
+    """Write every node's configuration and the channel's configtx.yaml."""
+    core = _load(release_config / "core.yaml")
+    orderer = _load(release_config / "orderer.yaml")
+    for o in topology.orderer_org.orderers:
+        doc = orderer_yaml(copy.deepcopy(orderer), topology, layout, o)
+        _dump(layout.node_dir(o.host) / "orderer.yaml", doc)
+    for p in topology.peers:
+        _dump(layout.node_dir(p.host) / "core.yaml", core_yaml(copy.deepcopy(core), topology,
+                                                                layout, p))
+    _dump(layout.configtx_dir / "configtx.yaml", configtx_yaml(topology, layout))
+
+
+def core_yaml(base: dict[str, Any], topology: Topology, layout: Layout, p: Peer) -> dict[str, Any]:
+    """A peer's core.yaml: the release defaults with this peer's identity, ports and paths."""
+    org = topology.org(p.org)
+    node = org_dir(layout.crypto_dir, org) / "peers" / p.host
+    data = layout.node_dir(p.host)
+    _set(base, "peer.id", p.host)
+    _set(base, "peer.networkId", topology.name)
+    _set(base, "peer.listenAddress", p.address)
+    _set(base, "peer.address", p.address)
+    _set(base, "peer.chaincodeListenAddress", f"{HOST}:{p.chaincode_port}")
+    _set(base, "peer.chaincodeAddress", f"{HOST}:{p.chaincode_port}")
+    _set(base, "peer.gossip.bootstrap", org.peers[0].address)
+    _set(base, "peer.gossip.endpoint", p.address)
+    _set(base, "peer.gossip.externalEndpoint", p.address)
+    _set(base, "peer.localMspId", org.msp_id)
+    _set(base, "peer.mspConfigPath", str(node / "msp"))
+    _set(base, "peer.tls.enabled", True)
+    _set(base, "peer.tls.cert.file", str(node / "tls" / "server.crt"))
+    _set(base, "peer.tls.key.file", str(node / "tls" / "server.key"))
+    _set(base, "peer.tls.rootcert.file", str(node / "tls" / "ca.crt"))
+    _set(base, "peer.fileSystemPath", str(data / "data"))
+    _set(base, "ledger.snapshots.rootDir", str(data / "data" / "snapshots"))
+    _set(base, "operations.listenAddress", f"{HOST}:{p.operations_port}")
+    _set(base, "metrics.provider", "prometheus")
+    _set(base, "vm.endpoint", "")
+    _set(base, "chaincode.externalBuilders", [{
+        "name": "fedfabric-ccaas",
+        "path": str(CCAAS_BUILDER),
+        "propagateEnvironment": [CCAAS_CONFIG_ENV],
+    }])
+    return base
+
+
+def orderer_yaml(base: dict[str, Any], topology: Topology, layout: Layout,
+                 o: Orderer) -> dict[str, Any]:
+    """An orderer's orderer.yaml: release defaults, channel participation, TLS, Raft paths."""
+    oo = topology.orderer_org
+    node = org_dir(layout.crypto_dir, oo) / "orderers" / o.host
+    tls = node / "tls"
+    data = layout.node_dir(o.host) / "data"
+    _set(base, "General.ListenAddress", HOST)
+    _set(base, "General.ListenPort", o.port)
+    _set(base, "General.TLS.Enabled", True)
+    _set(base, "General.TLS.PrivateKey", str(tls / "server.key"))
+    _set(base, "General.TLS.Certificate", str(tls / "server.crt"))
+    _set(base, "General.TLS.RootCAs", [str(tls / "ca.crt")])
+    _set(base, "General.Cluster.ClientCertificate", str(tls / "server.crt"))
+    _set(base, "General.Cluster.ClientPrivateKey", str(tls / "server.key"))
+    _set(base, "General.BootstrapMethod", "none")
+    _set(base, "General.LocalMSPDir", str(node / "msp"))
+    _set(base, "General.LocalMSPID", oo.msp_id)
+    _set(base, "FileLedger.Location", str(data / "ledger"))
+    _set(base, "Consensus.WALDir", str(data / "etcdraft" / "wal"))
+    _set(base, "Consensus.SnapDir", str(data / "etcdraft" / "snapshot"))
+    _set(base, "Operations.ListenAddress", f"{HOST}:{o.operations_port}")
+    _set(base, "Metrics.Provider", "prometheus")
+    _set(base, "Admin.ListenAddress", f"{HOST}:{o.admin_port}")
+    _set(base, "Admin.TLS.Enabled", True)
+    _set(base, "Admin.TLS.Certificate", str(tls / "server.crt"))
+    _set(base, "Admin.TLS.PrivateKey", str(tls / "server.key"))
+    _set(base, "Admin.TLS.ClientAuthRequired", True)
+    _set(base, "Admin.TLS.ClientRootCAs", [str(tls / "ca.crt")])
+    _set(base, "ChannelParticipation.Enabled", True)
+    return base
+
+
+def configtx_yaml(topology: Topology, layout: Layout) -> dict[str, Any]:
+    """The channel definition for ``configtxgen -profile Channel``."""
+    oo = topology.orderer_org
+    orderer_org = {
+        "Name": oo.msp_id, "ID": oo.msp_id, "MSPDir": str(org_dir(layout.crypto_dir, oo) / "msp"),
+        "Policies": _org_policies(oo.msp_id, orderer=True),
+        "OrdererEndpoints": [o.address for o in oo.orderers],
+    }
+    orgs = []
+    for org in topology.organizations:
+        orgs.append({
+            "Name": org.msp_id, "ID": org.msp_id,
+            "MSPDir": str(org_dir(layout.crypto_dir, org) / "msp"),
+            "Policies": _org_policies(org.msp_id, orderer=False),
+            "AnchorPeers": [{"Host": HOST, "Port": p.port} for p in org.peers[:1]],
+        })
+    consenters = []
+    for o in oo.orderers:
+        cert = str(org_dir(layout.crypto_dir, oo) / "orderers" / o.host / "tls" / "server.crt")
+        consenters.append({"Host": HOST, "Port": o.port, "ClientTLSCert": cert,
+                           "ServerTLSCert": cert})
+    meta = {"Type": "ImplicitMeta"}
+    c = topology.consensus
+    profile = {
+        "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
+                     "Writers": {**meta, "Rule": "ANY Writers"},
+                     "Admins": {**meta, "Rule": "MAJORITY Admins"}},
+        "Capabilities": {"V2_0": True},
+        "Orderer": {
+            "OrdererType": c.type,
+            "BatchTimeout": c.batch_timeout,
+            "BatchSize": {"MaxMessageCount": c.max_message_count,
+                          "AbsoluteMaxBytes": c.absolute_max_bytes,
+                          "PreferredMaxBytes": c.preferred_max_bytes},
+            "EtcdRaft": {"Consenters": consenters,
+                         "Options": {"TickInterval": "500ms", "ElectionTick": 10,
+                                     "HeartbeatTick": 1, "MaxInflightBlocks": 5,
+                                     "SnapshotIntervalSize": "16 MB"}},
+            "Organizations": [orderer_org],
+            "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
+                         "Writers": {**meta, "Rule": "ANY Writers"},
+                         "Admins": {**meta, "Rule": "MAJORITY Admins"},
+                         "BlockValidation": {**meta, "Rule": "ANY Writers"}},
+            "Capabilities": {"V2_0": True},
+        },
+        "Application": {
+            "Organizations": orgs,
+            "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
+                         "Writers": {**meta, "Rule": "ANY Writers"},
+                         "Admins": {**meta, "Rule": "MAJORITY Admins"},
+                         "LifecycleEndorsement": {**meta, "Rule": "MAJORITY Endorsement"},
+                         "Endorsement": {**meta, "Rule": "MAJORITY Endorsement"}},
+            "Capabilities": {"V2_5": True},
+        },
+    }
+    return {"Profiles": {"Channel": profile}}
+
+
+def admin_msp(layout: Layout, topology: Topology, org_name: str) -> Path:
+    """The MSP folder of an organisation's admin (orderer org included)."""
+    oo = topology.orderer_org
+    org = oo if org_name in (oo.name, oo.msp_id) else topology.org(org_name)
+    return org_dir(layout.crypto_dir, org) / "users" / user_name(org, "Admin") / "msp"
+
+
+def _org_policies(msp_id: str, *, orderer: bool) -> dict[str, Any]:
+    sig = "Signature"
+    readers = f"OR('{msp_id}.member')" if orderer else \
+        f"OR('{msp_id}.admin', '{msp_id}.peer', '{msp_id}.client')"
+    writers = f"OR('{msp_id}.member')" if orderer else f"OR('{msp_id}.admin', '{msp_id}.client')"
+    policies = {"Readers": {"Type": sig, "Rule": readers},
+                "Writers": {"Type": sig, "Rule": writers},
+                "Admins": {"Type": sig, "Rule": f"OR('{msp_id}.admin')"}}
+    if not orderer:
+        policies["Endorsement"] = {"Type": sig, "Rule": f"OR('{msp_id}.peer')"}
+    return policies
+
+
+def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        doc = doc.setdefault(key, {})
+    doc[last] = value
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise FileNotFoundError(f"Fabric release config {path} is missing; run "
+                                "scripts/install-fabric") from exc
+
+
+def _dump(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))

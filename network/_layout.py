@@ -1,0 +1,56 @@
+"""Where a network's generated state lives (one state directory, never inside the repository)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_state_root() -> Path:
+    """``$XDG_DATA_HOME/fedfabric`` (``~/.local/share/fedfabric``)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "fedfabric"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths inside one network's state directory."""
+
+    root: Path
+
+    @property
+    def crypto_dir(self) -> Path:
+        return self.root / "crypto"
+
+    @property
+    def configtx_dir(self) -> Path:
+        return self.root / "configtx"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def chaincode_dir(self) -> Path:
+        return self.root / "chaincode"
+
+    @property
+    def profiles_dir(self) -> Path:
+        return self.root / "profiles"
+
+    def channel_block(self, channel: str) -> Path:
+        return self.configtx_dir / f"{channel}.block"
+
+    def node_dir(self, host: str) -> Path:
+        return self.root / "nodes" / host
+
+    def log_file(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"

@@ -1,0 +1,111 @@
+"""Fabric's signature-policy language: ``OutOf(n, ...)``, ``AND(...)``, ``OR(...)``, ``'MSP.role'``.
+
+Only parsing and checking live here; the policy string itself is handed to Fabric unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ROLES = ("member", "admin", "client", "peer", "orderer")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+)|(?P<name>[A-Za-z]+)|'(?P<principal>[^']*)'|(?P<sym>[(),]))")
+_PRINCIPAL = re.compile(r"^(?P<msp>[A-Za-z0-9.-]+)\.(?P<role>[a-z]+)$")
+
+
+class PolicyError(ValueError):
+    """A policy string is malformed or refers to something that does not exist."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    msp_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class OutOf:
+    """``n`` of ``rules`` must be satisfied (AND = all, OR = one)."""
+
+    n: int
+    rules: tuple[OutOf | Principal, ...]
+
+
+def parse_policy(text: str) -> OutOf | Principal:
+    """Parse a policy string; raise `PolicyError` naming the problem."""
+    tokens = _tokenize(text)
+    rule, pos = _parse(tokens, 0, text)
+    if pos != len(tokens):
+        raise PolicyError(f"unexpected {tokens[pos][1]!r} after the end of policy {text!r}")
+    return rule
+
+
+def principals(rule: OutOf | Principal) -> list[Principal]:
+    """Every principal in the policy, in order of appearance."""
+    if isinstance(rule, Principal):
+        return [rule]
+    return [p for sub in rule.rules for p in principals(sub)]
+
+
+def majority_policy(msp_ids: list[str], role: str = "peer") -> str:
+    """``OutOf(n//2 + 1, ...)`` over the given organisations."""
+    members = ", ".join(f"'{m}.{role}'" for m in msp_ids)
+    return f"OutOf({len(msp_ids) // 2 + 1}, {members})"
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    tokens, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise PolicyError(f"cannot read policy {text!r} at position {pos}")
+        kind = m.lastgroup or ""
+        tokens.append((kind, m.group(kind)))
+        pos = m.end()
+    return tokens
+
+
+def _expect(tokens: list[tuple[str, str]], pos: int, symbol: str, text: str) -> int:
+    if pos >= len(tokens) or tokens[pos] != ("sym", symbol):
+        raise PolicyError(f"expected {symbol!r} in policy {text!r}")
+    return pos + 1
+
+
+def _parse(tokens: list[tuple[str, str]], pos: int, text: str) -> tuple[OutOf | Principal, int]:
+    if pos >= len(tokens):
+        raise PolicyError(f"policy {text!r} ends too early")
+    kind, value = tokens[pos]
+    if kind == "principal":
+        m = _PRINCIPAL.match(value)
+        if not m or m["role"] not in ROLES:
+            raise PolicyError(f"principal {value!r} must be 'MSPID.role' with role in {ROLES}")
+        return Principal(m["msp"], m["role"]), pos + 1
+    if kind != "name" or value.lower() not in ("outof", "and", "or"):
+        raise PolicyError(f"unexpected {value!r} in policy {text!r}")
+    op = value.lower()
+    pos = _expect(tokens, pos + 1, "(", text)
+    n = None
+    if op == "outof":
+        if pos >= len(tokens) or tokens[pos][0] != "num":
+            raise PolicyError(f"OutOf needs a number first in policy {text!r}")
+        n = int(tokens[pos][1])
+        pos = _expect(tokens, pos + 1, ",", text)
+    rules = []
+    while True:
+        rule, pos = _parse(tokens, pos, text)
+        rules.append(rule)
+        if pos < len(tokens) and tokens[pos] == ("sym", ","):
+            pos += 1
+            continue
+        pos = _expect(tokens, pos, ")", text)
+        break
+    if op == "and":
+        n = len(rules)
+    elif op == "or":
+        n = 1
+    assert n is not None
+    if not 1 <= n <= len(rules):
+        raise PolicyError(f"OutOf({n}, ...) needs 1 <= n <= {len(rules)} rules in policy {text!r}")
+    return OutOf(n, tuple(rules)), pos

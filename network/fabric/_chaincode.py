@@ -1,0 +1,306 @@
+"""Chaincode as a service on real Fabric: package, install, approve, commit, serve.
+
+One package per chaincode serves every peer: its ``connection.json`` holds placeholders that
+fedfabric's external builder fills from each peer's own ``ccaas.json`` (server address, TLS
+root, the peer's TLS client pair). Each peer gets its own chaincode server process, listening
+on ``peer.chaincode_server_port + chaincode.slot`` with mutual TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import sys
+import tarfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fedfabric.network import _crypto, _process
+from fedfabric.network._backend import NodeStatus, Progress
+from fedfabric.network._errors import NetworkError
+from fedfabric.network._topology import HOST, Chaincode, Peer
+
+if TYPE_CHECKING:
+    from fedfabric.network.fabric._network import FabricNetwork
+
+_CONNECTION = {
+    "address": "{{address}}",
+    "dial_timeout": "10s",
+    "tls_required": True,
+    "client_auth_required": True,
+    "root_cert": "{{root_cert}}",
+    "client_cert": "{{client_cert}}",
+    "client_key": "{{client_key}}",
+}
+
+
+def package_bytes(cc: Chaincode) -> bytes:
+    """The install package: metadata.json (type ccaas) + code.tar.gz (connection.json).
+
+    Byte-for-byte reproducible (fixed mtimes, no gzip timestamp), so the package id is stable.
+    """
+    code = _targz({"connection.json": json.dumps(_CONNECTION, indent=2).encode()})
+    meta = json.dumps({"type": "ccaas", "label": cc.label}).encode()
+    return _targz({"metadata.json": meta, "code.tar.gz": code})
+
+
+def package_id(cc: Chaincode) -> str:
+    """``<label>:<sha256 of the package>``, exactly as the peer computes it."""
+    return f"{cc.label}:{hashlib.sha256(package_bytes(cc)).hexdigest()}"
+
+
+def server_name(cc: Chaincode, peer: Peer) -> str:
+    return f"cc-{cc.name}-{peer.host}"
+
+
+def ccaas_config_path(net: FabricNetwork, peer: Peer) -> Path:
+    return net.layout.node_dir(peer.host) / "ccaas.json"
+
+
+async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> None:
+    t = net.topology
+    chaincodes = [t.chaincode(n) for n in names]
+    for cc in chaincodes:
+        started = time.monotonic()
+        pkg = net.layout.chaincode_dir / f"{cc.label}.tar.gz"
+        pkg.parent.mkdir(parents=True, exist_ok=True)
+        pkg.write_bytes(package_bytes(cc))
+        pid = package_id(cc)
+        for peer in t.peers:
+            _write_ccaas_config(net, peer, cc)
+        say(f"{cc.name}: installing {pid[:len(cc.label) + 13]}... on {len(t.peers)} peers")
+        await asyncio.gather(*(_install(net, peer, pkg, pid) for peer in t.peers))
+        say(f"{cc.name}: starting {len(t.peers)} chaincode servers")
+        await asyncio.gather(*(_start_server(net, cc, peer, pid) for peer in t.peers))
+        sequence, current = await _next_sequence(net, cc)
+        if current:
+            say(f"{cc.name}: definition {cc.version} (sequence {sequence}) already committed")
+        else:
+            for org in t.organizations:
+                say(f"{cc.name}: approving for {org.msp_id} (sequence {sequence})")
+                await _approve(net, cc, org.peers[0], pid, sequence)
+            say(f"{cc.name}: committing with policy {cc.endorsement_policy}")
+            await _commit(net, cc, sequence)
+        _record_deployed(net, cc)
+        await _wait_invocable(net, cc)
+        say(f"{cc.name}: deployed in {time.monotonic() - started:.1f}s")
+
+
+async def restart_servers(net: FabricNetwork, say: Progress) -> None:
+    """After `up`: restart the chaincode servers of every chaincode deployed before."""
+    for name in _deployed(net):
+        try:
+            cc = net.topology.chaincode(name)
+        except NetworkError:
+            continue
+        pid = package_id(cc)
+        waits = []
+        for peer in net.topology.peers:
+            if not _process.pid_of(net.layout, server_name(cc, peer)):
+                say(f"{cc.name}: restarting chaincode server for {peer.host}")
+                waits.append(_start_server(net, cc, peer, pid))
+        await asyncio.gather(*waits)
+
+
+def server_status(net: FabricNetwork) -> list[NodeStatus]:
+    out = []
+    for name in _deployed(net):
+        try:
+            cc = net.topology.chaincode(name)
+        except NetworkError:
+            continue
+        for peer in net.topology.peers:
+            n = server_name(cc, peer)
+            out.append(NodeStatus(n, "chaincode", _process.pid_of(net.layout, n) is not None,
+                                  detail=f"{HOST}:{peer.chaincode_server_port + cc.slot}"))
+    return out
+
+
+async def invoke(net: FabricNetwork, chaincode: str, args: Sequence[str], *,
+                 peers: Sequence[Peer], query: bool = False, user: str = "User1") -> str:
+    """Invoke (or query) through the peer CLI, waiting for the commit; returns CLI output."""
+    first = peers[0]
+    env = net.peer_cli_env(first, admin=False, user=user)
+    ctor = json.dumps({"Args": list(args)})
+    if query:
+        cmd = [net.release.tool("peer"), "chaincode", "query", "-C", net.topology.channel,
+               "-n", chaincode, "-c", ctor]
+        return await _process.run_tool(cmd, env, what=f"query {chaincode} {args[0]}", timeout=60)
+    last = NetworkError(f"invoke {chaincode}: no orderer")
+    for attempt in range(len(net.topology.orderer_org.orderers)):
+        cmd = [net.release.tool("peer"), "chaincode", "invoke", *net.orderer_args(attempt),
+               "-C", net.topology.channel, "-n", chaincode, "-c", ctor, "--waitForEvent",
+               "--waitForEventTimeout", "30s"]
+        for p in peers:
+            cmd += ["--peerAddresses", p.address, "--tlsRootCertFiles",
+                    str(net.endpoint(p.org).tls_root_cert)]
+        try:
+            return await _process.run_tool(cmd, env, what=f"invoke {chaincode} {args[0]}",
+                                           timeout=90)
+        except NetworkError as exc:  # this orderer has no leader yet: the CLI tries only one
+            if "SERVICE_UNAVAILABLE" not in str(exc):
+                raise
+            last = exc
+    raise last
+
+
+def _write_ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> None:
+    org = net.topology.org(peer.org)
+    root = _crypto.org_dir(net.layout.crypto_dir, org)
+    tls = root / "peers" / peer.host / "tls"
+    path = ccaas_config_path(net, peer)
+    config = json.loads(path.read_text()) if path.exists() else {}
+    config[cc.label] = {
+        "address": f"{HOST}:{peer.chaincode_server_port + cc.slot}",
+        "root_cert": (tls / "ca.crt").read_text(),
+        "client_cert": (tls / "server.crt").read_text(),
+        "client_key": (tls / "server.key").read_text(),
+    }
+    path.write_text(json.dumps(config, indent=2))
+
+
+async def _install(net: FabricNetwork, peer: Peer, pkg: Path, pid: str) -> None:
+    env = net.peer_cli_env(peer)
+    peer_bin = net.release.tool("peer")
+    installed = await _process.run_tool([peer_bin, "lifecycle", "chaincode", "queryinstalled"],
+                                        env, what=f"queryinstalled on {peer.host}")
+    if pid in installed:
+        return
+    await _process.run_tool([peer_bin, "lifecycle", "chaincode", "install", str(pkg)], env,
+                            what=f"install on {peer.host}", timeout=300)
+
+
+async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str) -> None:
+    name = server_name(cc, peer)
+    if _process.pid_of(net.layout, name):
+        await _process.stop(net.layout, name)
+    port = peer.chaincode_server_port + cc.slot
+    _process.check_ports_free([(name, "chaincode_server_port", port)])
+    org = net.topology.org(peer.org)
+    root = _crypto.org_dir(net.layout.crypto_dir, org)
+    tls_dir = net.layout.node_dir(peer.host) / "chaincode" / cc.name
+    cert, key = _crypto.server_tls(tls_dir, root / "tlsca", HOST)
+    client_ca = root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem"
+    address = f"{HOST}:{port}"
+    env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=address)
+    if cc.server == "python":
+        argv = [sys.executable, "-m", "fedfabric.chaincode", "serve", "--contract",
+                str(cc.contract), "--address", address, "--chaincode-id", pid, "--tls-cert",
+                str(cert), "--tls-key", str(key), "--tls-client-ca", str(client_ca)]
+        settings = {"msp_id": org.msp_id, **cc.settings.get(org.msp_id, {})}
+        for k, v in sorted(settings.items()):
+            argv += ["--setting", f"{k}={v}"]
+        cwd = None
+    else:
+        assert cc.path is not None
+        cli = cc.path / "node_modules" / "fabric-shim" / "cli.js"
+        node = shutil.which("node")
+        if node is None or not cli.exists():
+            raise NetworkError(f"{cc.name}: Node chaincode needs `node` and `npm install` in "
+                               f"{cc.path} (missing {cli if node else 'node'})")
+        argv = [node, str(cli), "server", "--chaincode-address", address, "--chaincode-id", pid,
+                "--chaincode-tls-cert-file", str(cert), "--chaincode-tls-key-file", str(key),
+                "--chaincode-tls-client-cacert-file", str(client_ca),
+                "--module-path", str(cc.path)]
+        cwd = cc.path
+    _process.start(net.layout, name, argv, env, cwd=cwd)
+    try:
+        await _process.wait_listening(name, port, alive=lambda: bool(
+            _process.pid_of(net.layout, name)))
+    except NetworkError as exc:
+        log = net.layout.log_file(name).read_text(errors="replace").strip().splitlines()
+        raise NetworkError(f"chaincode server {name}: {exc}: {' | '.join(log[-3:])}") from exc
+
+
+async def _next_sequence(net: FabricNetwork, cc: Chaincode) -> tuple[int, bool]:
+    """(sequence to use, whether the same definition is already committed)."""
+    peer = net.topology.peers[0]
+    try:
+        out = await _process.run_tool(
+            [net.release.tool("peer"), "lifecycle", "chaincode", "querycommitted", "-C",
+             net.topology.channel, "-n", cc.name, "-O", "json"], net.peer_cli_env(peer),
+            what="querycommitted")
+    except NetworkError as exc:
+        if "404" in str(exc) or "not found" in str(exc):
+            return 1, False
+        raise
+    info = _process.json_in(out)
+    seq = int(info.get("sequence", 0))
+    if info.get("version") == cc.version and _deployed_policy(net, cc) == cc.endorsement_policy:
+        return seq, True
+    return seq + 1, False
+
+
+async def _approve(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str, seq: int) -> None:
+    await _process.run_tool(
+        [net.release.tool("peer"), "lifecycle", "chaincode", "approveformyorg",
+         *net.orderer_args(), "--channelID", net.topology.channel, "--name", cc.name,
+         "--version", cc.version, "--package-id", pid, "--sequence", str(seq),
+         "--signature-policy", cc.endorsement_policy, "--waitForEventTimeout", "60s"],
+        net.peer_cli_env(peer), what=f"approve {cc.name} for {peer.org}", timeout=120)
+
+
+async def _commit(net: FabricNetwork, cc: Chaincode, seq: int) -> None:
+    cmd = [net.release.tool("peer"), "lifecycle", "chaincode", "commit", *net.orderer_args(),
+           "--channelID", net.topology.channel, "--name", cc.name, "--version", cc.version,
+           "--sequence", str(seq), "--signature-policy", cc.endorsement_policy,
+           "--waitForEventTimeout", "60s"]
+    for org in net.topology.organizations:
+        p = org.peers[0]
+        cmd += ["--peerAddresses", p.address, "--tlsRootCertFiles",
+                str(net.endpoint(org.name).tls_root_cert)]
+    await _process.run_tool(cmd, net.peer_cli_env(net.topology.peers[0]),
+                            what=f"commit {cc.name}", timeout=120)
+
+
+async def _wait_invocable(net: FabricNetwork, cc: Chaincode, timeout: float = 90) -> None:
+    """Until GetMetadata answers on every peer (the peer has built and dialled the server)."""
+    deadline = time.monotonic() + timeout
+    for peer in net.topology.peers:
+        while True:
+            try:
+                await invoke(net, cc.name, ["org.hyperledger.fabric:GetMetadata"], peers=[peer],
+                             query=True, user="Admin")
+                break
+            except NetworkError as exc:
+                if time.monotonic() > deadline:
+                    raise NetworkError(f"{cc.name} not invocable on {peer.host}: {exc}") from exc
+                await asyncio.sleep(0.5)
+
+
+def _state_file(net: FabricNetwork) -> Path:
+    return net.layout.chaincode_dir / "deployed.json"
+
+
+def _deployed(net: FabricNetwork) -> dict[str, dict[str, str]]:
+    path = _state_file(net)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _deployed_policy(net: FabricNetwork, cc: Chaincode) -> str | None:
+    return _deployed(net).get(cc.name, {}).get("policy")
+
+
+def _record_deployed(net: FabricNetwork, cc: Chaincode) -> None:
+    state = _deployed(net)
+    state[cc.name] = {"version": cc.version, "policy": cc.endorsement_policy,
+                      "package_id": package_id(cc)}
+    tmp = _state_file(net).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(_state_file(net))
+
+
+def _targz(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)

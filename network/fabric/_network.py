@@ -1,0 +1,342 @@
+"""A real Hyperledger Fabric network: Fabric's own binaries as native processes on 127.0.0.1.
+
+This module only orchestrates Fabric's tools (``configtxgen``, ``orderer``, ``peer``,
+``osnadmin``); all Fabric logic stays in Fabric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedfabric.network import _crypto, _process
+from fedfabric.network._backend import Endpoint, IdentityFiles, NodeStatus, Progress
+from fedfabric.network._binaries import FabricRelease
+from fedfabric.network._config import CCAAS_CONFIG_ENV, admin_msp, render_all
+from fedfabric.network._errors import NetworkError, NotRunningError
+from fedfabric.network._layout import Layout
+from fedfabric.network._topology import Orderer, Organization, Peer, Topology
+from fedfabric.network.fabric import _chaincode
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class FabricNetwork:
+    """The `Backend` for real Fabric 3.1: ``up``, ``down``, ``status``, ``deploy``, ``clean``."""
+
+    def __init__(self, topology: Topology, state_dir: Path, release: FabricRelease) -> None:
+        self.topology = topology
+        self.layout = Layout(Path(state_dir))
+        self.release = release
+
+    # ----------------------------------------------------------------- lifecycle
+    async def up(self, progress: Progress | None = None) -> bool:
+        """Bring the network up (or resume it); False if it was already running."""
+        say = progress or _quiet
+        t = self.topology
+        nodes = [o.host for o in t.orderer_org.orderers] + [p.host for p in t.peers]
+        running = [n for n in nodes if _process.pid_of(self.layout, n)]
+        if len(running) == len(nodes):
+            say(f"network {t.name} is already running ({len(nodes)} nodes); nothing to do")
+            return False
+        self.release.check()
+        ports = [p for p in t.node_ports() if p[0] not in running
+                 and "chaincode_server" not in p[1]]
+        _process.check_ports_free(ports)
+        started = time.monotonic()
+        say("crypto material (CAs, MSPs, TLS)")
+        _crypto.generate(t, self.layout.crypto_dir)
+        render_all(t, self.layout, self.release.config_dir)
+        self._write_profiles()
+        block = self.layout.channel_block(t.channel)
+        if not block.exists():
+            say(f"channel block for {t.channel!r} (configtxgen)")
+            await _process.run_tool(
+                [self.release.tool("configtxgen"), "-configPath", str(self.layout.configtx_dir),
+                 "-profile", "Channel", "-channelID", t.channel, "-outputBlock", str(block)],
+                self._env(), what="configtxgen")
+        try:
+            await self._start_nodes(running, say)
+            await self._join(say)
+            await self.wait_leader()
+            await _chaincode.restart_servers(self, say)
+            await self._wait_heights_equal(timeout=60)
+        except BaseException:
+            await self.down()
+            raise
+        say(f"network {t.name} is up in {time.monotonic() - started:.1f}s")
+        return True
+
+    async def down(self) -> None:
+        """Stop every process this network started (ledgers stay on disk)."""
+        names = [p.stem for p in self.layout.run_dir.glob("*.pid")]
+        await asyncio.gather(*(_process.stop(self.layout, n) for n in names))
+
+    async def clean(self) -> None:
+        """Stop the network and delete its whole state directory."""
+        await self.down()
+        shutil.rmtree(self.layout.root, ignore_errors=True)
+
+    async def stop_node(self, host: str) -> None:
+        """Stop one node (peer, orderer or chaincode server) gracefully."""
+        if not await _process.stop(self.layout, host):
+            raise NotRunningError(f"{host} is not running")
+
+    def kill_node(self, host: str) -> None:
+        """kill -9 one node, as a crash would."""
+        _process.kill(self.layout, host)
+
+    async def start_node(self, host: str) -> None:
+        """(Re)start one stopped peer or orderer and wait until it is healthy."""
+        await self._start_nodes([n for n in self._node_names() if n != host
+                                 and _process.pid_of(self.layout, n)], _quiet, only=host)
+        if host in [o.host for o in self.topology.orderer_org.orderers]:
+            await self.wait_leader()
+
+    async def wait_leader(self, timeout: float = 60.0) -> str:
+        """Wait until the running orderers have a Raft leader; return its host."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = await self.leader()
+            if leader:
+                return leader
+            await asyncio.sleep(0.2)
+        raise NetworkError(f"the orderers elected no Raft leader within {timeout:.0f}s")
+
+    # ----------------------------------------------------------------- status
+    async def status(self) -> list[NodeStatus]:
+        """Each node: running or not, and its block height on the channel."""
+        t = self.topology
+        checks = [self._orderer_status(o) for o in t.orderer_org.orderers]
+        checks += [self._peer_status(p) for p in t.peers]
+        nodes = list(await asyncio.gather(*checks))
+        nodes += _chaincode.server_status(self)
+        return nodes
+
+    async def height(self, peer: Peer) -> int:
+        """The peer's block height on the channel."""
+        out = await _process.run_tool(
+            [self.release.tool("peer"), "channel", "getinfo", "-c", self.topology.channel],
+            self.peer_cli_env(peer), what=f"peer channel getinfo on {peer.host}", timeout=30)
+        return int(_process.json_in(out, "Blockchain info:")["height"])
+
+    async def leader(self) -> str | None:
+        """The host of the current Raft leader, from the orderers' metrics."""
+        for o in self.topology.orderer_org.orderers:
+            if not _process.pid_of(self.layout, o.host):
+                continue
+            try:
+                _, body = await _process.http_get(o.operations_port, "/metrics")
+            except OSError:
+                continue
+            for line in body.decode().splitlines():
+                if line.startswith("consensus_etcdraft_is_leader{") and line.endswith(" 1"):
+                    return o.host
+        return None
+
+    def log_file(self, node: str) -> Path:
+        """The log of a node (its host name, e.g. ``peer0.transport.smartcity.example``)."""
+        path = self.layout.log_file(node)
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in self.layout.logs_dir.glob("*.log")))
+            raise NetworkError(f"no log for {node!r} (known: {known or 'none yet'})")
+        return path
+
+    # ----------------------------------------------------------------- chaincode
+    async def deploy(self, names: Sequence[str] | None = None,
+                     progress: Progress | None = None) -> None:
+        """Install, approve, commit and serve chaincodes (default: every one in the topology)."""
+        self._require_running()
+        await _chaincode.deploy(self, names or [c.name for c in self.topology.chaincodes],
+                                progress or _quiet)
+
+    # ----------------------------------------------------------------- identities
+    def endpoint(self, org: str) -> Endpoint:
+        o = self.topology.org(org)
+        p = o.peers[0]
+        root = _crypto.org_dir(self.layout.crypto_dir, o)
+        return Endpoint(p.address, p.host, root / "peers" / p.host / "tls" / "ca.crt")
+
+    def identity(self, org: str, user: str = "User1") -> IdentityFiles:
+        o = self.topology.org(org)
+        folder = _crypto.org_dir(self.layout.crypto_dir, o) / "users" / _crypto.user_name(o, user)
+        if not folder.exists():
+            raise NetworkError(f"no identity {user!r} in {o.name} (users: Admin, User1.."
+                               f"User{o.users})")
+        msp = folder / "msp"
+        return IdentityFiles(o.msp_id, next((msp / "signcerts").glob("*.pem")),
+                             msp / "keystore" / "priv_sk", folder / "tls" / "client.crt",
+                             folder / "tls" / "client.key", msp)
+
+    def profile(self, org: str) -> Path:
+        """The connection profile (JSON) of an organisation, for `fedfabric.gateway`."""
+        return self.layout.profiles_dir / f"{self.topology.org(org).name}.json"
+
+    # ----------------------------------------------------------------- CLI plumbing
+    def peer_cli_env(self, peer: Peer, *, admin: bool = True,
+                     user: str = "Admin") -> dict[str, str]:
+        """Environment for ``peer`` CLI commands against ``peer`` as its org's admin."""
+        org = self.topology.org(peer.org)
+        msp = admin_msp(self.layout, self.topology, org.name) if admin else \
+            self.identity(org.name, user).msp_dir
+        return self._env(
+            FABRIC_CFG_PATH=str(self.layout.node_dir(peer.host)),
+            CORE_PEER_LOCALMSPID=org.msp_id,
+            CORE_PEER_MSPCONFIGPATH=str(msp),
+            CORE_PEER_ADDRESS=peer.address,
+            CORE_PEER_TLS_ENABLED="true",
+            CORE_PEER_TLS_ROOTCERT_FILE=str(self.endpoint(org.name).tls_root_cert),
+        )
+
+    def orderer_args(self, index: int = 0) -> list[str]:
+        """``-o ... --tls --cafile ...`` for peer CLI commands that submit transactions.
+
+        ``index`` picks among the running orderers (round robin), for retries elsewhere.
+        """
+        oo = self.topology.orderer_org
+        ca = _crypto.org_dir(self.layout.crypto_dir, oo) / "msp" / "tlscacerts" / \
+            f"tlsca.{oo.domain}-cert.pem"
+        running = [o for o in oo.orderers if _process.pid_of(self.layout, o.host)] or oo.orderers
+        return ["-o", running[index % len(running)].address, "--tls", "--cafile", str(ca)]
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CORE_", "ORDERER_"))}
+        env.pop("FABRIC_CFG_PATH", None)
+        env["FABRIC_LOGGING_SPEC"] = "info"
+        env.update(extra)
+        return env
+
+    def _node_names(self) -> list[str]:
+        t = self.topology
+        return [o.host for o in t.orderer_org.orderers] + [p.host for p in t.peers]
+
+    def _require_running(self) -> None:
+        down = [n for n in self._node_names() if not _process.pid_of(self.layout, n)]
+        if len(down) == len(self._node_names()):
+            raise NotRunningError(f"network {self.topology.name} is not running; run "
+                                  "`fedfabric network up` first")
+
+    async def _start_nodes(self, running: list[str], say: Progress,
+                           only: str | None = None) -> None:
+        t = self.topology
+        waits = []
+        for o in t.orderer_org.orderers:
+            if o.host in running or (only and o.host != only):
+                continue
+            say(f"starting {o.host} on {o.address}")
+            _process.start(self.layout, o.host, [self.release.tool("orderer")],
+                           self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(o.host))))
+            waits.append(self._healthy(o.host, o.operations_port, o.port))
+        await asyncio.gather(*waits)
+        waits = []
+        for p in t.peers:
+            if p.host in running or (only and p.host != only):
+                continue
+            say(f"starting {p.host} on {p.address}")
+            env = self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(p.host)),
+                            **{CCAAS_CONFIG_ENV: str(_chaincode.ccaas_config_path(self, p))})
+            _process.start(self.layout, p.host, [self.release.tool("peer"), "node", "start"], env)
+            waits.append(self._healthy(p.host, p.operations_port, p.port))
+        await asyncio.gather(*waits)
+
+    async def _healthy(self, host: str, operations_port: int, port: int) -> None:
+        alive = lambda: _process.pid_of(self.layout, host) is not None  # noqa: E731
+        await _process.wait_healthy(host, operations_port, timeout=60, alive=alive)
+        await _process.wait_listening(host, port, timeout=30, alive=alive)
+
+    async def _join(self, say: Progress) -> None:
+        t = self.topology
+        block = str(self.layout.channel_block(t.channel))
+        for o in t.orderer_org.orderers:
+            listed = await self._osnadmin(o, ["list"])
+            if f'"{t.channel}"' not in listed:
+                say(f"joining {o.host} to {t.channel}")
+                await self._osnadmin(o, ["join", "--channelID", t.channel, "--config-block", block])
+        for p in t.peers:
+            env = self.peer_cli_env(p)
+            listed = await _process.run_tool([self.release.tool("peer"), "channel", "list"], env,
+                                             what=f"peer channel list on {p.host}")
+            if t.channel not in listed.split():
+                say(f"joining {p.host} to {t.channel}")
+                await self._retry(lambda env=env, host=p.host: _process.run_tool(
+                    [self.release.tool("peer"), "channel", "join", "-b", block], env,
+                    what=f"peer channel join on {host}"))
+
+    async def _wait_heights_equal(self, timeout: float) -> None:
+        """Wait until every peer has the channel and all report the same height."""
+        deadline = time.monotonic() + timeout
+        heights: list[int] = []
+        while time.monotonic() < deadline:
+            try:
+                heights = list(await asyncio.gather(*(self.height(p) for p in self.topology.peers)))
+                if len(set(heights)) == 1:
+                    return
+            except NetworkError:
+                pass
+            await asyncio.sleep(0.25)
+        raise NetworkError(f"peers did not converge on one height within {timeout:.0f}s "
+                           f"(heights: {heights or 'unknown'})")
+
+    async def _retry(self, call, attempts: int = 20, delay: float = 0.5):  # noqa: ANN001
+        for i in range(attempts):
+            try:
+                return await call()
+            except NetworkError:
+                if i == attempts - 1:
+                    raise
+                await asyncio.sleep(delay)
+        return None
+
+    async def _osnadmin(self, o: Orderer, args: list[str], timeout: float = 30) -> str:
+        """``osnadmin channel ARGS`` against one orderer's admin endpoint (mutual TLS)."""
+        oo = self.topology.orderer_org
+        tls = _crypto.org_dir(self.layout.crypto_dir, oo) / "users" / \
+            _crypto.user_name(oo, "Admin") / "tls"
+        return await _process.run_tool(
+            [self.release.tool("osnadmin"), "channel", *args, "-o", f"127.0.0.1:{o.admin_port}",
+             "--ca-file", str(tls / "ca.crt"), "--client-cert", str(tls / "client.crt"),
+             "--client-key", str(tls / "client.key")], self._env(),
+            what=f"osnadmin channel {args[0]} on {o.host}", timeout=timeout)
+
+    async def _orderer_status(self, o: Orderer) -> NodeStatus:
+        if not _process.pid_of(self.layout, o.host):
+            return NodeStatus(o.host, "orderer", False)
+        try:
+            out = await self._osnadmin(o, ["list", "--channelID", self.topology.channel], 15)
+            info = _process.json_in(out)
+            return NodeStatus(o.host, "orderer", True, int(info["height"]),
+                              info.get("consensusRelation", ""))
+        except (NetworkError, ValueError, KeyError) as exc:
+            return NodeStatus(o.host, "orderer", True, None, str(exc))
+
+    async def _peer_status(self, p: Peer) -> NodeStatus:
+        if not _process.pid_of(self.layout, p.host):
+            return NodeStatus(p.host, "peer", False)
+        try:
+            return NodeStatus(p.host, "peer", True, await self.height(p))
+        except (NetworkError, ValueError) as exc:
+            return NodeStatus(p.host, "peer", True, None, str(exc))
+
+    def _write_profiles(self) -> None:
+        self.layout.profiles_dir.mkdir(parents=True, exist_ok=True)
+        for org in self.topology.organizations:
+            self.profile(org.name).write_text(json.dumps(self._profile(org), indent=2) + "\n")
+
+    def _profile(self, org: Organization) -> dict:
+        ep = self.endpoint(org.name)
+        users = {}
+        for user in ["Admin"] + [f"User{i}" for i in range(1, org.users + 1)]:
+            ident = self.identity(org.name, user)
+            users[user] = {"cert_path": str(ident.cert), "key_path": str(ident.key),
+                           "client_tls_cert_path": str(ident.tls_cert),
+                           "client_tls_key_path": str(ident.tls_key)}
+        return {"name": org.name, "msp_id": org.msp_id, "channel": self.topology.channel,
+                "peer_endpoint": ep.address, "server_name": ep.server_name,
+                "tls_root_cert_path": str(ep.tls_root_cert), "users": users}

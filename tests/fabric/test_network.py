@@ -1,0 +1,143 @@
+"""The consortium network on real Fabric 3.1.5 binaries: up, down, deploy, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from fedfabric.network import FabricNetwork, NetworkError, PortInUseError
+from fedfabric.network.fabric import _chaincode
+from tests.conftest import fabric_release
+from tests.fabric.conftest import kv_topology
+
+
+async def invoke(net: FabricNetwork, *args: str, orgs: tuple[int, ...] = (0, 1)) -> None:
+    peers = [net.topology.peers[i] for i in orgs]
+    await _chaincode.invoke(net, "kv", list(args), peers=peers)
+
+
+async def query(net: FabricNetwork, *args: str, org: int = 2) -> str:
+    peer = net.topology.peers[org]
+    return (await _chaincode.invoke(net, "kv", list(args), peers=[peer], query=True)).strip()
+
+
+async def heights(net: FabricNetwork) -> list[int | None]:
+    return [n.height for n in await net.status() if n.kind == "peer"]
+
+
+async def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def test_up_gives_every_node_the_channel_at_one_height(network: FabricNetwork) -> None:
+    nodes = await network.status()
+
+    assert {n.kind for n in nodes} == {"orderer", "peer", "chaincode"}
+    assert all(n.running for n in nodes)
+    peer_heights = {n.height for n in nodes if n.kind == "peer"}
+    orderer_heights = {n.height for n in nodes if n.kind == "orderer"}
+    assert len(peer_heights) == 1 and None not in peer_heights
+    assert peer_heights == orderer_heights
+    assert all(n.detail == "consenter" for n in nodes if n.kind == "orderer")
+
+
+async def test_second_up_on_a_running_network_does_nothing(network: FabricNetwork) -> None:
+    before = await heights(network)
+
+    assert await network.up() is False
+    assert await heights(network) == before
+
+
+async def test_invoke_endorsed_by_two_of_three_orgs_commits(network: FabricNetwork) -> None:
+    await invoke(network, "Put", "two-orgs", "committed")
+
+    assert await query(network, "Get", "two-orgs", org=2) == "committed"
+
+
+async def test_invoke_endorsed_by_one_org_is_invalidated_by_the_policy(
+        network: FabricNetwork) -> None:
+    with pytest.raises(NetworkError, match="ENDORSEMENT_POLICY_FAILURE"):
+        await invoke(network, "Put", "one-org", "x", orgs=(0,))
+
+    with pytest.raises(NetworkError, match="does not exist"):
+        await query(network, "Get", "one-org")
+
+
+async def test_stopped_peer_catches_up_after_restart(network: FabricNetwork) -> None:
+    health = network.topology.peers[2]
+    await network.stop_node(health.host)
+    try:
+        await invoke(network, "Put", "while-down", "1", orgs=(0, 1))
+        await invoke(network, "Put", "while-down", "2", orgs=(0, 1))
+    finally:
+        await network.start_node(health.host)
+
+    async def caught_up() -> bool:
+        hs = await heights(network)
+        return len(set(hs)) == 1 and None not in hs
+
+    await wait_for(caught_up, what="the restarted peer to reach the others' height")
+    assert await query(network, "Get", "while-down", org=2) == "2"
+
+
+async def test_two_orgs_down_cannot_meet_the_policy(network: FabricNetwork) -> None:
+    energy, health = network.topology.peers[1], network.topology.peers[2]
+    await network.stop_node(energy.host)
+    await network.stop_node(health.host)
+    try:
+        with pytest.raises(NetworkError, match="ENDORSEMENT_POLICY_FAILURE"):
+            await invoke(network, "Put", "alone", "x", orgs=(0,))
+    finally:
+        await network.start_node(energy.host)
+        await network.start_node(health.host)
+
+
+async def test_raft_elects_a_new_leader_after_kill_9(network: FabricNetwork) -> None:
+    old = await wait_for(network.leader, what="a Raft leader")
+    network.kill_node(old)
+    try:
+        new = await wait_for(network.leader, timeout=60, what="a new Raft leader")
+        assert new != old
+        await invoke(network, "Put", "after-leader-crash", "ok")
+        assert await query(network, "Get", "after-leader-crash") == "ok"
+    finally:
+        await network.start_node(old)
+
+
+async def test_down_and_up_keep_height_and_state(network: FabricNetwork) -> None:
+    await invoke(network, "Put", "durable", "kept")
+    before = await heights(network)
+
+    await network.down()
+    assert not [n for n in await network.status() if n.running]
+    assert await network.up() is True
+
+    assert await heights(network) == before
+    assert await query(network, "Get", "durable") == "kept"
+
+
+async def test_busy_port_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
+    topology = kv_topology(port_shift=21000)
+    net = FabricNetwork(topology, tmp_path / "state", fabric_release())
+    busy = topology.peers[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", busy.port))
+        s.listen()
+
+        with pytest.raises(PortInUseError) as info:
+            await net.up()
+
+    assert info.value.port == busy.port and info.value.node == busy.host
+    assert str(busy.port) in str(info.value) and busy.host in str(info.value)
+    assert not [n for n in await net.status() if n.running]

@@ -1,0 +1,283 @@
+"""FLContract on the memory ledger: the round lifecycle, every refusal, queries and audit."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from fl_world import LAYOUT, World, assert_refused, task_json, update
+
+from fedfabric.chaincode.fl import Layout, decode_update, encode_update, read_header, verify_audit
+
+
+async def submit_round(world: World, round_no: int, values: dict[str, float]) -> None:
+    for who, value in values.items():
+        await world.ok("SubmitUpdate", "digits", round_no, update(value), 10, who=who)
+
+
+async def test_a_round_from_submission_to_aggregate(world):
+    await world.start(initial=1.0)
+    first = await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    assert first.event[0] == "UpdateSubmitted"
+    assert json.loads(first.event[1])["num_samples"] == 10
+    await world.ok("SubmitUpdate", "digits", 1, update(-1.0), 30, who="w2")
+
+    closed = await world.ok("CloseRound", "digits", 1)
+    assert closed.event[0] == "RoundClosed"
+    assert len(json.loads(closed.event[1])["updates"]) == 2
+    committed = await world.ok("CommitAggregate", "digits", 1, who="w3")
+    record = json.loads(committed.payload)
+
+    model = decode_update(await world_model(world, 1), LAYOUT)
+    np.testing.assert_array_equal(model["w"], np.full((2, 2), 1 + (5 - 30) / 40))
+    assert committed.event[0] == "AggregateCommitted"
+    assert json.loads(committed.event[1])["model_digest"] == record["model_digest"]
+    assert record["rule"] == "fedavg" and len(record["used"]) == 2 and record["excluded"] == []
+    assert (await world.json("GetRoundUpdates", "digits", 1))["state"]["status"] == "aggregated"
+
+
+async def world_model(world: World, round_no: int) -> bytes:
+    return (await world.ok("GetGlobalModel", "digits", round_no)).payload
+
+
+async def test_two_rounds_audit_contributions_and_worker_history(world):
+    await world.start(task_json(aggregation={"rule": "median", "params": {"clip_norm": 1.0}}))
+    await submit_round(world, 1, {"w1": 0.25, "w2": 4.0, "w3": -0.125})
+    await world.ok("CloseRound", "digits", 1)
+    await world.ok("CommitAggregate", "digits", 1)
+    await world.ok("OpenRound", "digits", 2)
+    await submit_round(world, 2, {"w1": 0.5, "w2": 0.0625})
+    await world.ok("CloseRound", "digits", 2)
+    await world.ok("CommitAggregate", "digits", 2)
+
+    audit = await world.json("GetAudit", "digits")
+    assert [r["round"] for r in audit["rounds"]] == [1, 2]
+    assert verify_audit(audit) == []
+    assert audit["rounds"][0]["aggregate"]["clipped"] == [
+        u["worker"] for u in audit["rounds"][0]["updates"] if u["msp_id"] == "Org2MSP"
+    ]
+
+    contributions = (await world.json("GetContributions", "digits"))["orgs"]
+    assert contributions["Org1MSP"] == {"excluded": 0, "samples": 20, "updates": 2, "used": 2}
+    assert contributions["Org3MSP"]["updates"] == 1
+
+    worker = next(u["worker"] for u in audit["rounds"][0]["updates"] if u["msp_id"] == "Org1MSP")
+    history = await world.json("GetWorkerHistory", "digits", worker)
+    assert sorted(h["record"]["round"] for h in history) == [1, 2]
+
+
+async def test_audit_detects_a_tampered_model(world):
+    await world.start()
+    await submit_round(world, 1, {"w1": 0.5, "w2": 1.0})
+    await world.ok("CloseRound", "digits", 1)
+    await world.ok("CommitAggregate", "digits", 1)
+    audit = await world.json("GetAudit", "digits")
+    forged = base64.b64decode(audit["rounds"][0]["model"])
+    audit["rounds"][0]["model"] = base64.b64encode(forged[:-1] + b"\x00").decode()
+    assert verify_audit(audit) == ["round 1: stored model differs from the recomputed one"]
+
+
+async def test_krum_excludes_the_outlier_and_says_why(world):
+    task = task_json(min_updates=5, aggregation={"rule": "krum", "params": {"f": 1}})
+    task["allowed_orgs"] = ["Org1MSP", "Org2MSP", "Org3MSP", "Org9MSP"]
+    await world.start(task)
+    await submit_round(world, 1, {"w1": 0.1, "w1b": 0.2, "w2": 0.3, "w3": 0.4, "outsider": 4.0})
+    await world.ok("CloseRound", "digits", 1)
+    record = json.loads((await world.ok("CommitAggregate", "digits", 1)).payload)
+    assert len(record["used"]) == 1 and len(record["excluded"]) == 4
+    reasons = {e["id"].split(":")[0]: e["reason"] for e in record["excluded"]}
+    assert "ranks 5 of 5" in reasons["Org9MSP"]
+
+
+# -- CreateTask ------------------------------------------------------------------------------
+
+
+async def test_create_task_needs_an_admin(world):
+    result = await world.call("CreateTask", task_json(), update(0.0), who="w1")
+    assert_refused(result, "role", "CreateTask needs an admin", "client")
+    assert result.status == 403
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"id": "bad id"}, "id"),
+        ({"rounds": 0}, "rounds"),
+        ({"norm_bound": 1e9}, "norm_bound"),
+        ({"allowed_orgs": []}, "allowed_orgs"),
+        ({"aggregation": {"rule": "nope"}}, "aggregation"),
+        ({"aggregation": {"rule": "krum", "params": {"f": 1}}}, "min_updates"),
+        ({"layout": {"tensors": []}}, "layout"),
+        ({"colour": "red"}, "colour"),
+        ({"validation_threshold": -1}, "validation_threshold"),
+    ],
+)
+async def test_create_task_refuses_bad_specs(world, change, field):
+    result = await world.call("CreateTask", task_json(**change), update(0.0))
+    assert_refused(result, "task", f"task field '{field}'")
+
+
+async def test_create_task_refuses_duplicates_and_bad_initial_models(world):
+    await world.ok("CreateTask", task_json(), update(0.0))
+    assert_refused(await world.call("CreateTask", task_json(), update(0.0)), "exists")
+    other = task_json(id="other")
+    assert_refused(await world.call("CreateTask", other, b"junk"), "initial-model", "format")
+    too_big = update(0.0, 40000.0)
+    assert_refused(await world.call("CreateTask", other, too_big), "initial-model", "range")
+
+
+# -- rounds ----------------------------------------------------------------------------------
+
+
+async def test_open_round_rules(world):
+    assert_refused(await world.call("OpenRound", "digits", 1), "not-found", "'digits'")
+    await world.ok("CreateTask", task_json(), update(0.0))
+    assert_refused(await world.call("OpenRound", "digits", 1, who="w1"), "role")
+    assert_refused(await world.call("OpenRound", "digits", 0), "round-number", "1..2")
+    assert_refused(await world.call("OpenRound", "digits", 3), "round-number")
+    assert_refused(await world.call("OpenRound", "digits", 2), "round-state", "round 1 has no")
+    await world.ok("OpenRound", "digits", 1)
+    assert_refused(await world.call("OpenRound", "digits", 1), "round-state", "already open")
+
+
+async def test_close_round_rules(world):
+    await world.start()
+    assert_refused(await world.call("CloseRound", "digits", 1, who="w1"), "role")
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    assert_refused(await world.call("CloseRound", "digits", 1), "min-updates", "1 of 2")
+    await world.ok("SubmitUpdate", "digits", 1, update(0.25), 10, who="w2")
+    await world.ok("CloseRound", "digits", 1)
+    assert_refused(await world.call("CloseRound", "digits", 1), "round-state", "closed")
+
+
+async def test_commit_aggregate_rules(world):
+    await world.start()
+    assert_refused(await world.call("CommitAggregate", "digits", 1), "round-state", "open")
+    await submit_round(world, 1, {"w1": 0.5, "w2": 0.25})
+    await world.ok("CloseRound", "digits", 1)
+    assert_refused(
+        await world.call("CommitAggregate", "digits", 1, who="outsider"), "authorised", "Org9MSP"
+    )
+    await world.ok("CommitAggregate", "digits", 1)
+    assert_refused(await world.call("CommitAggregate", "digits", 1), "round-state", "aggregated")
+
+
+# -- SubmitUpdate: every check ----------------------------------------------------------------
+
+
+async def test_submit_needs_an_open_round(world):
+    await world.ok("CreateTask", task_json(), update(0.0))
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    assert_refused(result, "round-open", "round 1 of 'digits' is new")
+    await world.ok("OpenRound", "digits", 1)
+    await submit_round(world, 1, {"w1": 0.5, "w2": 0.25})
+    await world.ok("CloseRound", "digits", 1)
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.1), 10, who="w3")
+    assert_refused(result, "round-open", "is closed")
+
+
+async def test_submit_from_an_org_outside_the_task(world):
+    await world.start()
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="outsider")
+    assert_refused(result, "authorised", "Org9MSP", "CN=stranger")
+    assert result.status == 403
+
+
+async def test_submit_with_allowed_clients_admits_only_those(world):
+    await world.start(
+        task_json(allowed_clients=[{"msp_id": "Org1MSP", "subject": "CN=worker1,OU=client"}])
+    )
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1b")
+    assert_refused(result, "authorised", "CN=worker1b")
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="w2")
+    assert_refused(result, "authorised", "Org2MSP")
+
+
+async def test_identical_resubmission_is_a_replay_not_a_second_update(world):
+    await world.start()
+    data = update(0.5)
+    first = await world.ok("SubmitUpdate", "digits", 1, data, 10, who="w1")
+    again = await world.call("SubmitUpdate", "digits", 1, data, 10, who="w1")
+    assert_refused(again, "replay", "identical update already recorded", first.tx_id)
+    other = await world.call("SubmitUpdate", "digits", 1, update(0.25), 10, who="w1")
+    assert_refused(other, "one-per-round", "already submitted to round 1")
+    assert len((await world.json("GetRoundUpdates", "digits", 1))["updates"]) == 1
+
+
+async def test_copying_another_workers_update_is_a_replay(world):
+    await world.start()
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    copied = update(0.5, compression="zlib")  # other bytes, same content
+    result = await world.call("SubmitUpdate", "digits", 1, copied, 10, who="w2")
+    assert_refused(result, "replay", "already submitted by Org1MSP:")
+
+
+async def test_submit_refuses_bad_sample_counts(world):
+    await world.start()
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 0, who="w1")
+    assert_refused(result, "num-samples", "got 0")
+
+
+def _mutate(data: bytes, offset: int, value: int) -> bytes:
+    out = bytearray(data)
+    out[offset] = value
+    return bytes(out)
+
+
+def _encode_as(shapes: dict[str, list[int]]) -> bytes:
+    """An update encoded for another layout than the task's."""
+    layout = Layout.from_json({"tensors": [{"name": n, "shape": s} for n, s in shapes.items()]})
+    return encode_update({n: np.zeros(s) for n, s in shapes.items()}, layout)
+
+
+BAD_UPDATES = [
+    ("size", lambda: update(0.5) + b"\x00" * 1000),
+    ("encoding-version", lambda: _mutate(update(0.5), 4, 9)),
+    ("format", lambda: b"FFUP"),
+    ("dtype", lambda: _mutate(update(0.5), 7, 1)),
+    ("tensor-names", lambda: _encode_as({"w": [2, 2], "c": [2]})),
+    ("shapes", lambda: _encode_as({"w": [4, 1], "b": [2]})),
+    ("non-finite", lambda: update(0.5)[:-4] + np.float32(np.nan).tobytes()),
+    ("digest", lambda: update(0.5)[:-4] + np.float32(0.75).tobytes()),
+    ("norm", lambda: update(5.0)),
+    ("norm", lambda: update(0.0, 20000.0)),
+]
+
+
+@pytest.mark.parametrize(("check", "make"), BAD_UPDATES, ids=[c for c, _ in BAD_UPDATES])
+async def test_submit_refuses_malformed_or_oversized_updates(world, check, make):
+    await world.start()
+    result = await world.call("SubmitUpdate", "digits", 1, make(), 10, who="w1")
+    assert_refused(result, check)
+    assert result.rwset.writes == ()
+
+
+async def test_norm_refusal_reports_the_norm_and_the_bound(world):
+    await world.start()
+    result = await world.call("SubmitUpdate", "digits", 1, update(5.0), 10, who="w1")
+    assert_refused(result, "norm", "L2 norm 12.2474 exceeds the bound 10.0")
+
+
+async def test_accepted_update_writes_exactly_its_own_keys(world):
+    await world.start()
+    result = await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    kinds = sorted(key.split("\x00")[1] for key, _ in result.rwset.writes)
+    assert kinds == ["fl.blob", "fl.digest", "fl.update", "fl.worker"]
+    record = json.loads(result.payload)
+    assert record["digest"] == read_header(update(0.5))["content_digest"]
+    assert record["subject"] == "CN=worker1,OU=client" and record["msp_id"] == "Org1MSP"
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+async def test_query_refusals(world):
+    await world.start()
+    assert_refused(await world.call("GetGlobalModel", "digits", 1), "not-found", "round 1")
+    assert_refused(await world.call("GetWorkerHistory", "digits", "nobody"), "worker")
+    assert_refused(await world.call("GetAudit", "nothing"), "not-found")
+    initial = (await world.ok("GetGlobalModel", "digits", 0)).payload
+    np.testing.assert_array_equal(decode_update(initial, LAYOUT)["b"], [0.0, 0.0])
