@@ -43,15 +43,29 @@ def serialize_identity(identity: Identity) -> bytes:
 
 
 def load_identity(msp_id: str, cert_path: str | Path) -> X509Identity:
-    """Read an ``X509Identity`` from a PEM certificate file."""
-    return X509Identity(msp_id, Path(cert_path).read_bytes())
+    """Read an ``X509Identity`` from a PEM certificate file.
+
+    Raises ``OSError`` if the file cannot be read and ``ValueError`` naming the file if it holds
+    no PEM certificate.
+    """
+    try:
+        return X509Identity(msp_id, Path(cert_path).read_bytes())
+    except ValueError as err:
+        raise ValueError(f"{cert_path}: not a PEM X.509 certificate: {err}") from err
 
 
 def load_private_key(
     key_path: str | Path,
 ) -> ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey:
-    """Read an unencrypted PEM private key (PKCS#8 or SEC1); ECDSA or Ed25519."""
-    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    """Read an unencrypted PEM private key (PKCS#8 or SEC1); ECDSA or Ed25519.
+
+    Raises ``OSError`` if the file cannot be read and ``ValueError`` naming the file if it holds
+    no usable key (corrupt, encrypted, or of an unsupported type).
+    """
+    try:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{key_path}: not a readable unencrypted PEM private key: {err}") from err
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise ValueError(f"{key_path}: unsupported private key type {type(key).__name__}")
     return key

@@ -4,8 +4,10 @@ Shape (relative paths are relative to the profile file)::
 
     {"msp_id": "Org1MSP", "peer_endpoint": "127.0.0.1:7051",
      "tls_root_cert_path": "...", "server_name": "peer0.org1.example.com",
-     "users": {"User1": {"cert_path": "...", "key_path": "..."}},
-     "client_tls_cert_path": "...", "client_tls_key_path": "..."}   # optional, mutual TLS
+     "users": {"User1": {"cert_path": "...", "key_path": "...",
+                         "client_tls_cert_path": "...", "client_tls_key_path": "..."}}}
+
+The user's ``client_tls_*`` pair (or a profile-wide one) is used for mutual TLS when present.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ def connect_profile(
         return path.parent / entry[key]
 
     client_cert = client_key = None
-    if profile.get("client_tls_cert_path"):
-        client_cert = file("client_tls_cert_path").read_bytes()
-        client_key = file("client_tls_key_path").read_bytes()
+    tls_entry = users[user] if users[user].get("client_tls_cert_path") else profile
+    if tls_entry.get("client_tls_cert_path"):
+        client_cert = file("client_tls_cert_path", tls_entry).read_bytes()
+        client_key = file("client_tls_key_path", tls_entry).read_bytes()
     return connect(
         identity=load_identity(profile["msp_id"], file("cert_path", users[user])),
         signer=new_private_key_signer(load_private_key(file("key_path", users[user]))),

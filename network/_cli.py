@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 from fedfabric.network._binaries import FabricRelease, default_fabric_home
+from fedfabric.network._compose import compose_yaml
 from fedfabric.network._errors import NetworkError
 from fedfabric.network._layout import default_state_root
 from fedfabric.network._topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from fedfabric.network.fabric import FabricNetwork
 
-ACTIONS = ("up", "down", "status", "logs", "deploy", "clean")
+ACTIONS = ("up", "down", "status", "logs", "deploy", "clean", "compose")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("names", nargs="*", help="logs: the node; deploy: chaincodes (default all)")
     p.add_argument("--lines", type=int, default=40, help="logs: how many lines (default 40)")
+    p.add_argument("--output", type=Path, default=Path("docker-compose.yaml"),
+                   help="compose: where to write the compose file (default ./docker-compose.yaml)")
     p.set_defaults(func=main)
 
 
@@ -71,6 +74,9 @@ async def _run(net: FabricNetwork, args: argparse.Namespace) -> int:
             print(f"network {net.topology.name} stopped and {net.layout.root} deleted")
         elif args.action == "deploy":
             await net.deploy(args.names or None, _say)
+        elif args.action == "compose":
+            args.output.write_text(compose_yaml(net.topology))
+            print(f"wrote {args.output} for network {net.topology.name}")
         elif args.action == "logs":
             if len(args.names) != 1:
                 print("usage: fedfabric network logs NODE", file=sys.stderr)

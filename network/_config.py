@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,14 @@ from fedfabric.network._layout import Layout
 from fedfabric.network._topology import HOST, Orderer, Peer, Topology
 
 CCAAS_BUILDER = Path(__file__).parent / "fabric" / "ccaas_builder"
-CCAAS_CONFIG_ENV = "FEDFABRIC_CCAAS_CONFIG"
+CCAAS_DIR_ENV = "FEDFABRIC_CCAAS_DIR"
 
 
 def render_all(topology: Topology, layout: Layout, release_config: Path) -> None:
     """Write every node's configuration and the channel's configtx.yaml."""
+    # The builder is copied into the state directory so a container that mounts only the
+    # state directory (docker-compose.yaml) finds it at the same path.
+    shutil.copytree(CCAAS_BUILDER, layout.ccaas_builder_dir, dirs_exist_ok=True)
     core = _load(release_config / "core.yaml")
     orderer = _load(release_config / "orderer.yaml")
     for o in topology.orderer_org.orderers:
@@ -61,8 +65,8 @@ def core_yaml(base: dict[str, Any], topology: Topology, layout: Layout, p: Peer)
     _set(base, "vm.endpoint", "")
     _set(base, "chaincode.externalBuilders", [{
         "name": "fedfabric-ccaas",
-        "path": str(CCAAS_BUILDER),
-        "propagateEnvironment": [CCAAS_CONFIG_ENV],
+        "path": str(layout.ccaas_builder_dir),
+        "propagateEnvironment": [CCAAS_DIR_ENV],
     }])
     return base
 

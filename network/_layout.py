@@ -40,6 +40,10 @@ class Layout:
         return self.root / "chaincode"
 
     @property
+    def ccaas_builder_dir(self) -> Path:
+        return self.root / "ccaas_builder"
+
+    @property
     def profiles_dir(self) -> Path:
         return self.root / "profiles"
 
@@ -48,6 +52,10 @@ class Layout:
 
     def node_dir(self, host: str) -> Path:
         return self.root / "nodes" / host
+
+    def ccaas_dir(self, host: str) -> Path:
+        """A peer's connection.json per chaincode label, read by the external builder."""
+        return self.node_dir(host) / "ccaas"
 
     def log_file(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"

@@ -193,13 +193,16 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
                                  peers))
     msp_ids = [o.msp_id for o in orgs]
     policy = r.str("endorsement_policy", default=majority_policy(msp_ids))
-    _check_policy(policy, "endorsement_policy", msp_ids)
     chaincodes = []
     for slot, c in enumerate(r.items("chaincodes", min_len=0)):
         chaincodes.append(_chaincode(c, slot, policy, msp_ids, source))
     topo = Topology(name, channel, consensus, orderer_org, tuple(orgs), policy, tuple(chaincodes),
                     source)
     _check_unique(topo)
+    _check_policy(policy, "endorsement_policy", msp_ids)
+    for i, cc in enumerate(chaincodes):
+        _check_policy(cc.endorsement_policy, f"topology.chaincodes[{i}].endorsement_policy",
+                      msp_ids)
     return topo
 
 
@@ -234,7 +237,6 @@ def _chaincode(r: _Reader, slot: int, default_policy: str, msp_ids: list[str],
     else:
         raise TopologyError(f"{r.where}.server: expected 'python' or 'node', got {server!r}")
     policy = r.str("endorsement_policy", default=default_policy)
-    _check_policy(policy, f"{r.where}.endorsement_policy", msp_ids)
     settings_r = r.sub("settings", optional=True)
     settings = {}
     if settings_r is not None:

@@ -7,6 +7,9 @@
 - `Strategy` subclasses are the aggregation rules, computed in integer fixed point so every
   peer and every worker gets identical bytes (see `_fixedpoint` for the rule).
 - `verify_audit` recomputes every round from ``GetAudit``.
+- `model_layout` / `build_model` / `get_weights` / `set_weights` turn a JSON model spec into
+  its layout and a torch model (torch is imported only when a model is built, see `_models`);
+  `torch_loss` is the torch-based org-private validator (see `_validation`).
 
 Errors::
 
@@ -50,8 +53,15 @@ from fedfabric.chaincode.fl._encoding import (
     read_header,
 )
 from fedfabric.chaincode.fl._errors import AggregationError, FLError, TaskError, UpdateError
+from fedfabric.chaincode.fl._models import (
+    build_model,
+    get_weights,
+    model_inputs,
+    model_layout,
+    set_weights,
+)
 from fedfabric.chaincode.fl._task import TaskSpec
-from fedfabric.chaincode.fl._validation import Validator
+from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
 
 __all__ = [
     "AggregateResult",
@@ -76,14 +86,21 @@ __all__ = [
     "UpdateError",
     "Validator",
     "aggregate_round",
+    "build_model",
     "content_digest",
     "decode_update",
     "encode_model",
     "encode_update",
+    "get_weights",
     "krum_scores",
     "make_strategy",
+    "model_inputs",
+    "model_layout",
     "read_header",
     "register_strategy",
+    "set_weights",
     "strategy_names",
+    "torch_loss",
     "verify_audit",
+    "write_validation_data",
 ]

@@ -1,14 +1,14 @@
 """Recomputing rounds: the one function the contract and any auditor use to aggregate.
 
 `aggregate_round` turns a base model and a round's submissions into the new encoded model
-and its record; `CommitAggregate` stores exactly that. `verify_audit` takes the JSON of
-``GetAudit`` and recomputes every aggregated round from the initial model, so anyone holding
-a copy of the ledger can check every global model without trusting any peer.
+and its record; `CommitAggregate` stores exactly that. `verify_audit` takes the index of
+``GetAudit`` with the models and updates it lists (fetched one by one, so no response grows
+with the round) and recomputes every aggregated round from the initial model, so anyone
+holding a copy of the ledger can check every global model without trusting any peer.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Mapping, Sequence
 
@@ -46,22 +46,31 @@ def aggregate_round(
     return model, record
 
 
-def verify_audit(audit: Mapping) -> list[str]:
-    """Recompute every aggregated round of a ``GetAudit`` result; return the problems found.
+def verify_audit(
+    audit: Mapping, models: Mapping[int, bytes], updates: Mapping[tuple[int, str], bytes]
+) -> list[str]:
+    """Recompute every aggregated round of a ``GetAudit`` index; return the problems found.
 
-    An empty list means every stored global model and aggregate record is exactly what the
+    `models` maps a round to its encoded global model (``GetGlobalModel``; 0 is the initial
+    model) and `updates` maps ``(round, worker)`` to the encoded update (``GetUpdate``). An
+    empty list means every stored global model and aggregate record is exactly what the
     task's rule gives from the stored updates.
 
     Example::
 
-        problems = verify_audit(json.loads(contract.evaluate("fl:GetAudit", "digits")))
-        assert not problems, problems
+        audit = json.loads(await contract.evaluate("GetAudit", ["digits"]))
+        models = {r: await contract.evaluate("GetGlobalModel", ["digits", str(r)])
+                  for r in [0] + [e["round"] for e in audit["rounds"] if e["aggregate"]]}
+        updates = {(e["round"], u["worker"]): await contract.evaluate(
+                       "GetUpdate", ["digits", str(e["round"]), u["worker"]])
+                   for e in audit["rounds"] for u in e["updates"]}
+        assert verify_audit(audit, models, updates) == []
     """
     problems: list[str] = []
     stored = audit["task"]
     spec = TaskSpec.from_json(stored["spec"])
-    previous = base64.b64decode(audit["initial_model"])
-    if read_header(previous)["content_digest"] != stored["initial_model_digest"]:
+    previous = models.get(0, b"")
+    if not previous or read_header(previous)["content_digest"] != stored["initial_model_digest"]:
         problems.append("initial model digest differs from the task record")
     for entry in audit["rounds"]:
         round_no, aggregate = entry["round"], entry["aggregate"]
@@ -69,7 +78,7 @@ def verify_audit(audit: Mapping) -> list[str]:
             continue
         submissions = []
         for record in entry["updates"]:
-            blob = base64.b64decode(record["update"])
+            blob = updates.get((round_no, record["worker"]), b"")
             if hashlib.sha256(blob).hexdigest() != record["sha256"]:
                 problems.append(f"round {round_no}: update of {record['worker']} altered")
             submissions.append((record, blob))
@@ -78,7 +87,7 @@ def verify_audit(audit: Mapping) -> list[str]:
         except FLError as exc:
             problems.append(f"round {round_no}: cannot recompute: {exc}")
             continue
-        stored_model = base64.b64decode(entry["model"] or "")
+        stored_model = models.get(round_no, b"")
         if model != stored_model:
             problems.append(f"round {round_no}: stored model differs from the recomputed one")
         for key in sorted(expected):

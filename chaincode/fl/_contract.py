@@ -22,7 +22,6 @@ Every refusal is a `ChaincodeError` whose message starts with the check's name
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import math
@@ -155,6 +154,13 @@ class FLContract(Contract):
 
     async def _round(self, ctx: Context, task: str, round_no: int) -> dict:
         return await self._get_json(ctx, "round", task, _rnd(round_no)) or {"status": "new"}
+
+    @staticmethod
+    def _split_worker(worker: str) -> tuple[str, str]:
+        msp_id, _, subject_hash = worker.rpartition(":")
+        if not msp_id or len(subject_hash) != 64:
+            raise _refusal("worker", f"{worker!r} is not '<msp id>:<sha256 of subject>'")
+        return msp_id, subject_hash
 
     @staticmethod
     def _require_admin(ctx: Context, action: str) -> None:
@@ -396,9 +402,7 @@ class FLContract(Contract):
     @evaluate
     async def GetWorkerHistory(self, ctx: Context, task: str, worker: str) -> list:
         """Every submission of `worker` (``"<msp id>:<subject#>"``) to `task`, in peer order."""
-        msp_id, _, subject_hash = worker.rpartition(":")
-        if not msp_id or len(subject_hash) != 64:
-            raise _refusal("worker", f"{worker!r} is not '<msp id>:<sha256 of subject>'")
+        msp_id, subject_hash = self._split_worker(worker)
         key = self._key(ctx, "worker", task, msp_id, subject_hash)
         history = []
         async for entry in ctx.stub.get_history_for_key(key):
@@ -435,30 +439,35 @@ class FLContract(Contract):
         return {"orgs": orgs, "task": task}
 
     @evaluate
+    async def GetUpdate(self, ctx: Context, task: str, round_no: int, worker: str) -> bytes:
+        """The encoded update `worker` (``"<msp id>:<subject#>"``) submitted to `round_no`."""
+        await self._task(ctx, task)
+        msp_id, subject_hash = self._split_worker(worker)
+        blob = await ctx.stub.get_state(
+            self._key(ctx, "blob", task, _rnd(round_no), msp_id, subject_hash)
+        )
+        if not blob:
+            raise _refusal("not-found", f"{worker} has no update in round {round_no} of {task!r}")
+        return blob
+
+    @evaluate
     async def GetAudit(self, ctx: Context, task: str) -> dict:
-        """Everything needed to recompute every round: see `verify_audit`."""
+        """The audit index of a task: its record and, per round, state, aggregate and records.
+
+        No bytes travel in it (about 0.6 KB per update), so it stays far below gRPC message
+        limits; an auditor fetches each model with ``GetGlobalModel`` and each update with
+        ``GetUpdate`` and hands all three to `verify_audit`.
+        """
         _, stored = await self._task(ctx, task)
         rounds = []
         for parts, value in await self._scan(ctx, "round", task):
-            round_no = int(parts[1])
-            updates = []
-            for upd_parts, raw in await self._scan(ctx, "update", task, parts[1]):
-                blob = await ctx.stub.get_state(self._key(ctx, "blob", *upd_parts))
-                record = json.loads(raw)
-                updates.append({**record, "update": base64.b64encode(blob).decode()})
-            model = await ctx.stub.get_state(self._key(ctx, "model", task, parts[1]))
+            records = await self._scan(ctx, "update", task, parts[1])
             rounds.append(
                 {
                     "aggregate": await self._get_json(ctx, "aggregate", task, parts[1]),
-                    "model": base64.b64encode(model).decode() if model else None,
-                    "round": round_no,
+                    "round": int(parts[1]),
                     "state": json.loads(value),
-                    "updates": updates,
+                    "updates": [json.loads(raw) for _, raw in records],
                 }
             )
-        initial = await self._model_bytes(ctx, task, 0)
-        return {
-            "initial_model": base64.b64encode(initial).decode(),
-            "rounds": rounds,
-            "task": stored,
-        }
+        return {"rounds": rounds, "task": stored}

@@ -13,16 +13,27 @@ loaded, on first use, so a torch-based validator costs nothing until an update a
 The decision never touches the read/write set: the contract decides every read and write
 first and only then asks the validator, which can refuse (the org does not endorse) but not
 change what would have been written.
+
+Besides functions of your own (numpy is enough, as above), one validator ships here:
+`torch_loss`, the cross-entropy of a classifier built from a model spec (see `_models`).
+Its data file, written by `write_validation_data`, holds ``x``, ``y`` and the model spec::
+
+    --setting validator=fedfabric.chaincode.fl:torch_loss \\
+    --setting validation_data=/secret/org1-val.npz
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import math
+import os
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from fedfabric.chaincode.fl._models import build_model, model_inputs, set_weights
 
 Model = Mapping[str, np.ndarray]
 
@@ -75,3 +86,49 @@ def judge(baseline: float, candidate: float, threshold: float) -> str | None:
         f"validation loss {candidate:.6g} exceeds baseline {baseline:.6g} "
         f"+ threshold {threshold:.6g}"
     )
+
+
+def write_validation_data(
+    path: str | os.PathLike, x: np.ndarray, y: np.ndarray, model_spec: Mapping[str, Any]
+) -> None:
+    """Write an org's private validation set for `torch_loss`: features, labels, model spec.
+
+    `x` is (n, features) and `y` (n,) holds integer class labels. Raises `TaskError`
+    (field ``model``) for a bad spec and ValueError when the data does not fit it.
+    """
+    features, classes = model_inputs(model_spec)
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if x.ndim != 2 or x.shape[1] != features or y.shape != (x.shape[0],) or not len(y):
+        raise ValueError(
+            f"validation data must be x (n, {features}) and y (n,) with n >= 1, "
+            f"got x {x.shape} and y {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"labels must be integers in [0, {classes}), got {y.dtype}")
+    spec_json = json.dumps(dict(model_spec), sort_keys=True)
+    np.savez(path, x=x, y=y.astype(np.int64), model_spec=np.array(spec_json))
+
+
+def torch_loss(model: Model, data: Mapping[str, np.ndarray]) -> float:
+    """Mean cross-entropy of `model` on org-private data; the torch-based validator.
+
+    `data` is a file from `write_validation_data`: ``x`` (n, features) float32, ``y`` (n,)
+    class labels and ``model_spec`` (the model spec as a JSON string). Raises KeyError when a
+    key is missing, `TaskError` for a bad spec and `UpdateError` when the model's tensors do
+    not fit the spec; the contract turns any of these into a ``private-validation`` refusal.
+
+    Example (settings of a chaincode server)::
+
+        validator=fedfabric.chaincode.fl:torch_loss
+        validation_data=/secret/org1-val.npz
+    """
+    import torch
+
+    net = build_model(json.loads(str(data["model_spec"])))
+    set_weights(net, model)
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(np.asarray(data["x"], dtype=np.float32)))
+        target = torch.from_numpy(np.asarray(data["y"], dtype=np.int64))
+        return float(torch.nn.functional.cross_entropy(logits, target))

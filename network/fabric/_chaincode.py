@@ -1,9 +1,10 @@
 """Chaincode as a service on real Fabric: package, install, approve, commit, serve.
 
-One package per chaincode serves every peer: its ``connection.json`` holds placeholders that
-fedfabric's external builder fills from each peer's own ``ccaas.json`` (server address, TLS
-root, the peer's TLS client pair). Each peer gets its own chaincode server process, listening
-on ``peer.chaincode_server_port + chaincode.slot`` with mutual TLS.
+One package per chaincode serves every peer: the package's ``connection.json`` holds only what
+all peers share, and fedfabric's external builder takes each peer's own ``connection.json``
+(server address, TLS root, the peer's TLS client pair) from ``nodes/<peer>/ccaas/<label>.json``.
+Each peer gets its own chaincode server process, listening on
+``peer.chaincode_server_port + chaincode.slot`` with mutual TLS.
 """
 
 from __future__ import annotations
@@ -21,23 +22,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedfabric.gateway import GatewayError, connect_org
 from fedfabric.network import _crypto, _process
 from fedfabric.network._backend import NodeStatus, Progress
 from fedfabric.network._errors import NetworkError
-from fedfabric.network._topology import HOST, Chaincode, Peer
+from fedfabric.network._layout import Layout
+from fedfabric.network._topology import HOST, Chaincode, Organization, Peer
 
 if TYPE_CHECKING:
     from fedfabric.network.fabric._network import FabricNetwork
 
-_CONNECTION = {
-    "address": "{{address}}",
-    "dial_timeout": "10s",
-    "tls_required": True,
-    "client_auth_required": True,
-    "root_cert": "{{root_cert}}",
-    "client_cert": "{{client_cert}}",
-    "client_key": "{{client_key}}",
-}
+_CONNECTION = {"dial_timeout": "10s", "tls_required": True, "client_auth_required": True}
 
 
 def package_bytes(cc: Chaincode) -> bytes:
@@ -59,8 +54,13 @@ def server_name(cc: Chaincode, peer: Peer) -> str:
     return f"cc-{cc.name}-{peer.host}"
 
 
-def ccaas_config_path(net: FabricNetwork, peer: Peer) -> Path:
-    return net.layout.node_dir(peer.host) / "ccaas.json"
+def server_tls_paths(layout: Layout, org: Organization, peer: Peer,
+                     cc: Chaincode) -> tuple[Path, Path, Path]:
+    """(TLS cert, key, client CA) of the chaincode server of ``cc`` next to ``peer``."""
+    folder = layout.node_dir(peer.host) / "chaincode" / cc.name
+    root = _crypto.org_dir(layout.crypto_dir, org)
+    return (folder / "server.crt", folder / "server.key",
+            root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem")
 
 
 async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> None:
@@ -88,7 +88,7 @@ async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> Non
             say(f"{cc.name}: committing with policy {cc.endorsement_policy}")
             await _commit(net, cc, sequence)
         _record_deployed(net, cc)
-        await _wait_invocable(net, cc)
+        await wait_endorsable(net, cc)
         say(f"{cc.name}: deployed in {time.monotonic() - started:.1f}s")
 
 
@@ -106,6 +106,7 @@ async def restart_servers(net: FabricNetwork, say: Progress) -> None:
                 say(f"{cc.name}: restarting chaincode server for {peer.host}")
                 waits.append(_start_server(net, cc, peer, pid))
         await asyncio.gather(*waits)
+        await wait_endorsable(net, cc)
 
 
 def server_status(net: FabricNetwork) -> list[NodeStatus]:
@@ -152,17 +153,17 @@ async def invoke(net: FabricNetwork, chaincode: str, args: Sequence[str], *,
 
 def _write_ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> None:
     org = net.topology.org(peer.org)
-    root = _crypto.org_dir(net.layout.crypto_dir, org)
-    tls = root / "peers" / peer.host / "tls"
-    path = ccaas_config_path(net, peer)
-    config = json.loads(path.read_text()) if path.exists() else {}
-    config[cc.label] = {
+    tls = _crypto.org_dir(net.layout.crypto_dir, org) / "peers" / peer.host / "tls"
+    connection = {
+        **_CONNECTION,
         "address": f"{HOST}:{peer.chaincode_server_port + cc.slot}",
         "root_cert": (tls / "ca.crt").read_text(),
         "client_cert": (tls / "server.crt").read_text(),
         "client_key": (tls / "server.key").read_text(),
     }
-    path.write_text(json.dumps(config, indent=2))
+    path = net.layout.ccaas_dir(peer.host) / f"{cc.label}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(connection, indent=2))
 
 
 async def _install(net: FabricNetwork, peer: Peer, pkg: Path, pid: str) -> None:
@@ -183,10 +184,8 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
     port = peer.chaincode_server_port + cc.slot
     _process.check_ports_free([(name, "chaincode_server_port", port)])
     org = net.topology.org(peer.org)
-    root = _crypto.org_dir(net.layout.crypto_dir, org)
-    tls_dir = net.layout.node_dir(peer.host) / "chaincode" / cc.name
-    cert, key = _crypto.server_tls(tls_dir, root / "tlsca", HOST)
-    client_ca = root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem"
+    cert, key, client_ca = server_tls_paths(net.layout, org, peer, cc)
+    _crypto.server_tls(cert.parent, _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca", HOST)
     address = f"{HOST}:{port}"
     env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=address)
     if cc.server == "python":
@@ -259,19 +258,28 @@ async def _commit(net: FabricNetwork, cc: Chaincode, seq: int) -> None:
                             what=f"commit {cc.name}", timeout=120)
 
 
-async def _wait_invocable(net: FabricNetwork, cc: Chaincode, timeout: float = 90) -> None:
-    """Until GetMetadata answers on every peer (the peer has built and dialled the server)."""
+async def wait_endorsable(net: FabricNetwork, cc: Chaincode, timeout: float = 90) -> None:
+    """Until every org's gateway can get ``cc`` endorsed under its policy.
+
+    A committed definition is not enough: each peer must have built and dialled its chaincode
+    server, and the gateways must have learnt of the other orgs' peers and of the chaincode
+    through gossip (discovery). So this endorses (and never submits) a GetMetadata proposal
+    through each org's gateway until it succeeds.
+    """
     deadline = time.monotonic() + timeout
-    for peer in net.topology.peers:
-        while True:
-            try:
-                await invoke(net, cc.name, ["org.hyperledger.fabric:GetMetadata"], peers=[peer],
-                             query=True, user="Admin")
-                break
-            except NetworkError as exc:
-                if time.monotonic() > deadline:
-                    raise NetworkError(f"{cc.name} not invocable on {peer.host}: {exc}") from exc
-                await asyncio.sleep(0.5)
+    for org in net.topology.organizations:
+        async with connect_org(net.layout.profiles_dir, org.name, "Admin") as gateway:
+            contract = gateway.get_network(net.topology.channel).get_contract(cc.name)
+            while True:
+                try:
+                    await contract.new_proposal("org.hyperledger.fabric:GetMetadata").endorse(
+                        timeout=10)
+                    break
+                except GatewayError as exc:
+                    if time.monotonic() > deadline:
+                        raise NetworkError(f"{cc.name} cannot be endorsed through the gateway of "
+                                           f"{org.name} after {timeout:.0f}s: {exc}") from exc
+                    await asyncio.sleep(0.5)
 
 
 def _state_file(net: FabricNetwork) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from fedfabric.network import _crypto, _process
 from fedfabric.network._backend import Endpoint, IdentityFiles, NodeStatus, Progress
 from fedfabric.network._binaries import FabricRelease
-from fedfabric.network._config import CCAAS_CONFIG_ENV, admin_msp, render_all
+from fedfabric.network._config import CCAAS_DIR_ENV, admin_msp, render_all
 from fedfabric.network._errors import NetworkError, NotRunningError
 from fedfabric.network._layout import Layout
 from fedfabric.network._topology import Orderer, Organization, Peer, Topology
@@ -241,7 +241,7 @@ class FabricNetwork:
                 continue
             say(f"starting {p.host} on {p.address}")
             env = self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(p.host)),
-                            **{CCAAS_CONFIG_ENV: str(_chaincode.ccaas_config_path(self, p))})
+                            **{CCAAS_DIR_ENV: str(self.layout.ccaas_dir(p.host))})
             _process.start(self.layout, p.host, [self.release.tool("peer"), "node", "start"], env)
             waits.append(self._healthy(p.host, p.operations_port, p.port))
         await asyncio.gather(*waits)

@@ -12,7 +12,7 @@ import pytest
 from fedfabric.network import FabricNetwork, NetworkError, PortInUseError
 from fedfabric.network.fabric import _chaincode
 from tests.conftest import fabric_release
-from tests.fabric.conftest import kv_topology
+from tests.fabric.conftest import PORT_SHIFT, kv_topology
 
 
 async def invoke(net: FabricNetwork, *args: str, orgs: tuple[int, ...] = (0, 1)) -> None:
@@ -128,7 +128,7 @@ async def test_down_and_up_keep_height_and_state(network: FabricNetwork) -> None
 
 
 async def test_busy_port_is_named_and_nothing_is_left_running(tmp_path: Path) -> None:
-    topology = kv_topology(port_shift=21000)
+    topology = kv_topology(port_shift=PORT_SHIFT + 1000)
     net = FabricNetwork(topology, tmp_path / "state", fabric_release())
     busy = topology.peers[1]
     with socket.socket() as s:

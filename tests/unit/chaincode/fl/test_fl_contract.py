@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
 import numpy as np
@@ -42,6 +41,21 @@ async def world_model(world: World, round_no: int) -> bytes:
     return (await world.ok("GetGlobalModel", "digits", round_no)).payload
 
 
+async def fetch_audit(world: World, task: str = "digits"):
+    """The audit index plus every model and update it lists, fetched one query each."""
+    audit = await world.json("GetAudit", task)
+    aggregated = [e["round"] for e in audit["rounds"] if e["aggregate"]]
+    models = {r: (await world.ok("GetGlobalModel", task, r)).payload for r in [0, *aggregated]}
+    updates = {
+        (e["round"], u["worker"]): (
+            await world.ok("GetUpdate", task, e["round"], u["worker"])
+        ).payload
+        for e in audit["rounds"]
+        for u in e["updates"]
+    }
+    return audit, models, updates
+
+
 async def test_two_rounds_audit_contributions_and_worker_history(world):
     await world.start(task_json(aggregation={"rule": "median", "params": {"clip_norm": 1.0}}))
     await submit_round(world, 1, {"w1": 0.25, "w2": 4.0, "w3": -0.125})
@@ -52,9 +66,10 @@ async def test_two_rounds_audit_contributions_and_worker_history(world):
     await world.ok("CloseRound", "digits", 2)
     await world.ok("CommitAggregate", "digits", 2)
 
-    audit = await world.json("GetAudit", "digits")
+    audit, models, updates = await fetch_audit(world)
     assert [r["round"] for r in audit["rounds"]] == [1, 2]
-    assert verify_audit(audit) == []
+    assert "update" not in audit["rounds"][0]["updates"][0]
+    assert verify_audit(audit, models, updates) == []
     assert audit["rounds"][0]["aggregate"]["clipped"] == [
         u["worker"] for u in audit["rounds"][0]["updates"] if u["msp_id"] == "Org2MSP"
     ]
@@ -73,10 +88,32 @@ async def test_audit_detects_a_tampered_model(world):
     await submit_round(world, 1, {"w1": 0.5, "w2": 1.0})
     await world.ok("CloseRound", "digits", 1)
     await world.ok("CommitAggregate", "digits", 1)
-    audit = await world.json("GetAudit", "digits")
-    forged = base64.b64decode(audit["rounds"][0]["model"])
-    audit["rounds"][0]["model"] = base64.b64encode(forged[:-1] + b"\x00").decode()
-    assert verify_audit(audit) == ["round 1: stored model differs from the recomputed one"]
+    audit, models, updates = await fetch_audit(world)
+    models[1] = models[1][:-1] + b"\x00"
+    assert verify_audit(audit, models, updates) == [
+        "round 1: stored model differs from the recomputed one"
+    ]
+
+
+async def test_audit_detects_an_altered_update(world):
+    await world.start()
+    await submit_round(world, 1, {"w1": 0.5, "w2": 1.0})
+    await world.ok("CloseRound", "digits", 1)
+    await world.ok("CommitAggregate", "digits", 1)
+    audit, models, updates = await fetch_audit(world)
+    key = next(iter(updates))
+    updates[key] = update(0.75)
+    problems = verify_audit(audit, models, updates)
+    assert problems[0] == f"round 1: update of {key[1]} altered"
+
+
+async def test_get_update_returns_the_submitted_bytes_or_refuses(world):
+    await world.start()
+    data = update(0.5)
+    record = (await world.json("SubmitUpdate", "digits", 1, data, 10, who="w1"))
+    assert (await world.ok("GetUpdate", "digits", 1, record["worker"])).payload == data
+    assert_refused(await world.call("GetUpdate", "digits", 2, record["worker"]), "not-found")
+    assert_refused(await world.call("GetUpdate", "digits", 1, "nobody"), "worker")
 
 
 async def test_krum_excludes_the_outlier_and_says_why(world):

@@ -1,0 +1,176 @@
+"""Model specifications: small JSON descriptions of torch models, and their tensor layouts.
+
+A model spec is plain JSON, so it can travel in a config file, a task record or an org's
+validation file::
+
+    {"arch": "mlp", "sizes": [64, 32, 10]}                      # Linear-ReLU-...-Linear
+    {"arch": "cnn", "input": [1, 8, 8], "channels": [8, 16], "classes": 10}
+
+Every model takes flat float32 features ``(batch, prod(input))`` and returns class logits.
+A ``cnn`` reshapes its input to ``input`` (channels, height, width), then per entry of
+``channels`` applies a 3x3 convolution (padding 1), ReLU and 2x2 max pooling, and ends in one
+linear layer; height and width must be divisible by ``2 ** len(channels)``.
+
+`model_layout` needs only numpy, so the chaincode can check a spec without torch. torch is
+imported inside `build_model`, `get_weights` and `set_weights` only: chaincode servers are
+deployed without torch unless their org runs torch-based private validation.
+Bad specs raise `TaskError` with field ``model``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fedfabric.chaincode.fl._encoding import Layout, _check_names_and_shapes
+from fedfabric.chaincode.fl._errors import TaskError
+
+_KEYS = {"mlp": {"arch", "sizes"}, "cnn": {"arch", "input", "channels", "classes"}}
+_KERNEL = 3
+
+
+def _positive_ints(spec: Mapping, key: str, *, length: int | None = None, least: int = 1):
+    value = spec.get(key)
+    if (
+        not isinstance(value, list | tuple)
+        or not all(type(v) is int and v > 0 for v in value)
+        or (length is not None and len(value) != length)
+        or len(value) < least
+    ):
+        count = f"{length}" if length is not None else f"at least {least}"
+        raise TaskError(
+            "model", f"'{key}' must be a list of {count} positive integers, got {value!r}"
+        )
+    return [int(v) for v in value]
+
+
+def _parse(spec: object) -> dict[str, Any]:
+    """Check a spec and return it as a canonical dict (lists, sorted keys)."""
+    if not isinstance(spec, Mapping):
+        raise TaskError("model", f"a model spec must be a JSON object, got {spec!r}")
+    arch = spec.get("arch")
+    if arch not in _KEYS:
+        raise TaskError("model", f"unknown arch {arch!r}; known: {sorted(_KEYS)}")
+    unknown = sorted(set(spec) - _KEYS[arch])
+    missing = sorted(_KEYS[arch] - set(spec))
+    if unknown or missing:
+        raise TaskError(
+            "model",
+            f"{arch} spec has unknown keys {unknown} and lacks {missing}; "
+            f"expected {sorted(_KEYS[arch])}",
+        )
+    if arch == "mlp":
+        return {"arch": arch, "sizes": _positive_ints(spec, "sizes", least=2)}
+    shape = _positive_ints(spec, "input", length=3)
+    channels = _positive_ints(spec, "channels")
+    classes = spec.get("classes")
+    if type(classes) is not int or classes < 1:
+        raise TaskError("model", f"'classes' must be a positive integer, got {classes!r}")
+    factor = 2 ** len(channels)
+    if shape[1] % factor or shape[2] % factor:
+        raise TaskError(
+            "model",
+            f"input height and width {shape[1:]} must be divisible by 2**{len(channels)} "
+            f"(one 2x2 pooling per convolution)",
+        )
+    return {"arch": arch, "channels": channels, "classes": classes, "input": shape}
+
+
+def _tensor_shapes(spec: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    if spec["arch"] == "mlp":
+        sizes = spec["sizes"]
+        shapes = []
+        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+            shapes += [(f"fc{i}.weight", (n_out, n_in)), (f"fc{i}.bias", (n_out,))]
+        return shapes
+    c_in, height, width = spec["input"]
+    shapes = []
+    for i, c_out in enumerate(spec["channels"]):
+        shapes.append((f"conv{i}.weight", (c_out, c_in, _KERNEL, _KERNEL)))
+        shapes.append((f"conv{i}.bias", (c_out,)))
+        c_in, height, width = c_out, height // 2, width // 2
+    classes = spec["classes"]
+    return shapes + [("fc.weight", (classes, c_in * height * width)), ("fc.bias", (classes,))]
+
+
+def model_layout(spec: Mapping[str, Any]) -> Layout:
+    """The `Layout` (tensor names, shapes, float32) of the model `spec` describes.
+
+    Needs no torch. Raises `TaskError` (field ``model``) for a malformed spec.
+
+    Example::
+
+        layout = model_layout({"arch": "mlp", "sizes": [64, 32, 10]})
+        assert layout.names == ("fc0.weight", "fc0.bias", "fc1.weight", "fc1.bias")
+    """
+    return Layout(tuple(_tensor_shapes(_parse(spec))))
+
+
+def model_inputs(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """``(features, classes)``: the flat input size and the number of outputs of `spec`."""
+    parsed = _parse(spec)
+    if parsed["arch"] == "mlp":
+        return parsed["sizes"][0], parsed["sizes"][-1]
+    return math.prod(parsed["input"]), parsed["classes"]
+
+
+def build_model(spec: Mapping[str, Any], *, seed: int = 0):
+    """A freshly initialised ``torch.nn.Module`` for `spec`, identical for equal seeds.
+
+    Initialisation draws from a forked torch RNG seeded with `seed`, so the caller's global
+    RNG state is left as it was. Raises `TaskError` (field ``model``) for a malformed spec.
+    """
+    import torch
+    from torch import nn
+
+    parsed = _parse(spec)
+    layers: list[tuple[str, nn.Module]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if parsed["arch"] == "mlp":
+            sizes = parsed["sizes"]
+            for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+                if i:
+                    layers.append((f"act{i - 1}", nn.ReLU()))
+                layers.append((f"fc{i}", nn.Linear(n_in, n_out)))
+        else:
+            c_in, height, width = parsed["input"]
+            layers.append(("unflatten", nn.Unflatten(1, (c_in, height, width))))
+            for i, c_out in enumerate(parsed["channels"]):
+                layers.append((f"conv{i}", nn.Conv2d(c_in, c_out, _KERNEL, padding=1)))
+                layers.append((f"act{i}", nn.ReLU()))
+                layers.append((f"pool{i}", nn.MaxPool2d(2)))
+                c_in, height, width = c_out, height // 2, width // 2
+            layers.append(("flatten", nn.Flatten()))
+            layers.append(("fc", nn.Linear(c_in * height * width, parsed["classes"])))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def get_weights(model) -> dict[str, np.ndarray]:
+    """The model's tensors as name -> float32 numpy copies, in state-dict (layout) order."""
+    return {
+        name: tensor.detach().cpu().numpy().astype(np.float32, copy=True)
+        for name, tensor in model.state_dict().items()
+    }
+
+
+def set_weights(model, weights: Mapping[str, np.ndarray]) -> None:
+    """Load `weights` (name -> array) into `model` in place, cast to float32.
+
+    Raises `UpdateError` (``tensor-names`` or ``shapes``) when the names or shapes differ
+    from the model's.
+    """
+    import torch
+
+    own = model.state_dict()
+    layout = Layout(tuple((n, tuple(t.shape)) for n, t in own.items()))
+    _check_names_and_shapes(
+        list(weights), {k: np.shape(v) for k, v in weights.items()}, layout, ordered=False
+    )
+    model.load_state_dict(
+        {n: torch.from_numpy(np.array(weights[n], dtype=np.float32)) for n in own}, strict=True
+    )

@@ -1,0 +1,58 @@
+"""Network benchmark: `up` from nothing, `deploy` of the Node reference chaincode, one invoke.
+
+Keys: up_s, deploy_s, invoke_ms (median submit→commit round trip through fedfabric.gateway,
+20 sequential submits), invoke_p99_ms, and resume_up_s (`up` after `down`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from fedfabric.gateway import connect_org
+from fedfabric.network import FabricNetwork, FabricRelease, default_fabric_home, parse_topology
+from tests.conftest import NODE_KV, topology_data
+
+PORT_SHIFT = 25000
+
+
+async def measure(state: Path) -> dict[str, float]:
+    home = os.environ.get("FEDFABRIC_FABRIC_HOME")
+    chaincodes = [{"name": "kv", "version": "1.0", "server": "node", "path": str(NODE_KV)}]
+    topology = parse_topology(topology_data(PORT_SHIFT, chaincodes=chaincodes))
+    net = FabricNetwork(topology, state, FabricRelease(Path(home) if home else
+                                                       default_fabric_home()))
+    try:
+        t0 = time.perf_counter()
+        await net.up()
+        up_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await net.deploy(["kv"])
+        deploy_s = time.perf_counter() - t0
+        async with connect_org(net.layout.profiles_dir, "transport", "User1") as gateway:
+            contract = gateway.get_network(topology.channel).get_contract("kv")
+            await contract.submit("Put", ["warm-up", "x"])
+            times = []
+            for i in range(20):
+                t0 = time.perf_counter()
+                await contract.submit("Put", [f"k{i}", "v" * 1024])
+                times.append((time.perf_counter() - t0) * 1000)
+        await net.down()
+        t0 = time.perf_counter()
+        await net.up()
+        resume_s = time.perf_counter() - t0
+    finally:
+        await net.clean()
+    times.sort()
+    return {"up_s": round(up_s, 2), "deploy_s": round(deploy_s, 2),
+            "invoke_ms": round(statistics.median(times), 1),
+            "invoke_p99_ms": round(times[-1], 1), "resume_up_s": round(resume_s, 2)}
+
+
+def run() -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="fedfabric-bench-") as tmp:
+        return asyncio.run(measure(Path(tmp) / "state"))

@@ -1,0 +1,293 @@
+"""The FL contract as Python chaincode-as-a-service behind three real Fabric 3.1.5 peers.
+
+Every org's chaincode server validates updates on its own data (`tests.fixtures.flval`):
+Transport on coordinates 6-7, Energy on 0-2, Health on 3-5. Workers submit through
+Transport's peer, whose org endorses first and can veto (fabric-protocol.md §3.1); the policy
+OutOf(2, 3 orgs) then needs Energy or Health, so a refusal by one of them is bypassed and a
+refusal by both is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import numpy as np
+import pytest
+from cryptography import x509
+
+from fedfabric.chaincode.fl import (
+    Layout,
+    Update,
+    decode_update,
+    encode_model,
+    encode_update,
+    make_strategy,
+    read_header,
+    verify_audit,
+)
+from fedfabric.gateway import Contract, EndorseError, EvaluateError, connect_profile
+from fedfabric.network import FabricNetwork
+from tests.fixtures.flval import LAYOUT, TRUE_WEIGHTS
+
+ORGS = {"transport": "TransportMSP", "energy": "EnergyMSP", "health": "HealthMSP"}
+LAYOUT_OBJ = Layout.from_json(LAYOUT)
+THRESHOLD = 0.05
+ENERGY_ONLY = np.array([1, 1, 1, 0, 0, 0, 0, 0], dtype=np.float32)  # Energy's coordinates
+ENERGY_AND_HEALTH = np.array([1, 1, 1, 1, 1, 1, 0, 0], dtype=np.float32)
+
+Contracts = Callable[..., Awaitable[Contract]]
+
+
+@pytest.fixture
+async def fl(network: FabricNetwork) -> AsyncIterator[Contracts]:
+    """``await fl(org, user)``: the ``fl`` contract seen by that identity (connections reused)."""
+    opened: dict[tuple[str, str], Contract] = {}
+    gateways = []
+
+    async def contract(org: str = "transport", user: str = "User1") -> Contract:
+        if (org, user) not in opened:
+            gateway = connect_profile(network.profile(org), user)
+            gateways.append(gateway)
+            channel = gateway.get_network(network.topology.channel)
+            opened[org, user] = channel.get_contract("fl")
+        return opened[org, user]
+
+    try:
+        yield contract
+    finally:
+        for gateway in gateways:
+            await gateway.close()
+
+
+def subject(network: FabricNetwork, org: str, user: str) -> str:
+    cert = x509.load_pem_x509_certificate(network.identity(org, user).cert.read_bytes())
+    return cert.subject.rfc4514_string()
+
+
+def delta(scale: float = 1e-3, seed: int = 0, direction: np.ndarray | None = None) -> bytes:
+    """An encoded update: a small random delta, plus 2 x `direction` when given."""
+    values = np.random.default_rng(seed).normal(scale=scale, size=8).astype(np.float32)
+    if direction is not None:
+        values += 2 * direction
+    return encode_update({"w": values}, LAYOUT_OBJ)
+
+
+def task_spec(task_id: str, **overrides) -> dict:
+    spec = {
+        "id": task_id,
+        "layout": LAYOUT,
+        "rounds": 3,
+        "min_updates": 1,
+        "norm_bound": 100.0,
+        "max_update_bytes": 10_000,
+        "aggregation": {"rule": "fedavg", "params": {}},
+        "allowed_orgs": sorted(ORGS.values()),
+        "validation_threshold": THRESHOLD,
+    }
+    return {**spec, **overrides}
+
+
+async def open_task(fl: Contracts, spec: dict) -> None:
+    """Create the task as Transport's admin and open round 1."""
+    admin = await fl("transport", "Admin")
+    initial = encode_model({"w": TRUE_WEIGHTS}, LAYOUT_OBJ)
+    await admin.submit("CreateTask", [json.dumps(spec), initial])
+    await admin.submit("OpenRound", [spec["id"], "1"])
+
+
+async def submit(contract: Contract, task: str, update: bytes, samples: int = 10) -> dict:
+    return json.loads(await contract.submit("SubmitUpdate", [task, "1", update, str(samples)]))
+
+
+async def round_workers(fl: Contracts, task: str, round_no: int = 1) -> list[str]:
+    contract = await fl()
+    page = json.loads(await contract.evaluate("GetRoundUpdates", [task, str(round_no)]))
+    return [u["worker"] for u in page["updates"]]
+
+
+def refusals(error: EndorseError | EvaluateError) -> dict[str, str]:
+    """MSP id -> chaincode message of every peer that refused."""
+    return {d.msp_id: d.message for d in error.details}
+
+
+async def test_a_good_update_commits_and_is_listed(fl) -> None:
+    await open_task(fl, task_spec("good"))
+
+    record = await submit(await fl(), "good", delta(seed=1), samples=25)
+
+    assert record["msp_id"] == "TransportMSP" and record["num_samples"] == 25
+    assert await round_workers(fl, "good") == [record["worker"]]
+
+
+async def test_update_refused_by_one_org_commits_with_the_other_two(fl) -> None:
+    await open_task(fl, task_spec("one-refuses"))
+    bad_for_energy = delta(seed=2, direction=ENERGY_ONLY)
+    contract = await fl()
+    args = ["one-refuses", "1", bad_for_energy, "10"]
+
+    def proposal(*orgs: str):
+        return contract.new_proposal("SubmitUpdate", args, endorsing_orgs=list(orgs))
+
+    with pytest.raises(EndorseError) as energy:
+        await proposal("TransportMSP", "EnergyMSP").endorse()
+    await proposal("TransportMSP", "HealthMSP").endorse()  # endorsed, never submitted
+    record = await submit(contract, "one-refuses", bad_for_energy)
+
+    assert list(refusals(energy.value)) == ["EnergyMSP"]
+    assert "private-validation: EnergyMSP refuses" in refusals(energy.value)["EnergyMSP"]
+    assert await round_workers(fl, "one-refuses") == [record["worker"]]
+
+
+async def test_update_refused_by_two_orgs_never_commits_and_both_reasons_reach_the_client(
+        fl) -> None:
+    await open_task(fl, task_spec("two-refuse"))
+
+    with pytest.raises(EndorseError) as info:
+        await submit(await fl(), "two-refuse", delta(seed=3, direction=ENERGY_AND_HEALTH))
+
+    by_org = refusals(info.value)
+    assert sorted(by_org) == ["EnergyMSP", "HealthMSP"]
+    for msp, message in by_org.items():
+        assert f"private-validation: {msp} refuses the update of TransportMSP:" in message
+        assert f"exceeds baseline 0 + threshold {THRESHOLD:g}" in message
+    assert await round_workers(fl, "two-refuse") == []
+
+
+def with_nan(update: bytes) -> bytes:
+    """The update with its first value replaced by NaN (encode_update would refuse it)."""
+    offset = read_header(update)["body_offset"]
+    return update[:offset] + struct.pack("<f", math.nan) + update[offset + 4:]
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "check"),
+    [
+        ("nan", lambda: with_nan(delta(seed=4)), "non-finite: tensor 'w' holds NaN"),
+        (
+            "shape",
+            lambda: encode_update(
+                {"w": np.zeros(4, np.float32)},
+                Layout.from_json({"tensors": [{"name": "w", "shape": [4]}]}),
+            ),
+            "shapes: tensor 'w' has shape (4,), expected (8,)",
+        ),
+        ("garbage", lambda: b"not an update", "format: 13 bytes is shorter than"),
+    ],
+)
+async def test_malformed_update_is_refused_by_the_first_endorser(fl, case, make, check) -> None:
+    task = f"malformed-{case}"
+    await open_task(fl, task_spec(task))
+
+    with pytest.raises(EndorseError) as info:
+        await submit(await fl(), task, make())
+
+    assert list(refusals(info.value)) == ["TransportMSP"]
+    assert check in refusals(info.value)["TransportMSP"]
+    assert await round_workers(fl, task) == []
+
+
+async def test_replayed_update_is_refused_for_its_author_and_for_a_copier(fl) -> None:
+    await open_task(fl, task_spec("replay"))
+    update = delta(seed=5)
+    first = await submit(await fl("transport", "User1"), "replay", update)
+
+    with pytest.raises(EndorseError) as again:
+        await submit(await fl("transport", "User1"), "replay", update)
+    with pytest.raises(EndorseError) as copied:
+        await submit(await fl("transport", "User2"), "replay", update)
+
+    assert "replay: identical update already recorded" in refusals(again.value)["TransportMSP"]
+    assert f"already submitted by {first['worker']}" in refusals(copied.value)["TransportMSP"]
+    assert await round_workers(fl, "replay") == [first["worker"]]
+
+
+async def test_unauthorised_identities_are_refused(fl, network) -> None:
+    spec = task_spec(
+        "authorised",
+        allowed_orgs=["EnergyMSP", "TransportMSP"],
+        allowed_clients=[{"msp_id": "TransportMSP", "subject": subject(network, "transport",
+                                                                       "User1")}],
+    )
+    await open_task(fl, spec)
+
+    with pytest.raises(EndorseError) as other_user:
+        await submit(await fl("transport", "User2"), "authorised", delta(seed=6))
+    with pytest.raises(EndorseError) as other_org:
+        await submit(await fl("health", "User1"), "authorised", delta(seed=7))
+    with pytest.raises(EndorseError) as not_admin:
+        await (await fl("transport", "User1")).submit("OpenRound", ["authorised", "2"])
+    allowed = await submit(await fl("transport", "User1"), "authorised", delta(seed=8))
+
+    assert "authorised: TransportMSP CN=User2" in refusals(other_user.value)["TransportMSP"]
+    assert "authorised: HealthMSP" in refusals(other_org.value)["HealthMSP"]
+    assert "role: OpenRound needs an admin" in refusals(not_admin.value)["TransportMSP"]
+    assert await round_workers(fl, "authorised") == [allowed["worker"]]
+
+
+async def test_commit_aggregate_equals_the_aggregate_recomputed_offline(fl) -> None:
+    rule = {"rule": "multi-krum", "params": {"f": 1, "m": 3}}
+    await open_task(fl, task_spec("aggregate", aggregation=rule, min_updates=5,
+                                  validation_threshold=None))
+    workers = [("transport", "User1"), ("transport", "User2"), ("energy", "User1"),
+               ("energy", "User2"), ("health", "User1")]
+    updates = [delta(scale=0.01, seed=10 + i) for i in range(4)]
+    updates.append(delta(seed=20, direction=ENERGY_AND_HEALTH))  # the outlier Krum drops
+    sent = await asyncio.gather(*(
+        submit(await fl(org, user), "aggregate", update, samples=10 * (i + 1))
+        for i, ((org, user), update) in enumerate(zip(workers, updates, strict=True))
+    ))
+    admin = await fl("energy", "Admin")
+    await admin.submit("CloseRound", ["aggregate", "1"])
+
+    record = json.loads(await admin.submit("CommitAggregate", ["aggregate", "1"]))
+
+    contract = await fl()
+    base = await contract.evaluate("GetGlobalModel", ["aggregate", "0"])
+    stored = await contract.evaluate("GetGlobalModel", ["aggregate", "1"])
+    by_digest = {read_header(u)["content_digest"]: u for u in updates}
+    ledger_order = json.loads(await contract.evaluate("GetRoundUpdates", ["aggregate", "1"]))
+    offline = make_strategy(rule["rule"], rule["params"]).aggregate(
+        decode_update(base, LAYOUT_OBJ),
+        [Update(r["worker"], decode_update(by_digest[r["digest"]], LAYOUT_OBJ), r["num_samples"])
+         for r in ledger_order["updates"]],
+    )
+    assert stored == encode_model(offline.model, LAYOUT_OBJ)
+    assert record["used"] == list(offline.used) and len(offline.used) == 3
+    assert [e["id"] for e in record["excluded"]] == [e.update_id for e in offline.excluded]
+    assert sent[4]["worker"] in [e["id"] for e in record["excluded"]]
+    assert record["model_digest"] == read_header(stored)["content_digest"]
+    assert ledger_order["state"]["status"] == "aggregated"
+
+
+async def test_paginated_audit_recomputes_every_round(fl) -> None:
+    await open_task(fl, task_spec("audit", validation_threshold=None))
+    admin = await fl("transport", "Admin")
+    for round_no in (1, 2):
+        if round_no > 1:
+            await admin.submit("OpenRound", ["audit", str(round_no)])
+        await asyncio.gather(*(
+            (await fl(org, "User1")).submit(
+                "SubmitUpdate", ["audit", str(round_no), delta(seed=30 + 3 * round_no + i), "7"])
+            for i, org in enumerate(ORGS)
+        ))
+        await admin.submit("CloseRound", ["audit", str(round_no)])
+        await admin.submit("CommitAggregate", ["audit", str(round_no)])
+    contract = await fl("health", "User2")
+
+    audit = json.loads(await contract.evaluate("GetAudit", ["audit"]))
+    models = {r: await contract.evaluate("GetGlobalModel", ["audit", str(r)]) for r in (0, 1, 2)}
+    updates = {
+        (entry["round"], u["worker"]): await contract.evaluate(
+            "GetUpdate", ["audit", str(entry["round"]), u["worker"]])
+        for entry in audit["rounds"] for u in entry["updates"]
+    }
+
+    assert [len(entry["updates"]) for entry in audit["rounds"]] == [3, 3]
+    assert verify_audit(audit, models, updates) == []
+    models[2] = models[1]
+    assert verify_audit(audit, models, updates) == [
+        "round 2: stored model differs from the recomputed one"]

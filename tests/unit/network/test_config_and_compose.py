@@ -1,0 +1,131 @@
+"""Fabric configuration rendered from the topology, the CCaaS package, and docker-compose.yaml."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedfabric.network import load_topology
+from fedfabric.network._compose import STATE, compose_document, compose_yaml
+from fedfabric.network._config import configtx_yaml, core_yaml, orderer_yaml
+from fedfabric.network._layout import Layout
+from fedfabric.network.fabric._chaincode import package_bytes, package_id, server_name
+from tests.conftest import ROOT
+
+TOPOLOGY = load_topology()
+RELEASE_LIKE = {"peer": {"gateway": {"enabled": True}}, "chaincode": {"externalBuilders": []}}
+
+
+def test_core_yaml_carries_the_peer_identity_ports_and_tls(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    peer = TOPOLOGY.peers[1]
+
+    core = core_yaml(json.loads(json.dumps(RELEASE_LIKE)), TOPOLOGY, layout, peer)
+
+    assert core["peer"]["gateway"] == {"enabled": True}  # release defaults are kept
+    assert core["peer"]["listenAddress"] == f"127.0.0.1:{peer.port}"
+    assert core["peer"]["localMspId"] == "EnergyMSP"
+    assert core["peer"]["tls"]["enabled"] is True
+    assert core["peer"]["tls"]["cert"]["file"].endswith(f"peers/{peer.host}/tls/server.crt")
+    assert core["operations"]["listenAddress"] == f"127.0.0.1:{peer.operations_port}"
+    [builder] = core["chaincode"]["externalBuilders"]
+    assert builder["path"] == str(layout.ccaas_builder_dir)
+
+
+def test_orderer_yaml_uses_channel_participation_and_admin_mtls(tmp_path: Path) -> None:
+    o = TOPOLOGY.orderer_org.orderers[2]
+
+    doc = orderer_yaml({}, TOPOLOGY, Layout(tmp_path), o)
+
+    assert doc["General"]["ListenPort"] == o.port and doc["General"]["BootstrapMethod"] == "none"
+    assert doc["ChannelParticipation"]["Enabled"] is True
+    assert doc["Admin"]["ListenAddress"] == f"127.0.0.1:{o.admin_port}"
+    assert doc["Admin"]["TLS"]["ClientAuthRequired"] is True
+
+
+def test_configtx_has_every_org_anchor_peers_and_raft_consenters(tmp_path: Path) -> None:
+    profile = configtx_yaml(TOPOLOGY, Layout(tmp_path))["Profiles"]["Channel"]
+
+    consenters = profile["Orderer"]["EtcdRaft"]["Consenters"]
+    assert [c["Port"] for c in consenters] == [o.port for o in TOPOLOGY.orderer_org.orderers]
+    orgs = profile["Application"]["Organizations"]
+    assert [o["ID"] for o in orgs] == [o.msp_id for o in TOPOLOGY.organizations]
+    assert orgs[0]["AnchorPeers"] == [{"Host": "127.0.0.1", "Port": TOPOLOGY.peers[0].port}]
+    assert profile["Orderer"]["BatchTimeout"] == "250ms"
+
+
+def test_ccaas_package_is_reproducible_and_its_id_is_label_and_sha256() -> None:
+    cc = TOPOLOGY.chaincode("fl")
+
+    first, second = package_bytes(cc), package_bytes(cc)
+
+    assert first == second
+    assert package_id(cc) == f"fl_1.0:{hashlib.sha256(first).hexdigest()}"
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        assert sorted(tar.getnames()) == ["code.tar.gz", "metadata.json"]
+        assert json.load(tar.extractfile("metadata.json")) == {"type": "ccaas", "label": "fl_1.0"}
+
+
+def run(builder: str, *args: Path, env: dict[str, str] | None = None):
+    script = ROOT / "network" / "fabric" / "ccaas_builder" / "bin" / builder
+    return subprocess.run([str(script), *map(str, args)], env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, check=False)
+
+
+def test_external_builder_detect_build_release(tmp_path: Path) -> None:
+    src, meta, out, rel, conns = (tmp_path / d for d in ("src", "meta", "out", "rel", "conns"))
+    for d in (src, meta, conns):
+        d.mkdir()
+    (meta / "metadata.json").write_text('{"type": "CCaaS", "label": "fl_1.0"}')
+    (src / "connection.json").write_text('{"dial_timeout": "10s"}')
+    (conns / "fl_1.0.json").write_text('{"address": "127.0.0.1:7160"}')
+
+    assert run("detect", src, meta).returncode == 0
+    missing = run("build", src, meta, out, env={"FEDFABRIC_CCAAS_DIR": str(tmp_path)})
+    assert missing.returncode != 0 and "no connection for 'fl_1.0'" in missing.stderr
+    assert run("build", src, meta, out, env={"FEDFABRIC_CCAAS_DIR": str(conns)}).returncode == 0
+    assert run("release", out, rel).returncode == 0
+    assert json.loads((rel / "chaincode" / "server" / "connection.json").read_text()) == {
+        "address": "127.0.0.1:7160"}
+    (meta / "metadata.json").write_text('{"type": "golang", "label": "x"}')
+    assert run("detect", src, meta).returncode == 1
+
+
+def test_committed_compose_file_is_generated_from_the_default_topology() -> None:
+    assert (ROOT / "docker-compose.yaml").read_text() == compose_yaml(TOPOLOGY)
+
+
+def test_compose_runs_every_node_with_the_native_configuration() -> None:
+    services = compose_document(TOPOLOGY)["services"]
+    layout = Layout(Path(STATE))
+    expected = {o.host for o in TOPOLOGY.orderer_org.orderers} | {p.host for p in TOPOLOGY.peers}
+    expected |= {server_name(cc, p) for cc in TOPOLOGY.chaincodes for p in TOPOLOGY.peers}
+
+    assert set(services) == expected
+    for host in {o.host for o in TOPOLOGY.orderer_org.orderers} | {p.host for p in TOPOLOGY.peers}:
+        service = services[host]
+        assert service["image"].endswith(":3.1.5") and service["network_mode"] == "host"
+        assert service["environment"]["FABRIC_CFG_PATH"] == str(layout.node_dir(host))
+        mount = service["volumes"][0].split(":", 1)[0], service["volumes"][0].rsplit(":", 1)[1]
+        assert mount[0].startswith(STATE[:-1]) and mount[1] == STATE
+    for p in TOPOLOGY.peers:
+        for cc in TOPOLOGY.chaincodes:
+            command = services[server_name(cc, p)]["command"]
+            assert f"127.0.0.1:{p.chaincode_server_port + cc.slot}" in command
+            assert package_id(cc) in command and "--tls-client-ca" in command
+            assert all(a.startswith(STATE) for a in command if a.endswith((".crt", ".key", ".pem")))
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yaml"])
+def test_compose_file_is_valid_yaml_without_aliases(name: str) -> None:
+    text = (ROOT / name).read_text()
+    assert "&id" not in text
+    assert yaml.safe_load(text)["name"] == "fedfabric-smartcity"

@@ -1,0 +1,105 @@
+"""The topology file: the default parses; every invalid file names the offending field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedfabric.network import (
+    TopologyError,
+    load_topology,
+    majority_policy,
+    parse_policy,
+    parse_topology,
+)
+from fedfabric.network._policy import OutOf, PolicyError, Principal
+from tests.conftest import topology_data
+
+
+def test_default_topology_is_three_orgs_three_raft_orderers_majority_policy() -> None:
+    t = load_topology()
+
+    assert [o.msp_id for o in t.organizations] == ["TransportMSP", "EnergyMSP", "HealthMSP"]
+    assert len(t.orderer_org.orderers) == 3 and t.consensus.type == "etcdraft"
+    rule = parse_policy(t.endorsement_policy)
+    assert isinstance(rule, OutOf) and rule.n == 2 and len(rule.rules) == 3
+    assert t.chaincode("fl").endorsement_policy == t.endorsement_policy
+
+
+def test_any_number_of_peers_per_org() -> None:
+    data = topology_data()
+    data["organizations"][0]["peers"].append(
+        {"name": "peer1", "port": 7451, "chaincode_port": 7452, "operations_port": 9454,
+         "chaincode_server_port": 7460})
+
+    t = parse_topology(data)
+
+    assert [p.host for p in t.org("transport").peers] == [
+        "peer0.transport.smartcity.example", "peer1.transport.smartcity.example"]
+
+
+def test_policy_defaults_to_majority_of_the_orgs() -> None:
+    data = topology_data()
+    del data["endorsement_policy"]
+
+    t = parse_topology(data)
+
+    assert t.endorsement_policy == majority_policy(["TransportMSP", "EnergyMSP", "HealthMSP"])
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [
+    (lambda d: d.update(endorsement_policy="OutOf(2, 'TransportMSP.peer', 'WaterMSP.peer')"),
+     "endorsement_policy", "unknown organization 'WaterMSP'"),
+    (lambda d: d.update(endorsement_policy="OutOf(4, 'TransportMSP.peer', 'EnergyMSP.peer', "
+                                           "'HealthMSP.peer')"),
+     "endorsement_policy", "1 <= n <= 3"),
+    (lambda d: d["organizations"][1].update(name="transport"), "organizations",
+     "duplicate name 'transport'"),
+    (lambda d: d["organizations"][1].update(msp_id="TransportMSP"), "msp_id",
+     "duplicate name 'TransportMSP'"),
+    (lambda d: d["organizations"][2]["peers"][0].update(port=7050), "port clash",
+     "= 7050 is also orderer0.ordering.smartcity.example port"),
+    (lambda d: d["orderer_org"]["orderers"][1].update(name="orderer0"), "orderer_org.orderers",
+     "duplicate name"),
+    (lambda d: d["organizations"][0]["peers"][0].update(port=80), "organizations[0].peers[0].port",
+     "[1024, 65535]"),
+    (lambda d: d["organizations"][0].pop("msp_id"), "organizations[0].msp_id", "missing"),
+    (lambda d: d.update(organizations=[]), "topology.organizations", "at least 1"),
+    (lambda d: d["consensus"].update(type="BFT"), "consensus.type", "only 'etcdraft'"),
+    (lambda d: d["chaincodes"][0].update(server="java"), "chaincodes[0].server", "'python'"),
+    (lambda d: d["chaincodes"][0].update(endorsement_policy="OR('Nope.peer')"),
+     "chaincodes[0].endorsement_policy", "unknown organization 'Nope'"),
+    (lambda d: d.update(name="Smart City"), "topology.name", "lowercase"),
+])
+def test_invalid_topology_names_the_field(change, field: str, words: str) -> None:  # noqa: ANN001
+    data = topology_data()
+    change(data)
+
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data)
+
+    assert field in str(info.value) and words in str(info.value)
+
+
+def test_unreadable_and_malformed_files_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="cannot read topology file"):
+        load_topology(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(TopologyError, match="not valid YAML"):
+        load_topology(bad)
+    bad.write_text(yaml.safe_dump(["a", "list"]))
+    with pytest.raises(TopologyError, match="expected a mapping"):
+        load_topology(bad)
+
+
+def test_policy_language() -> None:
+    assert parse_policy("AND('A.peer', OR('B.admin', 'C.member'))") == OutOf(2, (
+        Principal("A", "peer"), OutOf(1, (Principal("B", "admin"), Principal("C", "member")))))
+    for bad, words in [("OutOf(2, 'A.peer')", "1 <= n <= 1"), ("OR('A.boss')", "role"),
+                       ("OR('A.peer'", "expected ')'"), ("XOR('A.peer')", "unexpected 'XOR'"),
+                       ("OR('A.peer')) ", "after the end")]:
+        with pytest.raises(PolicyError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            parse_policy(bad)
