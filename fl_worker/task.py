@@ -187,11 +187,13 @@ def _split_sizes(count: int, fractions: np.ndarray) -> np.ndarray:
 
 
 def _assign(
-    y: np.ndarray, parts: int, alpha: float | None, rng: np.random.Generator
+    y: np.ndarray, parts: int, alpha: float | None, rng: np.random.Generator, what: str
 ) -> list[np.ndarray]:
     """Positions of `y` for each of `parts`: IID, or per class by Dirichlet(alpha) shares."""
     if parts * _MIN_PER_PART > len(y):
-        raise ValueError(f"{len(y)} samples cannot feed {parts} parts of >= {_MIN_PER_PART}")
+        raise ValueError(
+            f"{what}: {len(y)} samples cannot give {parts} parts {_MIN_PER_PART} samples each"
+        )
     if alpha is None:
         return [np.sort(p) for p in np.array_split(rng.permutation(len(y)), parts)]
     for _ in range(_DIRICHLET_TRIES):
@@ -205,7 +207,7 @@ def _assign(
         if min(len(r) for r in result) >= _MIN_PER_PART:
             return result
     raise ValueError(
-        f"alpha={alpha} left a part with fewer than {_MIN_PER_PART} samples in "
+        f"{what}: alpha={alpha} left a part with fewer than {_MIN_PER_PART} samples in "
         f"{_DIRICHLET_TRIES} draws; use a larger alpha or fewer workers"
     )
 
@@ -244,12 +246,13 @@ def partition(
     cut = int(round(test_fraction * len(data)))
     test, pool = np.sort(order[:cut]), order[cut:]
     org_data = []
-    for org_positions in _assign(data.y[pool], orgs, alpha, rng):
+    for org, org_positions in enumerate(_assign(data.y[pool], orgs, alpha, rng, "orgs"), 1):
         mine = pool[org_positions]
         shuffled = rng.permutation(mine)
         n_val = max(1, int(round(validation_fraction * len(mine)))) if validation_fraction else 0
         validation, rest = np.sort(shuffled[:n_val]), shuffled[n_val:]
-        workers = [rest[p] for p in _assign(data.y[rest], workers_per_org, alpha, rng)]
+        shares = _assign(data.y[rest], workers_per_org, alpha, rng, f"workers of org {org}")
+        workers = [rest[p] for p in shares]
         org_data.append(
             OrgData(tuple(data.subset(np.sort(w)) for w in workers), data.subset(validation))
         )
@@ -309,7 +312,7 @@ def train(
                     objective = loss + proximal_mu / 2 * drift
                 objective.backward()
                 optimizer.step()
-                total += float(loss) * len(batch)
+                total += loss.item() * len(batch)
                 count += len(batch)
     return total / count
 

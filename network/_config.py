@@ -20,6 +20,15 @@ from fedfabric.network._topology import HOST, Orderer, Peer, Topology
 
 CCAAS_BUILDER = Path(__file__).parent / "fabric" / "ccaas_builder"
 CCAAS_DIR_ENV = "FEDFABRIC_CCAAS_DIR"
+_GOSSIP_TIMINGS = {
+    "aliveTimeInterval": "1s",
+    "aliveExpirationTimeout": "5s",
+    "reconnectInterval": "1s",
+    "publishStateInfoInterval": "1s",
+    "requestStateInfoInterval": "1s",
+    "pullInterval": "1s",
+    "membershipTrackerInterval": "1s",
+}
 
 
 def render_all(topology: Topology, layout: Layout, release_config: Path) -> None:
@@ -52,6 +61,11 @@ def core_yaml(base: dict[str, Any], topology: Topology, layout: Layout, p: Peer)
     _set(base, "peer.gossip.bootstrap", org.peers[0].address)
     _set(base, "peer.gossip.endpoint", p.address)
     _set(base, "peer.gossip.externalEndpoint", p.address)
+    # Gossip spreads membership and installed chaincodes, which the gateway's endorsement
+    # planning (discovery) relies on; the release's WAN-minded intervals (reconnect 25s,
+    # state info 4s) make a fresh local network take half a minute to be fully plannable.
+    for key, value in _GOSSIP_TIMINGS.items():
+        _set(base, f"peer.gossip.{key}", value)
     _set(base, "peer.localMspId", org.msp_id)
     _set(base, "peer.mspConfigPath", str(node / "msp"))
     _set(base, "peer.tls.enabled", True)

@@ -29,12 +29,11 @@ class TopologyError(NetworkError, ValueError):
     """The topology file is invalid; the message names the field (``organizations[1].peers``)."""
 
 
-@dataclass(frozen=True)
-class Orderer:
+class _Node:
+    """A process of the network, named ``<name>.<org domain>``, listening on 127.0.0.1."""
+
     name: str
     port: int
-    admin_port: int
-    operations_port: int
     org_domain: str
 
     @property
@@ -47,7 +46,16 @@ class Orderer:
 
 
 @dataclass(frozen=True)
-class Peer:
+class Orderer(_Node):
+    name: str
+    port: int
+    admin_port: int
+    operations_port: int
+    org_domain: str
+
+
+@dataclass(frozen=True)
+class Peer(_Node):
     name: str
     org: str
     port: int
@@ -55,14 +63,6 @@ class Peer:
     operations_port: int
     chaincode_server_port: int
     org_domain: str
-
-    @property
-    def host(self) -> str:
-        return f"{self.name}.{self.org_domain}"
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from fedfabric.chaincode.fl._models import (
     model_layout,
     set_weights,
 )
-from fedfabric.chaincode.fl._task import TaskSpec
+from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES, TaskSpec
 from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "FedAvg",
     "Krum",
     "Layout",
+    "MAX_UPDATE_BYTES",
     "Median",
     "MultiKrum",
     "QUANTIZATIONS",

@@ -122,15 +122,15 @@ class Strategy:
             )
         names = sorted(global_model)
         shapes = {n: np.shape(global_model[n]) for n in names}
-        rows = []
-        for update in updates:
+        size = sum(int(np.prod(shapes[n], dtype=np.int64)) for n in names)
+        deltas = np.empty((len(updates), size), dtype=np.int64)
+        for row, update in zip(deltas, updates, strict=True):
             if sorted(update.tensors) != names:
                 raise AggregationError(f"update {update.id!r} has tensors {sorted(update.tensors)}")
             for n in names:
                 if np.shape(update.tensors[n]) != shapes[n]:
                     raise AggregationError(f"update {update.id!r}: tensor {n!r} has wrong shape")
-            rows.append(_flatten(update.tensors, names))
-        deltas = np.stack(rows)
+            _flatten(update.tensors, names, out=row)
         clipped = []
         if self.clip_norm is not None:
             bound = fx.fixed_scalar(self.clip_norm)
@@ -141,7 +141,7 @@ class Strategy:
         weights = tuple(int(u.num_samples) for u in updates)
         combo = self.combine(deltas, weights)
         new = _flatten(global_model, names) + combo.delta
-        if np.max(np.abs(new)) > fx.MAX_ABS * fx.SCALE:
+        if fx.peak(new) > fx.MAX_ABS * fx.SCALE:
             raise AggregationError("the new global model leaves the fixed-point range")
         model, offset = {}, 0
         for n in names:
@@ -156,8 +156,19 @@ class Strategy:
         )
 
 
-def _flatten(tensors: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
-    return np.concatenate([fx.to_fixed(np.asarray(tensors[n]).reshape(-1)) for n in names])
+def _flatten(
+    tensors: Mapping[str, np.ndarray], names: Sequence[str], out: np.ndarray | None = None
+) -> np.ndarray:
+    """The tensors in `names` order as one int64 fixed-point vector (written into `out`)."""
+    if out is None:
+        size = sum(np.size(tensors[n]) for n in names)
+        out = np.empty(size, dtype=np.int64)
+    offset = 0
+    for n in names:
+        flat = np.asarray(tensors[n]).reshape(-1)
+        fx.to_fixed(flat, out=out[offset : offset + flat.size])
+        offset += flat.size
+    return out
 
 
 def _number(name: str, value: Any, *, low: float, high: float | None = None, strict=False):
@@ -261,10 +272,7 @@ class TrimmedMean(Strategy):
 def krum_scores(deltas: np.ndarray, f: int) -> list[int]:
     """Krum score of each row: sum of its n - f - 2 smallest squared distances to others."""
     n = deltas.shape[0]
-    dist = [[0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            dist[i][j] = dist[j][i] = fx.sum_squares(deltas[i] - deltas[j])
+    dist = fx.squared_distances(deltas)
     closest = n - f - 2
     return [sum(sorted(dist[i][:i] + dist[i][i + 1 :])[:closest]) for i in range(n)]
 

@@ -320,6 +320,12 @@ def read_header(data: bytes) -> dict:
     }
 
 
+def encoded_size(layout: Layout, quantization: str = "float32") -> int:
+    """Bytes of an uncompressed encoding of `layout` (header, tensor table and body)."""
+    table = sum(2 + len(name.encode()) + 1 + 4 * len(shape) for name, shape in layout.tensors)
+    return _HEADER.size + table + _stored_size(layout, quantization)
+
+
 def _stored_size(layout: Layout, quantization: str) -> int:
     per_value = {"float32": 4, "fp16": 2, "int8": 1}[quantization]
     extra = 4 * len(layout.tensors) if quantization == "int8" else 0

@@ -8,8 +8,10 @@ these integers:
 - weighted means are exact: ``round(sum(w_i * q_i) / sum(w_i))`` with rounding to the nearest
   integer, ties toward +infinity; the numerator is split into 20-bit halves so no int64
   overflows while ``sum(w_i) < 2**40``;
-- squared L2 norms and distances are exact Python integers (each difference is split into
-  20-bit halves, partial sums are taken in chunks that cannot overflow);
+- squared L2 norms are exact Python integers (values split into 20-bit halves, partial sums
+  taken in chunks that cannot overflow); squared distances between updates come from an
+  exact Gram matrix: rows cut into limbs whose float64 products and chunk sums stay integers
+  below 2**53, so a BLAS matrix product of the limbs is exact (see `gram`);
 - scaling by a factor below one (norm clipping) uses a 30-bit fixed-point factor and
   truncates toward zero, so a clipped vector never exceeds its bound.
 
@@ -37,17 +39,25 @@ _CHUNK = 1 << 22
 _FACTOR_BITS = 30
 
 
-def to_fixed(values: np.ndarray) -> np.ndarray:
-    """Float array -> int64 fixed point (after a cast to float32).
+def to_fixed(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Float array -> int64 fixed point (after a cast to float32); into `out` if given.
 
     Raises `AggregationError` for non-finite values or ``|x| > 2**15``.
     """
-    x = np.asarray(values, dtype=np.float32).astype(np.float64)
-    if not np.isfinite(x).all():
-        raise AggregationError("non-finite value cannot be converted to fixed point")
-    if x.size and float(np.max(np.abs(x))) > MAX_ABS:
-        raise AggregationError(f"value outside the fixed-point range of +/-{MAX_ABS:g}")
-    return np.rint(x * SCALE).astype(np.int64)
+    x = np.asarray(values, dtype=np.float32)
+    if x.size:
+        low, high = float(x.min()), float(x.max())  # NaN propagates into min/max
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise AggregationError("non-finite value cannot be converted to fixed point")
+        if max(-low, high) > MAX_ABS:
+            raise AggregationError(f"value outside the fixed-point range of +/-{MAX_ABS:g}")
+    # x * 2**24 is exact in float32 (no overflow below 2**15) and every float32 of magnitude
+    # >= 2**23 is already an integer, so float32 rint equals the float64 rule above.
+    scaled = np.rint(x * np.float32(SCALE))
+    if out is None:
+        return scaled.astype(np.int64)
+    out[...] = scaled.reshape(out.shape)
+    return out
 
 
 def from_fixed(q: np.ndarray) -> np.ndarray:
@@ -70,6 +80,11 @@ def div_round(numerator: np.ndarray, denominator: int) -> np.ndarray:
     return (2 * numerator + denominator) // (2 * denominator)
 
 
+def peak(rows: np.ndarray) -> int:
+    """``max |rows|`` as a Python int (0 for an empty array), without a temporary array."""
+    return max(int(rows.max()), -int(rows.min())) if rows.size else 0
+
+
 def weighted_mean(rows: np.ndarray, weights: Sequence[int]) -> np.ndarray:
     """Exact ``round(sum_i w_i * rows[i] / sum_i w_i)`` over int64 rows (n, d).
 
@@ -80,11 +95,21 @@ def weighted_mean(rows: np.ndarray, weights: Sequence[int]) -> np.ndarray:
         raise AggregationError("one positive weight per row is required")
     if any(type(w) is not int or w < 1 for w in weights):
         raise AggregationError(f"weights must be positive integers, got {list(weights)}")
-    if rows.size and int(np.max(np.abs(rows))) > 1 << 39:
+    largest = peak(rows)
+    if largest > 1 << 39:
         raise AggregationError("fixed-point values exceed 2**39 (|x| > 2**15)")
     total = sum(weights)
     if total >= MAX_TOTAL_WEIGHT:
         raise AggregationError(f"total weight {total} reaches the limit 2**40")
+    if largest * total < 1 << 61:
+        # The usual case: every partial sum, and 2 * sum + total, fits in int64, so the
+        # direct sum is the same exact integer as the split one below.
+        acc = rows[0] * weights[0]
+        term = np.empty_like(acc)
+        for row, w_i in zip(rows[1:], weights[1:], strict=True):
+            np.multiply(row, w_i, out=term)
+            acc += term
+        return div_round(acc, total)
     w = np.array(weights, dtype=np.int64)[:, None]
     hi, lo = _split(rows)
     s_hi = (w * hi).sum(axis=0)
@@ -125,3 +150,45 @@ def clip_to_norm(v: np.ndarray, bound: int) -> tuple[np.ndarray, bool]:
     carry_lo = prod_hi & ((1 << (_FACTOR_BITS - _SPLIT)) - 1)
     tail = ((carry_lo << _SPLIT) + lo * factor) >> _FACTOR_BITS
     return sign * (carry_hi + tail), True
+
+
+_EXACT_BITS = 52  # float64 holds every integer of magnitude up to 2**53
+_GRAM_BLOCK = 1 << 23  # float64 values per limb block (64 MB)
+
+
+def gram(rows: np.ndarray) -> np.ndarray:
+    """Exact ``rows @ rows.T`` (an object array of Python ints) for int64 rows (n, d).
+
+    Entries must satisfy ``|v| <= 2**40``. Each row is cut into limbs of `b` bits (unsigned
+    low limbs, a signed top limb), so the product of two limbs is below 2**(2b); summed over
+    a chunk of at most 2**(52 - 2b) columns it stays an integer below 2**53. A float64
+    matrix product (BLAS) of such limbs is therefore exact whatever its summation order, FMA
+    use or thread count; the limb products are recombined with Python ints.
+    """
+    n, d = rows.shape
+    bits = max(peak(rows).bit_length(), 1) + 1  # sign included
+    limbs = 1
+    while 2 * -(-bits // limbs) > _EXACT_BITS - 12:  # chunks of at least 4096 columns
+        limbs += 1
+    b = -(-bits // limbs)
+    chunk = min(1 << (_EXACT_BITS - 2 * b), max(4096, _GRAM_BLOCK // (n * limbs)))
+    mask = (1 << b) - 1
+    total = np.zeros((n * limbs, n * limbs), dtype=object)
+    for start in range(0, d, chunk):
+        block = rows[:, start : start + chunk]
+        parts = [(block >> (b * k)) & mask for k in range(limbs - 1)]
+        parts.append(block >> (b * (limbs - 1)))
+        stacked = np.concatenate(parts).astype(np.float64)
+        total += (stacked @ stacked.T).astype(np.int64).astype(object)
+    result = np.zeros((n, n), dtype=object)
+    for a in range(limbs):
+        for c in range(limbs):
+            result += total[a * n : (a + 1) * n, c * n : (c + 1) * n] * (1 << (b * (a + c)))
+    return result
+
+
+def squared_distances(rows: np.ndarray) -> list[list[int]]:
+    """Exact squared L2 distances between int64 rows (``|v| <= 2**39``), as Python ints."""
+    g = gram(rows)
+    diag = g.diagonal()
+    return (diag[:, None] + diag[None, :] - 2 * g).tolist()

@@ -9,7 +9,7 @@ Task JSON (fields without a default are required)::
       "rounds": 20,
       "min_updates": 3,                            # per round, before CloseRound may close it
       "norm_bound": 10.0,                          # L2 bound of each update, <= 32768
-      "max_update_bytes": 1000000,
+      "max_update_bytes": 1000000,                 # at most MAX_UPDATE_BYTES
       "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
       "allowed_orgs": ["Org1MSP", "Org2MSP"],
       "allowed_clients": [{"msp_id": "Org1MSP", "subject": "CN=worker1,..."}],   # default []
@@ -19,6 +19,10 @@ Task JSON (fields without a default are required)::
     }
 
 The initial global model travels as a separate bytes argument of ``CreateTask``.
+
+`MAX_UPDATE_BYTES` is the largest update (and float32 global model) a transaction can carry
+on our network; `TaskSpec.from_json` refuses a ``max_update_bytes`` above it and a layout whose
+float32 model encoding exceeds it (see `fedfabric.chaincode.fl._contract` for the measurement).
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedfabric.chaincode.fl._aggregation import Strategy, make_strategy
-from fedfabric.chaincode.fl._encoding import Layout
+from fedfabric.chaincode.fl._encoding import Layout, encoded_size
 from fedfabric.chaincode.fl._errors import AggregationError, TaskError, UpdateError
 from fedfabric.chaincode.fl._fixedpoint import MAX_ABS
+
+# Measured on Fabric 3.1.5 (fedfabric.chaincode.fl._contract): a 50.0 MB update commits, 52 MB
+# does not, because its bytes travel twice per transaction and message.
+MAX_UPDATE_BYTES = 50_000_000
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FIELDS = {
@@ -132,6 +140,19 @@ class TaskSpec:
             allowed_clients=tuple(sorted({(c["msp_id"], c["subject"]) for c in clients})),
             validation_threshold=None if threshold is None else float(threshold),
         )
+        if spec.max_update_bytes > MAX_UPDATE_BYTES:
+            raise TaskError(
+                "max_update_bytes",
+                f"{spec.max_update_bytes} exceeds {MAX_UPDATE_BYTES}, the largest update a "
+                "Fabric transaction carries",
+            )
+        model_bytes = encoded_size(layout, "float32")
+        if model_bytes > MAX_UPDATE_BYTES:
+            raise TaskError(
+                "layout",
+                f"the float32 model of {layout.size} parameters is {model_bytes} bytes; the "
+                f"largest that fits a Fabric transaction is {MAX_UPDATE_BYTES} bytes",
+            )
         try:
             strategy = spec.strategy()
         except AggregationError as exc:

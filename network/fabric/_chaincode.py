@@ -259,21 +259,22 @@ async def _commit(net: FabricNetwork, cc: Chaincode, seq: int) -> None:
 
 
 async def wait_endorsable(net: FabricNetwork, cc: Chaincode, timeout: float = 90) -> None:
-    """Until every org's gateway can get ``cc`` endorsed under its policy.
+    """Until every org's gateway can get ``cc`` endorsed by every org.
 
     A committed definition is not enough: each peer must have built and dialled its chaincode
-    server, and the gateways must have learnt of the other orgs' peers and of the chaincode
-    through gossip (discovery). So this endorses (and never submits) a GetMetadata proposal
-    through each org's gateway until it succeeds.
+    server, and each gateway must have learnt of the other orgs' peers and of the chaincode
+    through gossip (discovery), or it silently plans without them. So this endorses (and never
+    submits) a GetMetadata proposal through each org's gateway, with all orgs as endorsers.
     """
     deadline = time.monotonic() + timeout
+    everyone = [o.msp_id for o in net.topology.organizations]
     for org in net.topology.organizations:
         async with connect_org(net.layout.profiles_dir, org.name, "Admin") as gateway:
             contract = gateway.get_network(net.topology.channel).get_contract(cc.name)
             while True:
                 try:
-                    await contract.new_proposal("org.hyperledger.fabric:GetMetadata").endorse(
-                        timeout=10)
+                    await contract.new_proposal("org.hyperledger.fabric:GetMetadata",
+                                                endorsing_orgs=everyone).endorse(timeout=10)
                     break
                 except GatewayError as exc:
                     if time.monotonic() > deadline:

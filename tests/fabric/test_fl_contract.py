@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
@@ -61,6 +62,29 @@ async def fl(network: FabricNetwork) -> AsyncIterator[Contracts]:
     finally:
         for gateway in gateways:
             await gateway.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def discovered(network: FabricNetwork) -> None:
+    """Wait until every org's Gateway has discovered every org's ``fl`` endorser.
+
+    Right after a network starts, a peer's gossip may not yet know the other orgs' peers;
+    the Gateway then plans endorsements without them ("failed to find any endorsing peers").
+    """
+    deadline = time.monotonic() + 60
+    for org in ORGS:
+        async with connect_profile(network.profile(org), "User1") as gateway:
+            contract = gateway.get_network(network.topology.channel).get_contract("fl")
+            for msp in ORGS.values():
+                while True:
+                    try:
+                        await contract.evaluate("org.hyperledger.fabric:GetMetadata",
+                                                endorsing_orgs=[msp])
+                        break
+                    except EvaluateError as exc:
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"{org} never discovered {msp}: {exc}") from exc
+                        await asyncio.sleep(0.25)
 
 
 def subject(network: FabricNetwork, org: str, user: str) -> str:
@@ -236,9 +260,10 @@ async def test_commit_aggregate_equals_the_aggregate_recomputed_offline(fl) -> N
                ("energy", "User2"), ("health", "User1")]
     updates = [delta(scale=0.01, seed=10 + i) for i in range(4)]
     updates.append(delta(seed=20, direction=ENERGY_AND_HEALTH))  # the outlier Krum drops
+    contracts = [await fl(org, user) for org, user in workers]
     sent = await asyncio.gather(*(
-        submit(await fl(org, user), "aggregate", update, samples=10 * (i + 1))
-        for i, ((org, user), update) in enumerate(zip(workers, updates, strict=True))
+        submit(contract, "aggregate", update, samples=10 * (i + 1))
+        for i, (contract, update) in enumerate(zip(contracts, updates, strict=True))
     ))
     admin = await fl("energy", "Admin")
     await admin.submit("CloseRound", ["aggregate", "1"])
@@ -266,13 +291,14 @@ async def test_commit_aggregate_equals_the_aggregate_recomputed_offline(fl) -> N
 async def test_paginated_audit_recomputes_every_round(fl) -> None:
     await open_task(fl, task_spec("audit", validation_threshold=None))
     admin = await fl("transport", "Admin")
+    workers = [await fl(org, "User1") for org in ORGS]
     for round_no in (1, 2):
         if round_no > 1:
             await admin.submit("OpenRound", ["audit", str(round_no)])
         await asyncio.gather(*(
-            (await fl(org, "User1")).submit(
+            worker.submit(
                 "SubmitUpdate", ["audit", str(round_no), delta(seed=30 + 3 * round_no + i), "7"])
-            for i, org in enumerate(ORGS)
+            for i, worker in enumerate(workers)
         ))
         await admin.submit("CloseRound", ["audit", str(round_no)])
         await admin.submit("CommitAggregate", ["audit", str(round_no)])

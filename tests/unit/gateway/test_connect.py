@@ -17,7 +17,9 @@ from fedfabric.gateway import (
     connect,
     connect_org,
     connect_profile,
+    load_identity,
     load_msp,
+    load_private_key,
 )
 from fedfabric.gateway._identity import serialize_identity
 
@@ -66,6 +68,22 @@ def test_x509_identity_serializes_as_a_serialized_identity(user: User) -> None:
 def test_x509_identity_rejects_a_non_certificate() -> None:
     with pytest.raises(ValueError):
         X509Identity(MSP_ID, b"not a certificate")
+
+
+def test_corrupt_key_file_error_names_the_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "priv_sk"
+    key_file.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+
+    with pytest.raises(ValueError, match=f"^{key_file}: not a readable unencrypted PEM"):
+        load_private_key(key_file)
+
+
+def test_corrupt_certificate_file_error_names_the_file(tmp_path: Path) -> None:
+    cert_file = tmp_path / "cert.pem"
+    cert_file.write_text("not a certificate")
+
+    with pytest.raises(ValueError, match=f"^{cert_file}: not a PEM X.509 certificate"):
+        load_identity(MSP_ID, cert_file)
 
 
 def write_msp(msp_dir: Path, key: ec.EllipticCurvePrivateKey, other_keys: int = 1) -> bytes:

@@ -199,3 +199,39 @@ def test_leaving_the_fixed_point_range_is_refused():
         make_strategy("fedavg").aggregate(big, updates([30000.0]))
     with pytest.raises(AggregationError, match="fixed-point range"):
         fx.to_fixed(np.array([40000.0]))
+
+
+def reference_distances(rows: np.ndarray) -> list[list[int]]:
+    """Squared distances the slow, obviously exact way (Python ints)."""
+    as_ints = [[int(v) for v in row] for row in rows]
+    return [[sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) for b in as_ints]
+            for a in as_ints]
+
+
+@pytest.mark.parametrize("magnitude", [1, 2**20, 2**30, 2**39])
+def test_squared_distances_are_exact_for_every_limb_count(magnitude):
+    rows = np.random.default_rng(magnitude).integers(
+        -magnitude, magnitude + 1, size=(5, 2000), dtype=np.int64)
+    rows[0, 0] = magnitude
+
+    assert fx.squared_distances(rows) == reference_distances(rows)
+
+
+def test_squared_distances_are_exact_across_column_chunks(monkeypatch):
+    monkeypatch.setattr(fx, "_GRAM_BLOCK", 4096)
+    rows = np.random.default_rng(3).integers(-2**39, 2**39, size=(4, 9000), dtype=np.int64)
+
+    assert fx.squared_distances(rows) == reference_distances(rows)
+
+
+@pytest.mark.parametrize("weights", [[3, 5, 7], [2**38, 2**38 - 1, 5]], ids=["direct", "split"])
+def test_weighted_mean_direct_and_split_sums_agree_with_python_ints(weights):
+    rows = np.random.default_rng(4).integers(-2**39, 2**39, size=(3, 500), dtype=np.int64)
+    total = sum(weights)
+    expected = [
+        (2 * sum(w * int(r[j]) for w, r in zip(weights, rows, strict=True)) + total)
+        // (2 * total)
+        for j in range(rows.shape[1])
+    ]
+
+    assert fx.weighted_mean(rows, weights).tolist() == expected

@@ -149,6 +149,8 @@ async def test_create_task_needs_an_admin(world):
         ({"layout": {"tensors": []}}, "layout"),
         ({"colour": "red"}, "colour"),
         ({"validation_threshold": -1}, "validation_threshold"),
+        ({"max_update_bytes": 50_000_001}, "max_update_bytes"),
+        ({"layout": {"tensors": [{"name": "w", "shape": [12_500_000]}]}}, "layout"),
     ],
 )
 async def test_create_task_refuses_bad_specs(world, change, field):

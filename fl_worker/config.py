@@ -1,0 +1,248 @@
+"""`RunConfig`: every setting of one federated run, checked before anything starts.
+
+A config comes from keyword arguments, a dict (`RunConfig.from_dict`) or a YAML file
+(`RunConfig.from_yaml`); unknown keys are errors. Every problem is a `ConfigError` whose
+`field` names the setting, raised before any data is loaded or any transaction is sent.
+
+Example YAML (every key optional; these are the defaults except where noted)::
+
+    dataset: digits              # or breast_cancer, or a path to .npz / .csv
+    model: null                  # null: an MLP sized to the data (64-32-10 for digits)
+    orgs: 3
+    workers_per_org: 3
+    rounds: 10
+    epochs: 2
+    lr: 0.1
+    batch_size: 16
+    seed: 0
+    alpha: 0.5                   # default null: IID; else Dirichlet(alpha) label skew
+    strategy: multi-krum         # default fedavg
+    strategy_params: {f: 3, m: 5}
+    attack: sign_flip            # default null: every worker is honest
+    attack_params: {}
+    malicious: 0.3               # fraction of workers that attack
+    quantization: int8           # float32 | fp16 | int8
+    compression: zlib            # none | zlib
+    min_updates: null            # null: the strategy's minimum
+    norm_bound: 100.0            # largest L2 norm of an update the contract accepts
+    validation_threshold: null   # null: no org-private validation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedfabric.chaincode import fl
+from fedfabric.fl_worker import attacks, strategies
+
+_BUILTIN_DATASETS = ("breast_cancer", "digits")
+
+
+class ConfigError(ValueError):
+    """A run setting is invalid; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"config field '{field}': {message}")
+        self.field = field
+        self.detail = message
+
+
+def _int(name: str, value: Any, low: int) -> None:
+    if type(value) is not int or value < low:
+        raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
+
+
+def _positive(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(name, f"must be a number > 0, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """All settings of a run (see the module docstring for each field and its default)."""
+
+    dataset: str = "digits"
+    model: Mapping[str, Any] | None = None
+    orgs: int = 3
+    workers_per_org: int = 3
+    rounds: int = 10
+    epochs: int = 2
+    lr: float = 0.1
+    batch_size: int = 16
+    seed: int = 0
+    alpha: float | None = None
+    strategy: str = "fedavg"
+    strategy_params: Mapping[str, Any] = field(default_factory=dict)
+    attack: str | None = None
+    attack_params: Mapping[str, Any] = field(default_factory=dict)
+    malicious: float = 0.0
+    quantization: str = "float32"
+    compression: str = "none"
+    min_updates: int | None = None
+    norm_bound: float = 100.0
+    validation_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build from a mapping. Raises `ConfigError` for an unknown key or a bad value."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("config", f"must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown setting; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
+        """Read a YAML file (see the module docstring). Raises `ConfigError`."""
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError("config", f"cannot read {str(path)!r}: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError("config", f"{str(path)!r} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data or {})
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with `changes` applied (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain YAML/JSON-ready data."""
+        data = dataclasses.asdict(self)
+        for key in ("model", "strategy_params", "attack_params"):
+            if data[key] is not None:
+                data[key] = dict(data[key])
+        return data
+
+    @property
+    def num_workers(self) -> int:
+        """Workers in the whole federation."""
+        return self.orgs * self.workers_per_org
+
+    def make_strategy(self) -> strategies.Strategy:
+        """The configured strategy (the settings are already checked)."""
+        return strategies.get_strategy(self.strategy, **self.strategy_params)
+
+    def make_attack(self) -> attacks.Attack | None:
+        """The configured attack, or None when every worker is honest."""
+        if self.attack is None:
+            return None
+        return attacks.make_attack(self.attack, **self.attack_params)
+
+    def _check(self) -> None:
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ConfigError("dataset", f"must be a name or a path, got {self.dataset!r}")
+        if self.dataset not in _BUILTIN_DATASETS:
+            path = Path(self.dataset)
+            if path.suffix not in (".npz", ".csv"):
+                raise ConfigError(
+                    "dataset",
+                    f"{self.dataset!r} is neither {' nor '.join(_BUILTIN_DATASETS)} "
+                    "nor a .npz / .csv file",
+                )
+            if not path.is_file():
+                raise ConfigError("dataset", f"file {self.dataset!r} does not exist")
+        if self.model is not None:
+            try:
+                fl.model_layout(self.model)
+            except fl.TaskError as exc:
+                raise ConfigError("model", exc.detail) from exc
+        _int("orgs", self.orgs, 1)
+        _int("workers_per_org", self.workers_per_org, 1)
+        _int("rounds", self.rounds, 1)
+        _int("epochs", self.epochs, 1)
+        _int("batch_size", self.batch_size, 1)
+        _int("seed", self.seed, 0)
+        _positive("lr", self.lr)
+        _positive("alpha", self.alpha, allow_none=True)
+        _positive("norm_bound", self.norm_bound)
+        if self.norm_bound > 2**15:
+            raise ConfigError("norm_bound", f"must be <= 32768, got {self.norm_bound!r}")
+        if self.validation_threshold is not None and (
+            isinstance(self.validation_threshold, bool)
+            or not isinstance(self.validation_threshold, int | float)
+            or self.validation_threshold < 0
+        ):
+            raise ConfigError("validation_threshold", "must be null or a number >= 0")
+        for name in ("strategy_params", "attack_params"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ConfigError(name, f"must be a mapping, got {getattr(self, name)!r}")
+        try:
+            strategy = self.make_strategy()
+        except ValueError as exc:
+            raise ConfigError("strategy", str(exc)) from exc
+        try:
+            attack = self.make_attack()
+        except ValueError as exc:
+            raise ConfigError("attack", str(exc)) from exc
+        try:
+            attacks.malicious_count(self.num_workers, self.malicious)
+        except ValueError as exc:
+            raise ConfigError("malicious", str(exc)) from exc
+        if attack is None and self.malicious:
+            raise ConfigError("malicious", "is > 0 but no attack is set")
+        if self.quantization not in fl.QUANTIZATIONS:
+            raise ConfigError("quantization", f"must be one of {list(fl.QUANTIZATIONS)}")
+        if self.compression not in fl.COMPRESSIONS:
+            raise ConfigError("compression", f"must be one of {list(fl.COMPRESSIONS)}")
+        if self.min_updates is not None:
+            _int("min_updates", self.min_updates, strategy.min_updates)
+            if self.min_updates > self.num_workers:
+                raise ConfigError(
+                    "min_updates",
+                    f"{self.min_updates} exceeds the {self.num_workers} workers of the run",
+                )
+        if strategy.min_updates > self.num_workers:
+            raise ConfigError(
+                "strategy",
+                f"{self.strategy!r} needs at least {strategy.min_updates} updates per round "
+                f"but the run has {self.num_workers} workers",
+            )
+
+    @property
+    def round_minimum(self) -> int:
+        """Updates a round needs before it can be aggregated (`min_updates` or the rule's)."""
+        if self.min_updates is not None:
+            return self.min_updates
+        return self.make_strategy().min_updates
+
+    def task_json(
+        self,
+        task_id: str,
+        layout: fl.Layout,
+        allowed_orgs: list[str],
+        *,
+        max_update_bytes: int | None = None,
+    ) -> dict[str, Any]:
+        """The ``CreateTask`` JSON for this run (parsed by `fedfabric.chaincode.fl.TaskSpec`).
+
+        `max_update_bytes` defaults to the float32 size of the layout plus headroom.
+        """
+        names = sum(len(n.encode()) + 3 + 4 * len(s) for n, s in layout.tensors)
+        return {
+            "id": task_id,
+            "layout": layout.to_json(),
+            "rounds": self.rounds,
+            "min_updates": self.round_minimum,
+            "norm_bound": float(self.norm_bound),
+            "max_update_bytes": max_update_bytes or 4 * layout.size + names + 4096,
+            "aggregation": self.make_strategy().aggregation(),
+            "allowed_orgs": list(allowed_orgs),
+            "validation_threshold": self.validation_threshold,
+        }

@@ -1,0 +1,203 @@
+"""Benchmark fedfabric.gateway against the official Node client on one real Fabric network.
+
+Starts a private network (3 orgs, 3 Raft orderers, the Node ``kv`` chaincode) in a temporary
+folder, then for 1, 16 and 128 submits in flight runs the same load through fedfabric's client
+(in this process) and through ``@hyperledger/fabric-gateway`` (tests/fixtures/node-gateway,
+a Node process): ``kv`` ``Put`` of 1 KB values, every submit waiting for its commit. Returns and
+prints throughput and p50/p99 latency of both, and ours/node ratios. The network is torn down
+(processes stopped, folder deleted) at the end, also on failure.
+
+Environment (read here, the entry point): ``FEDFABRIC_FABRIC_HOME`` (Fabric binaries),
+``FEDFABRIC_BENCH_PORT_SHIFT`` (default 35000: clear of a network on the default ports, of
+``scripts/bench network``'s 25000 and of test sessions at 20000, 30000 or 40000; the ports of
+one network span about 2400). ``scripts/bench gateway`` calls ``run()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a file by the `scripts/bench` dispatcher
+    sys.path.insert(0, str(ROOT))
+
+from fedfabric.gateway import Contract, EndorseError, connect_org  # noqa: E402
+from fedfabric.network import FabricNetwork, parse_topology  # noqa: E402
+from tests.conftest import NODE_KV, fabric_release, topology_data  # noqa: E402
+
+NODE_DRIVER = ROOT / "tests" / "fixtures" / "node-gateway"
+ORG, USER, CHAINCODE = "transport", "User1", "kv"
+VALUE = "x" * 1024
+WARMUP = 10
+# Submits per run: enough for a stable p99 at each level, a few seconds each.
+LOAD: dict[int, int] = {1: 40, 16: 480, 128: 2048}
+
+
+class Run(NamedTuple):
+    """One client's run at one concurrency: wall time and every submit's latency."""
+
+    elapsed_s: float
+    latencies_ms: Sequence[float]
+
+    @property
+    def tps(self) -> float:
+        return len(self.latencies_ms) / self.elapsed_s
+
+    def percentile_ms(self, fraction: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def run() -> dict[str, float]:
+    """Run the benchmark on a fresh network; return ``{metric_cC: value}`` and print a table."""
+    shift = int(os.environ.get("FEDFABRIC_BENCH_PORT_SHIFT", "35000"))
+    results = asyncio.run(_bench(shift))
+    print(_table(results))
+    return _metrics(results)
+
+
+async def _bench(port_shift: int) -> dict[int, tuple[Run, Run]]:
+    _ensure_node_driver()
+    chaincodes = [{"name": CHAINCODE, "version": "1.0", "server": "node", "path": str(NODE_KV)}]
+    topology = parse_topology(topology_data(port_shift, chaincodes=chaincodes))
+    with tempfile.TemporaryDirectory(prefix="fedfabric-bench-") as state:
+        network = FabricNetwork(topology, Path(state) / "network", fabric_release())
+        try:
+            _say("starting the network")
+            await network.up()
+            await network.deploy([CHAINCODE])
+            return await _measure(network)
+        finally:
+            await network.clean()
+
+
+async def _measure(network: FabricNetwork) -> dict[int, tuple[Run, Run]]:
+    results: dict[int, tuple[Run, Run]] = {}
+    profile = network.profile(ORG)
+    async with connect_org(profile, ORG, USER) as gateway:
+        contract = gateway.get_network(network.topology.channel).get_contract(CHAINCODE)
+        await _wait_for_endorsers(contract)
+        await _ours(contract, 1, WARMUP, "warmup")
+        for index, (concurrency, count) in enumerate(LOAD.items()):
+            # Alternate who goes first, so neither always meets the fresher ledger.
+            order = ("ours", "node") if index % 2 == 0 else ("node", "ours")
+            runs: dict[str, Run] = {}
+            for who in order:
+                _say(f"{who}: {count} submits, {concurrency} in flight")
+                if who == "ours":
+                    runs[who] = await _ours(contract, concurrency, count, f"py-c{concurrency}")
+                else:
+                    runs[who] = await _node(profile, network.topology.channel, concurrency,
+                                            count, f"node-c{concurrency}")
+            results[concurrency] = (runs["ours"], runs["node"])
+    return results
+
+
+async def _wait_for_endorsers(contract: Contract, timeout: float = 120.0) -> None:
+    # Peers learn about each other through gossip, which can take ~30 s after start.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await contract.new_proposal("Put", ["bench-ready", "1"]).endorse()
+            return
+        except EndorseError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
+async def _ours(contract: Contract, concurrency: int, count: int, prefix: str) -> Run:
+    latencies: list[float] = []
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        while issued < count:
+            key = f"{prefix}-{issued}"
+            issued += 1
+            started = time.perf_counter()
+            await contract.submit("Put", [key, VALUE])
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Run(time.perf_counter() - started, latencies)
+
+
+async def _node(profile: Path, channel: str, concurrency: int, count: int, prefix: str) -> Run:
+    process = await asyncio.create_subprocess_exec(
+        "node", str(NODE_DRIVER / "bench.js"), "--profile", str(profile), "--user", USER,
+        "--channel", channel, "--chaincode", CHAINCODE, "--count", str(count),
+        "--concurrency", str(concurrency), "--value-size", str(len(VALUE)),
+        "--warmup", str(WARMUP), "--prefix", prefix,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"Node bench driver failed ({process.returncode}):\n"
+                           f"{stderr.decode()}")
+    result = json.loads(stdout)
+    return Run(result["elapsed_s"], result["latencies_ms"])
+
+
+def _ensure_node_driver() -> None:
+    if (NODE_DRIVER / "node_modules" / "@hyperledger" / "fabric-gateway").is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("the Node benchmark driver needs node and npm on PATH")
+    _say("installing the Node driver's pinned packages (npm ci)")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DRIVER, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def _metrics(results: dict[int, tuple[Run, Run]]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for c, (ours, node) in results.items():
+        metrics |= {
+            f"tps_ours_c{c}": round(ours.tps, 2),
+            f"tps_node_c{c}": round(node.tps, 2),
+            f"ratio_tps_c{c}": round(ours.tps / node.tps, 3),
+            f"p50_ms_ours_c{c}": round(ours.percentile_ms(0.50), 1),
+            f"p50_ms_node_c{c}": round(node.percentile_ms(0.50), 1),
+            f"p99_ms_ours_c{c}": round(ours.percentile_ms(0.99), 1),
+            f"p99_ms_node_c{c}": round(node.percentile_ms(0.99), 1),
+            f"ratio_p99_c{c}": round(ours.percentile_ms(0.99) / node.percentile_ms(0.99), 3),
+        }
+    return metrics
+
+
+def _table(results: dict[int, tuple[Run, Run]]) -> str:
+    lines = [
+        "submit kv Put, 1 KB values, each waiting for its commit (ours = fedfabric.gateway, "
+        "node = @hyperledger/fabric-gateway)",
+        f"{'in flight':>9} | {'tx/s ours':>9} {'tx/s node':>9} {'ratio':>6} | "
+        f"{'p50 ours':>8} {'p50 node':>8} | {'p99 ours':>8} {'p99 node':>8} {'ratio':>6}",
+    ]
+    for c, (ours, node) in results.items():
+        lines.append(
+            f"{c:>9} | {ours.tps:>9.1f} {node.tps:>9.1f} {ours.tps / node.tps:>6.2f} | "
+            f"{ours.percentile_ms(0.5):>8.0f} {node.percentile_ms(0.5):>8.0f} | "
+            f"{ours.percentile_ms(0.99):>8.0f} {node.percentile_ms(0.99):>8.0f} "
+            f"{ours.percentile_ms(0.99) / node.percentile_ms(0.99):>6.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _say(message: str) -> None:
+    print(f"bench gateway: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    json.dump(run(), sys.stdout, indent=2)
+    print()

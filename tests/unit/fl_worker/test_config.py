@@ -1,0 +1,93 @@
+"""RunConfig: defaults, YAML, and errors that name the field before anything starts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fedfabric.chaincode import fl
+from fedfabric.fl_worker.config import ConfigError, RunConfig
+
+
+def test_the_defaults_are_the_main_jobs_run():
+    config = RunConfig()
+
+    assert (config.dataset, config.orgs, config.workers_per_org, config.rounds) == (
+        "digits", 3, 3, 10)
+    assert config.num_workers == 9 and config.alpha is None and config.attack is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.rounds = 3
+
+
+def test_a_yaml_file_sets_every_field(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "rounds: 3\nalpha: 0.5\nstrategy: multi-krum\nstrategy_params: {f: 2, m: 4}\n"
+        "attack: sign_flip\nmalicious: 0.3\nquantization: int8\ncompression: zlib\n"
+        "model: {arch: cnn, input: [1, 8, 8], channels: [4], classes: 10}\n"
+    )
+
+    config = RunConfig.from_yaml(path)
+
+    assert (config.rounds, config.alpha, config.quantization) == (3, 0.5, "int8")
+    assert config.make_strategy().aggregation() == {
+        "rule": "multi-krum", "params": {"f": 2, "m": 4}}
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "message"),
+    [
+        ({"strategy": "fedmean"}, "strategy", "unknown strategy 'fedmean'; valid names:"),
+        ({"malicious": 1.5, "attack": "sign_flip"}, "malicious", "must be in [0, 1], got 1.5"),
+        ({"malicious": 0.3}, "malicious", "is > 0 but no attack is set"),
+        ({"attack": "poison"}, "attack", "unknown attack 'poison'"),
+        ({"dataset": "/no/such/data.npz"}, "dataset", "file '/no/such/data.npz' does not exist"),
+        ({"dataset": "mnist"}, "dataset", "neither breast_cancer nor digits"),
+        ({"rounds": 0}, "rounds", "must be an integer >= 1, got 0"),
+        ({"lr": "fast"}, "lr", "must be a number > 0"),
+        ({"alpha": 0}, "alpha", "must be a number > 0"),
+        ({"quantization": "int4"}, "quantization", "must be one of ['float32', 'fp16', 'int8']"),
+        ({"compression": "gzip"}, "compression", "must be one of ['none', 'zlib']"),
+        ({"model": {"arch": "mlp"}}, "model", "lacks ['sizes']"),
+        ({"strategy": "krum", "strategy_params": {"f": 4}}, "strategy",
+         "needs at least 11 updates per round but the run has 9 workers"),
+        ({"min_updates": 10}, "min_updates", "exceeds the 9 workers"),
+        ({"norm_bound": 1e9}, "norm_bound", "must be <= 32768"),
+    ],
+)
+def test_bad_settings_name_the_field(settings, field, message):
+    with pytest.raises(ConfigError) as caught:
+        RunConfig(**settings)
+
+    assert caught.value.field == field
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"config field '{field}': ")
+
+
+def test_unknown_keys_are_refused_listing_the_known_ones(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("round: 3\n")
+
+    with pytest.raises(ConfigError) as caught:
+        RunConfig.from_yaml(path)
+
+    assert caught.value.field == "round" and "known: alpha, attack" in str(caught.value)
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        RunConfig.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_the_task_json_is_a_valid_task_for_the_contract():
+    config = RunConfig(strategy="trimmed-mean", strategy_params={"beta": 0.2},
+                       validation_threshold=0.05)
+    layout = fl.model_layout({"arch": "mlp", "sizes": [64, 32, 10]})
+
+    spec = fl.TaskSpec.from_json(config.task_json("digits", layout, ["Org1MSP", "Org2MSP"]))
+
+    assert (spec.rule, dict(spec.rule_params)) == ("trimmed-mean", {"beta": 0.2})
+    assert spec.rounds == 10 and spec.validation_threshold == 0.05
+    assert spec.max_update_bytes > 4 * layout.size
