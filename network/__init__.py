@@ -6,7 +6,12 @@
 """
 
 from fedfabric.network._backend import Backend, Endpoint, IdentityFiles, NodeStatus
-from fedfabric.network._binaries import FABRIC_VERSION, FabricRelease, default_fabric_home
+from fedfabric.network._binaries import (
+    FABRIC_VERSION,
+    FabricRelease,
+    default_fabric_home,
+    install_fabric,
+)
 from fedfabric.network._errors import (
     FabricNotInstalledError,
     NetworkError,
@@ -48,6 +53,7 @@ __all__ = [
     "TopologyError",
     "default_fabric_home",
     "default_state_root",
+    "install_fabric",
     "load_topology",
     "majority_policy",
     "parse_policy",

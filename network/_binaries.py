@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from fedfabric.network._errors import FabricNotInstalledError
 FABRIC_VERSION = "3.1.5"
 FABRIC_COMMIT = "86c1172bec37e6590c6b1ae6f847833df48d65fc"
 TOOLS = ("peer", "orderer", "osnadmin", "configtxgen")
+INSTALLER = Path(__file__).parent / "fabric" / "install-fabric.sh"
 
 
 def default_fabric_home() -> Path:
@@ -44,3 +47,23 @@ class FabricRelease:
                 f"{', '.join(missing)}); run scripts/install-fabric, or set "
                 "FEDFABRIC_FABRIC_HOME to a Fabric release folder with bin/ and config/")
         return self
+
+
+async def install_fabric(home: Path, progress: Callable[[str], None] = print) -> FabricRelease:
+    """Build and install the pinned Fabric release into ``home`` (go install; minutes the
+    first time, instant when present), reporting each step; raise if it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        "bash", str(INSTALLER), env={**os.environ, "FEDFABRIC_FABRIC_HOME": str(home)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    lines = []
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        lines.append(line)
+        progress(line)
+    if await proc.wait() != 0:
+        reason = next((x for x in reversed(lines) if "error" in x.lower()), lines[-1] if lines
+                      else "no output")
+        raise FabricNotInstalledError(f"installing Hyperledger Fabric {FABRIC_VERSION} into "
+                                      f"{home} failed: {reason}")
+    return FabricRelease(home).check()

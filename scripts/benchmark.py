@@ -16,6 +16,7 @@ def main(area: str) -> int:
     spec = importlib.util.spec_from_file_location(f"bench_{area}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in a bench module look themselves up here
     sys.path.insert(0, str(ROOT))
     spec.loader.exec_module(module)
     results = module.run()
