@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fedfabric.fl_worker import _audit_cli as audit_cli
+from fedfabric.fl_worker import run
 from fedfabric.network import _cli as network_cli
 
 
@@ -13,6 +15,8 @@ def parser() -> argparse.ArgumentParser:
                                 description="Federated learning on a Hyperledger Fabric ledger.")
     sub = p.add_subparsers(dest="command", required=True)
     network_cli.add_parser(sub)
+    run.add_parser(sub)
+    audit_cli.add_parser(sub)
     return p
 
 

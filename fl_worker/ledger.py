@@ -1,25 +1,68 @@
-"""The FL contract as FL code sees it: typed async calls over a `fedfabric.gateway` Contract.
+"""The FL contract as FL code sees it: typed async calls, over Fabric or in memory.
 
-Every call goes through Fabric's Gateway as the identity the contract was obtained with:
-queries are evaluated on one peer, transactions are endorsed by the policy's organisations,
-ordered and committed (``submit`` returns only once the transaction is VALID).
+`FLLedger` calls the contract through a `fedfabric.gateway` Network as the identity the
+gateway was connected with: queries are evaluated on one peer, transactions are endorsed
+by the policy's organisations, ordered and committed (``submit_update`` returns only once
+the transaction is VALID). `MemoryFL` is the same ledger without a network: the real
+`FLContract` over `fedfabric.chaincode.testing`'s memory ledger, one block per transaction,
+with the same errors (`EndorseError` carrying ``chaincode response <status>, <check>: ...``)
+and the same chaincode events, so worker and coordinator tests need no peer.
+
+Both implement `Ledger`; the worker, the coordinator and the auditor accept either.
+
+Example::
+
+    async with connect_org(profiles_dir, "transport", "User1") as gateway:
+        ledger = FLLedger.for_gateway(gateway, "smartcity")
+        model = await ledger.global_model("digits", 0)
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from fedfabric.gateway import CommitError, Contract, EndorseError, GatewayError, Network
+import grpc
+from cryptography import x509
+from fabric_protos.common import ledger_pb2
+from fabric_protos.msp import identities_pb2
+
+from fedfabric.chaincode import fl
+from fedfabric.chaincode.testing import MemoryLedger, invoke
+from fedfabric.gateway import (
+    ChaincodeEvent,
+    CommitError,
+    CommitStatusError,
+    Contract,
+    EndorseError,
+    ErrorDetail,
+    EvaluateError,
+    EventStream,
+    Gateway,
+    GatewayError,
+    Identity,
+    Network,
+    SubmitError,
+)
 
 CHAINCODE = "fl"
+_RESPONSE = re.compile(r"chaincode response (\d+), (.*)", re.DOTALL)
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """An update the endorsing organisations did not accept, and what they said."""
+    """An update the endorsing organisations did not accept, and what they said.
+
+    `check` is the contract's check name (``replay``, ``norm``, ``private-validation``,
+    ...) or, for a transaction invalidated at commit, its validation code name
+    (``MVCC_READ_CONFLICT``); `orgs` are the MSP ids that refused (empty when the refusal
+    was decided before submitting, or at commit).
+    """
 
     check: str
     message: str
@@ -32,71 +75,300 @@ def refusal(exc: GatewayError | CommitError) -> Refusal:
         return Refusal(exc.code_name, str(exc), ())
     messages = [d.message for d in exc.details] or [str(exc)]
     orgs = tuple(sorted({d.msp_id for d in exc.details if d.msp_id}))
-    # The contract's refusals read "<check>: <reason>" after the gateway's own prefix.
-    text = messages[0].split("chaincode response 500, ", 1)[-1]
-    check = text.split(":", 1)[0].strip() if ":" in text else "error"
+    # The contract's refusals read "<check>: <reason>" after the peer's own prefix.
+    found = _RESPONSE.search(messages[0])
+    text = found.group(2) if found else messages[0]
+    check = text.split(":", 1)[0].strip() if found and ":" in text else "error"
     return Refusal(check, "; ".join(messages), orgs)
 
 
-class FLLedger:
-    """Calls of the FL contract for one identity (a worker's, or an org admin's)."""
+def worker_id(msp_id: str, cert_pem: bytes) -> str:
+    """The id the contract gives the holder of `cert_pem`: ``"<msp id>:<sha256 of subject>"``."""
+    subject = x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string()
+    return f"{msp_id}:{hashlib.sha256(subject.encode()).hexdigest()}"
 
-    def __init__(self, network: Network, chaincode: str = CHAINCODE) -> None:
-        self.network = network
-        self.contract: Contract = network.get_contract(chaincode)
-        self.chaincode = chaincode
+
+class Ledger(Protocol):
+    """What FL code needs from the FL contract, for one identity (`FLLedger`, `MemoryFL`).
+
+    Transactions return the contract's JSON result and raise `EndorseError` (refused at
+    endorsement; `refusal` reads it), `SubmitError` / `CommitStatusError` (outcome unknown:
+    safe to resubmit) or `CommitError` (committed as invalid). Queries raise `EvaluateError`.
+    """
+
+    @property
+    def msp_id(self) -> str: ...
+    @property
+    def worker_id(self) -> str: ...
+    async def create_task(self, spec: dict[str, Any], initial_model: bytes) -> dict[str, Any]: ...
+    async def open_round(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def close_round(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def submit_update(self, task: str, round_no: int, update: bytes,
+                            num_samples: int) -> dict[str, Any]: ...
+    async def commit_aggregate(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def global_model(self, task: str, round_no: int) -> bytes: ...
+    async def round_updates(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def contributions(self, task: str) -> dict[str, Any]: ...
+    async def audit(self, task: str) -> dict[str, Any]: ...
+    async def update(self, task: str, round_no: int, worker: str) -> bytes: ...
+    async def task_exists(self, task: str) -> bool: ...
+    async def height(self) -> int: ...
+    def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]: ...
+
+
+class _Calls:
+    """The typed calls, over two primitives a subclass provides."""
+
+    async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _evaluate_raw(self, name: str, *args: str) -> bytes:
+        raise NotImplementedError
+
+    async def _evaluate(self, name: str, *args: str) -> Any:
+        return json.loads(await self._evaluate_raw(name, *args))
 
     async def create_task(self, spec: dict[str, Any], initial_model: bytes) -> dict[str, Any]:
+        """``CreateTask`` (admins only) with the task JSON and the encoded initial model."""
         return await self._submit("CreateTask", json.dumps(spec, sort_keys=True), initial_model)
 
     async def open_round(self, task: str, round_no: int) -> dict[str, Any]:
+        """``OpenRound`` (admins only); returns the round state."""
         return await self._submit("OpenRound", task, str(round_no))
 
     async def close_round(self, task: str, round_no: int) -> dict[str, Any]:
+        """``CloseRound`` (admins only); returns the round state with its update list."""
         return await self._submit("CloseRound", task, str(round_no))
 
     async def submit_update(self, task: str, round_no: int, update: bytes,
                             num_samples: int) -> dict[str, Any]:
-        """Raises `EndorseError` (refused at endorsement) or `CommitError` (invalid at commit)."""
+        """``SubmitUpdate`` as this identity; returns the committed update record."""
         return await self._submit("SubmitUpdate", task, str(round_no), update, str(num_samples))
 
     async def commit_aggregate(self, task: str, round_no: int) -> dict[str, Any]:
+        """``CommitAggregate``; returns the aggregate record (used, excluded, digests)."""
         return await self._submit("CommitAggregate", task, str(round_no))
 
     async def global_model(self, task: str, round_no: int) -> bytes:
-        return await self.contract.evaluate("GetGlobalModel", [task, str(round_no)])
+        """The encoded global model after `round_no` (0: the initial model)."""
+        return await self._evaluate_raw("GetGlobalModel", task, str(round_no))
 
     async def round_updates(self, task: str, round_no: int) -> dict[str, Any]:
+        """``{"state": {"status": "new" | "open" | ...}, "updates": [record, ...]}``."""
         return await self._evaluate("GetRoundUpdates", task, str(round_no))
 
     async def contributions(self, task: str) -> dict[str, Any]:
+        """Per org: updates submitted, samples claimed, updates used and excluded."""
         return await self._evaluate("GetContributions", task)
 
     async def audit(self, task: str) -> dict[str, Any]:
+        """The ``GetAudit`` index: the task record and, per round, state, aggregate, records."""
         return await self._evaluate("GetAudit", task)
 
     async def update(self, task: str, round_no: int, worker: str) -> bytes:
-        return await self.contract.evaluate("GetUpdate", [task, str(round_no), worker])
+        """The encoded update `worker` submitted to `round_no`."""
+        return await self._evaluate_raw("GetUpdate", task, str(round_no), worker)
 
     async def task_exists(self, task: str) -> bool:
+        """Whether `task` was created (any other query failure is raised)."""
         try:
-            await self.audit(task)
+            await self._evaluate_raw("GetContributions", task)
         except GatewayError as exc:
             if "not-found" in str(exc):
                 return False
             raise
         return True
 
-    def events(self, *, start_block: int | None = None) -> AsyncIterator[Any]:
-        """The contract's chaincode events (committed transactions only)."""
+
+class FLLedger(_Calls):
+    """Calls of the FL contract through a gateway, for one identity (a worker's or an admin's)."""
+
+    def __init__(self, network: Network, chaincode: str = CHAINCODE, *,
+                 identity: Identity | None = None) -> None:
+        self.network = network
+        self.contract: Contract = network.get_contract(chaincode)
+        self.chaincode = chaincode
+        self._identity = identity
+
+    @classmethod
+    def for_gateway(cls, gateway: Gateway, channel: str, chaincode: str = CHAINCODE) -> FLLedger:
+        """The ledger of `gateway`'s identity on `channel` (the usual way to build one)."""
+        return cls(gateway.get_network(channel), chaincode, identity=gateway.identity)
+
+    @property
+    def msp_id(self) -> str:
+        """The MSP id of the calling identity."""
+        return self._require_identity().msp_id
+
+    @property
+    def worker_id(self) -> str:
+        """The contract's id of the calling identity (see `worker_id`)."""
+        identity = self._require_identity()
+        return worker_id(identity.msp_id, identity.credentials)
+
+    async def height(self) -> int:
+        """The channel's block height on the gateway peer (``qscc GetChainInfo``)."""
+        raw = await self.network.get_contract("qscc").evaluate("GetChainInfo", [self.network.name])
+        return int(ledger_pb2.BlockchainInfo.FromString(raw).height)
+
+    def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
+        """The contract's chaincode events (committed transactions only), from `start_block`."""
         return self.network.chaincode_events(self.chaincode, start_block=start_block)
+
+    def _require_identity(self) -> Identity:
+        if self._identity is None:
+            raise ValueError("this FLLedger was built without identity=; use for_gateway()")
+        return self._identity
 
     async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
         raw = await self.contract.submit(name, list(args))
         return json.loads(raw) if raw else {}
 
-    async def _evaluate(self, name: str, *args: str) -> Any:
-        return json.loads(await self.contract.evaluate(name, list(args)))
+    async def _evaluate_raw(self, name: str, *args: str) -> bytes:
+        return await self.contract.evaluate(name, list(args))
 
 
-__all__ = ["CHAINCODE", "EndorseError", "FLLedger", "Refusal", "refusal"]
+class MemoryFL:
+    """An in-memory FL ledger: the real `FLContract` over a memory world state.
+
+    Every transaction is endorsed and committed at once as its own block (calls are
+    serialised, so there are no MVCC conflicts); refusals raise the errors the gateway
+    raises. `ledger(creator)` gives the `Ledger` of one identity (``SerializedIdentity``
+    bytes, e.g. from ``fedfabric.chaincode.testing.fake_identity``). `fail_next` makes the
+    next call of a function fail, before or after it commits, to exercise retries.
+    """
+
+    def __init__(self, contract: fl.FLContract | None = None, *, msp_name: str = "memory") -> None:
+        self.contract = contract or fl.FLContract()
+        self.state = MemoryLedger()
+        self.blocks: list[list[ChaincodeEvent]] = []
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        self._faults: list[tuple[str, bool, BaseException]] = []
+        self._address = msp_name
+
+    @property
+    def height(self) -> int:
+        """Blocks committed so far."""
+        return len(self.blocks)
+
+    def ledger(self, creator: bytes) -> MemoryFLLedger:
+        """The `Ledger` seen by the identity `creator` (``SerializedIdentity`` bytes)."""
+        return MemoryFLLedger(self, creator)
+
+    def fail_next(self, function: str, error: BaseException, *, after_commit: bool = False) -> None:
+        """Make the next call of `function` raise `error`, before or after committing it."""
+        self._faults.append((function, after_commit, error))
+
+    def _fault(self, function: str, after_commit: bool) -> None:
+        for i, (name, after, error) in enumerate(self._faults):
+            if name == function and after == after_commit:
+                del self._faults[i]
+                raise error
+
+    async def call(self, creator: bytes, function: str, args: tuple[str | bytes, ...], *,
+                   submit: bool) -> bytes:
+        msp_id = identities_pb2.SerializedIdentity.FromString(creator).mspid
+        self._fault(function, False)
+        async with self._lock:
+            result = await invoke(self.contract, f"fl:{function}", *args, creator=creator,
+                                  ledger=self.state, commit=None if submit else False)
+            if result.status >= 400:
+                detail = ErrorDetail(self._address, msp_id,
+                                     f"chaincode response {result.status}, {result.message}")
+                error = EndorseError if submit else EvaluateError
+                raise error(result.tx_id, code=grpc.StatusCode.ABORTED,
+                            grpc_message="failed to endorse transaction", details=[detail])
+            if submit:
+                events = []
+                if result.event is not None:
+                    events.append(ChaincodeEvent(len(self.blocks), result.tx_id, "fl",
+                                                 result.event[0], result.event[1]))
+                self.blocks.append(events)
+        if submit:
+            async with self._changed:
+                self._changed.notify_all()
+            self._fault(function, True)
+        return result.payload
+
+    async def _events(self, start_block: int | None) -> AsyncIterator[ChaincodeEvent]:
+        block = self.height if start_block is None else start_block
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda b=block: len(self.blocks) > b)
+            while block < len(self.blocks):
+                for event in self.blocks[block]:
+                    yield event
+                block += 1
+
+
+class MemoryFLLedger(_Calls):
+    """One identity's `Ledger` over a `MemoryFL`."""
+
+    def __init__(self, world: MemoryFL, creator: bytes) -> None:
+        self.world = world
+        self.creator = creator
+        identity = identities_pb2.SerializedIdentity.FromString(creator)
+        self._msp_id = identity.mspid
+        self._worker_id = worker_id(identity.mspid, identity.id_bytes)
+
+    @property
+    def msp_id(self) -> str:
+        """The MSP id of this identity."""
+        return self._msp_id
+
+    @property
+    def worker_id(self) -> str:
+        """The contract's id of this identity."""
+        return self._worker_id
+
+    async def height(self) -> int:
+        """Blocks committed so far."""
+        return self.world.height
+
+    def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
+        """Chaincode events of committed transactions, from `start_block` (default: next)."""
+        return EventStream(self.world._events(start_block))
+
+    async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
+        raw = await self.world.call(self.creator, name, args, submit=True)
+        return json.loads(raw) if raw else {}
+
+    async def _evaluate_raw(self, name: str, *args: str) -> bytes:
+        return await self.world.call(self.creator, name, args, submit=False)
+
+
+TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed submission may simply be sent again.
+
+    True for an unknown outcome (`CommitStatusError`, `SubmitError`), for transactions
+    invalidated by a concurrent write (MVCC / phantom read conflicts) and for gateway
+    calls that failed with UNAVAILABLE or DEADLINE_EXCEEDED without any chaincode answer.
+    A refusal by the contract is never transient.
+    """
+    if isinstance(exc, CommitError):
+        return exc.code_name in ("MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT")
+    if isinstance(exc, CommitStatusError):
+        return True
+    if not isinstance(exc, GatewayError):
+        return False
+    if any(_RESPONSE.search(d.message) for d in exc.details):
+        return False
+    return isinstance(exc, SubmitError) or exc.code in TRANSIENT_CODES
+
+
+__all__ = [
+    "CHAINCODE",
+    "EndorseError",
+    "FLLedger",
+    "Ledger",
+    "MemoryFL",
+    "MemoryFLLedger",
+    "Refusal",
+    "is_transient",
+    "refusal",
+    "worker_id",
+]

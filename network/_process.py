@@ -21,6 +21,13 @@ from fedfabric.network._layout import Layout
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def _reap() -> None:
+    """Collect the exit status of every child that has ended (a killed node included)."""
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
 def start(layout: Layout, name: str, argv: Sequence[str], env: Mapping[str, str],
           cwd: Path | None = None) -> int:
     """Start ``argv`` detached, output appended to the node's log; record its pid."""
@@ -42,8 +49,8 @@ def pid_of(layout: Layout, name: str) -> int | None:
     try:
         pid_text, exe = layout.pid_file(name).read_text().split("\n")[:2]
         pid = int(pid_text)
+        _reap()
         if pid in _children and _children[pid].poll() is not None:
-            del _children[pid]
             return None
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         stat = Path(f"/proc/{pid}/stat").read_text()

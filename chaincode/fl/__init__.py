@@ -6,7 +6,8 @@
   (see `_encoding` for the byte format and the content digest).
 - `Strategy` subclasses are the aggregation rules, computed in integer fixed point so every
   peer and every worker gets identical bytes (see `_fixedpoint` for the rule).
-- `verify_audit` recomputes every round from ``GetAudit``.
+- `check_update` runs every content check of an update (what endorsers refuse on bytes
+  alone); `verify_audit` recomputes every round from ``GetAudit``.
 - `model_layout` / `build_model` / `get_weights` / `set_weights` turn a JSON model spec into
   its layout and a torch model (torch is imported only when a model is built, see `_models`);
   `torch_loss` is the torch-based org-private validator (see `_validation`).
@@ -40,7 +41,7 @@ from fedfabric.chaincode.fl._aggregation import (
     strategy_names,
 )
 from fedfabric.chaincode.fl._audit import aggregate_round, verify_audit
-from fedfabric.chaincode.fl._contract import FLContract
+from fedfabric.chaincode.fl._contract import FLContract, check_update
 from fedfabric.chaincode.fl._encoding import (
     COMPRESSIONS,
     FORMAT_VERSION,
@@ -88,6 +89,7 @@ __all__ = [
     "Validator",
     "aggregate_round",
     "build_model",
+    "check_update",
     "content_digest",
     "decode_update",
     "encode_model",

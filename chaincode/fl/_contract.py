@@ -103,13 +103,23 @@ def squared_norm(tensors: Mapping[str, np.ndarray]) -> int:
     return sum(fx.sum_squares(fx.to_fixed(t)) for t in tensors.values())
 
 
-def _check_update(spec: TaskSpec, update: bytes) -> tuple[dict[str, np.ndarray], int]:
-    """Decode an update and compute its squared norm (CPU work, run off the event loop)."""
+def check_update(spec: TaskSpec, update: bytes) -> dict[str, np.ndarray]:
+    """Every check of an update's bytes against its task; return the decoded tensors.
+
+    Pure and deterministic (CPU work: the contract runs it off the event loop), so a worker
+    or the in-memory baseline knows before submitting what every endorser will say about the
+    content. Raises `UpdateError` naming the check (``size``, ``format``, ..., ``norm``).
+    The checks that need the ledger (round open, authorised, replay) are not part of it.
+    """
     tensors = decode_update(update, spec.layout, max_bytes=spec.max_update_bytes)
     try:
-        return tensors, squared_norm(tensors)
+        squares = squared_norm(tensors)
     except AggregationError as exc:
         raise UpdateError("norm", f"{exc}, so the norm exceeds {spec.norm_bound}") from exc
+    if squares > fx.fixed_scalar(spec.norm_bound) ** 2:
+        norm = math.sqrt(squares) / fx.SCALE
+        raise UpdateError("norm", f"L2 norm {norm:.6g} exceeds the bound {spec.norm_bound}")
+    return tensors
 
 
 class FLContract(Contract):
@@ -290,12 +300,9 @@ class FLContract(Contract):
                 )
             raise _refusal("one-per-round", f"{worker} already submitted to round {round_no}")
         try:
-            tensors, squares = await asyncio.to_thread(_check_update, spec, update)
+            tensors = await asyncio.to_thread(check_update, spec, update)
         except FLError as exc:
             raise _translate(exc) from exc
-        if squares > fx.fixed_scalar(spec.norm_bound) ** 2:
-            norm = math.sqrt(squares) / fx.SCALE
-            raise _refusal("norm", f"L2 norm {norm:.6g} exceeds the bound {spec.norm_bound}")
         header = read_header(update)
         digest = header["content_digest"]
         first = await self._get_json(ctx, "digest", task, digest)

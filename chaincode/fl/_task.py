@@ -13,9 +13,11 @@ Task JSON (fields without a default are required)::
       "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
       "allowed_orgs": ["Org1MSP", "Org2MSP"],
       "allowed_clients": [{"msp_id": "Org1MSP", "subject": "CN=worker1,..."}],   # default []
-      "validation_threshold": 0.05                 # default null: no org-private validation;
+      "validation_threshold": 0.05,                # default null: no org-private validation;
                                                    # else the largest increase of an org's
                                                    # validation loss an update may cause
+      "model": {"arch": "mlp", "sizes": [64, 32, 10]}   # default null; else the model spec
+                                                   # (`model_layout`), which must give `layout`
     }
 
 The initial global model travels as a separate bytes argument of ``CreateTask``.
@@ -27,6 +29,7 @@ float32 model encoding exceeds it (see `fedfabric.chaincode.fl._contract` for th
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from fedfabric.chaincode.fl._aggregation import Strategy, make_strategy
 from fedfabric.chaincode.fl._encoding import Layout, encoded_size
 from fedfabric.chaincode.fl._errors import AggregationError, TaskError, UpdateError
 from fedfabric.chaincode.fl._fixedpoint import MAX_ABS
+from fedfabric.chaincode.fl._models import model_layout
 
 # Measured on Fabric 3.1.5 (fedfabric.chaincode.fl._contract): a 50.0 MB update commits, 52 MB
 # does not, because its bytes travel twice per transaction and message.
@@ -53,6 +57,7 @@ _FIELDS = {
     "allowed_orgs",
     "allowed_clients",
     "validation_threshold",
+    "model",
 }
 
 
@@ -77,6 +82,20 @@ def _strings(obj: Mapping, name: str) -> tuple[str, ...]:
     return tuple(sorted(set(value)))
 
 
+def _model(value: object, layout: Layout) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TaskError("model", f"must be null or a model spec object, got {value!r}")
+    try:
+        described = model_layout(value)
+    except TaskError as exc:
+        raise TaskError("model", exc.detail) from exc
+    if described.to_json() != layout.to_json():
+        raise TaskError("model", "the model spec's tensor layout differs from 'layout'")
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A validated FL task. Build with `TaskSpec.from_json`; `to_json` is canonical."""
@@ -92,6 +111,7 @@ class TaskSpec:
     allowed_orgs: tuple[str, ...]
     allowed_clients: tuple[tuple[str, str], ...]
     validation_threshold: float | None
+    model: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, obj: object) -> TaskSpec:
@@ -139,6 +159,7 @@ class TaskSpec:
             allowed_orgs=_strings(obj, "allowed_orgs"),
             allowed_clients=tuple(sorted({(c["msp_id"], c["subject"]) for c in clients})),
             validation_threshold=None if threshold is None else float(threshold),
+            model=_model(obj.get("model"), layout),
         )
         if spec.max_update_bytes > MAX_UPDATE_BYTES:
             raise TaskError(
@@ -165,8 +186,11 @@ class TaskSpec:
         return spec
 
     def to_json(self) -> dict:
-        """The task as canonical JSON-ready data (defaults filled in, lists sorted)."""
-        return {
+        """The task as canonical JSON-ready data (defaults filled in, lists sorted).
+
+        ``model`` appears only when set, so tasks without it keep their canonical form.
+        """
+        data = {
             "aggregation": {"params": dict(self.rule_params), "rule": self.rule},
             "allowed_clients": [{"msp_id": m, "subject": s} for m, s in self.allowed_clients],
             "allowed_orgs": list(self.allowed_orgs),
@@ -178,6 +202,9 @@ class TaskSpec:
             "rounds": self.rounds,
             "validation_threshold": self.validation_threshold,
         }
+        if self.model is not None:
+            data["model"] = json.loads(json.dumps(self.model))
+        return data
 
     def strategy(self) -> Strategy:
         """The task's aggregation rule. Raises `AggregationError` if it cannot be built."""

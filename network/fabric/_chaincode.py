@@ -72,6 +72,12 @@ async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> Non
         pkg.parent.mkdir(parents=True, exist_ok=True)
         pkg.write_bytes(package_bytes(cc))
         pid = package_id(cc)
+        recorded = _deployed(net).get(cc.name, {})
+        servers = [server_name(cc, p) for p in t.peers]
+        if recorded == _record(cc) and all(_process.pid_of(net.layout, n) for n in servers):
+            say(f"{cc.name}: {cc.label} already deployed and served")
+            await wait_endorsable(net, cc)
+            continue
         for peer in t.peers:
             _write_ccaas_config(net, peer, cc)
         say(f"{cc.name}: installing {pid[:len(cc.label) + 13]}... on {len(t.peers)} peers")
@@ -296,10 +302,14 @@ def _deployed_policy(net: FabricNetwork, cc: Chaincode) -> str | None:
     return _deployed(net).get(cc.name, {}).get("policy")
 
 
+def _record(cc: Chaincode) -> dict[str, str]:
+    return {"version": cc.version, "policy": cc.endorsement_policy, "package_id": package_id(cc),
+            "settings": json.dumps(cc.settings, sort_keys=True)}
+
+
 def _record_deployed(net: FabricNetwork, cc: Chaincode) -> None:
     state = _deployed(net)
-    state[cc.name] = {"version": cc.version, "policy": cc.endorsement_policy,
-                      "package_id": package_id(cc)}
+    state[cc.name] = _record(cc)
     tmp = _state_file(net).with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(_state_file(net))

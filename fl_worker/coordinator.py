@@ -1,0 +1,492 @@
+"""The coordinator: an org admin that drives the rounds of one task on the ledger.
+
+A round, as `Coordinator.run_round` runs it::
+
+    OpenRound (if the ledger says the round is new)
+      → every worker trains and submits, concurrently
+      → wait for the UpdateSubmitted chaincode event of every accepted update (or a deadline)
+      → CloseRound → CommitAggregate → read the new global model → `RoundOutcome`
+
+Everything is derived from the ledger, never from local files: `resume_point` reads
+``GetAudit`` to find the first round without a committed aggregate and its phase, and
+`run_round` continues a round in whatever phase it finds it (workers whose update is
+already recorded are skipped). Because a round is closed only once *every* worker's update
+is on the ledger (not just ``min_updates``) and each worker trains deterministically from
+(seed, round, worker) and the previous global model, a run interrupted at any point and
+resumed commits the same global models, byte for byte, as an uninterrupted run.
+
+Errors::
+
+    CoordinatorError
+     ├── TaskMismatchError       the ledger's task is not the one this run would create
+     └── RoundIncompleteError    a round cannot be closed: workers failed, events or updates
+                                 are missing, or fewer updates than the task's minimum
+
+Example::
+
+    coordinator = Coordinator(fed, admin_ledger, task="digits", allowed_orgs=msp_ids)
+    await coordinator.create_or_load_task()
+    for outcome in await coordinator.run(workers):
+        print(outcome.round, outcome.accuracy, outcome.model_digest[:12])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedfabric.chaincode import fl
+from fedfabric.fl_worker import task as ml
+from fedfabric.fl_worker.baseline import Federation
+from fedfabric.fl_worker.ledger import Ledger, Refusal, is_transient, refusal
+from fedfabric.fl_worker.worker import FAILED, REFUSED, SKIPPED, Retry, Worker, WorkerResult
+from fedfabric.gateway import CommitError, EndorseError, GatewayError
+
+PHASES = ("new", "open", "closed", "aggregated")
+
+
+class CoordinatorError(Exception):
+    """A round or task cannot proceed as this coordinator needs."""
+
+
+class TaskMismatchError(CoordinatorError):
+    """The task on the ledger differs from the one this run's settings describe (`field`)."""
+
+    def __init__(self, task: str, field: str, detail: str) -> None:
+        super().__init__(f"task {task!r} on the ledger differs from this run: {field}: {detail}")
+        self.task = task
+        self.field = field
+
+
+class RoundIncompleteError(CoordinatorError):
+    """Round `round` stays open: `missing` worker names have no update on the ledger.
+
+    `results` holds what each worker reported. Running the round again (or resuming the
+    run) continues it; nothing is lost.
+    """
+
+    def __init__(self, task: str, round_no: int, reason: str, *, missing: Sequence[str] = (),
+                 results: Sequence[WorkerResult] = ()) -> None:
+        super().__init__(f"round {round_no} of task {task!r} cannot close: {reason}")
+        self.task = task
+        self.round = round_no
+        self.missing = tuple(missing)
+        self.results = tuple(results)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """The task on the ledger: whether this call created it, its spec and initial model."""
+
+    task: str
+    created: bool
+    spec: fl.TaskSpec
+    initial_model_digest: str
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a task stands on the ledger.
+
+    `round` is the first round without a committed aggregate (``rounds + 1`` when `done`),
+    `phase` its state (``new``, ``open`` or ``closed``; ``aggregated`` when done),
+    `updates` the worker ids already recorded in it and `aggregated` the rounds finished.
+    """
+
+    round: int
+    phase: str
+    updates: tuple[str, ...]
+    aggregated: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class OrgSummary:
+    """One organisation in one round: updates submitted (attempted), accepted on the ledger,
+    refused (with reasons), and used / excluded / clipped by the aggregation rule."""
+
+    submitted: int = 0
+    accepted: int = 0
+    refused: int = 0
+    used: int = 0
+    excluded: int = 0
+    clipped: int = 0
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """Everything a report needs about one round.
+
+    `workers` are the results of the workers run by this call (empty when the round was
+    already closed or aggregated on entry, see `phase_on_entry`); `updates` are the round's
+    update records on the ledger and `aggregate` the contract's aggregate record (rule,
+    used, excluded with reasons, clipped, digests). Worker ids map to names via `names`.
+    `timings` holds seconds per phase: ``open``, ``train_submit``, ``events``, ``close``,
+    ``aggregate``, ``evaluate`` and ``total``.
+    """
+
+    task: str
+    round: int
+    phase_on_entry: str
+    workers: tuple[WorkerResult, ...]
+    updates: tuple[Mapping[str, Any], ...]
+    aggregate: Mapping[str, Any]
+    model: bytes
+    model_digest: str
+    accuracy: float | None
+    loss: float | None
+    timings: Mapping[str, float]
+    events: int
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def name(self, worker_id: str) -> str:
+        """The worker's name, or its ledger id when this process did not run it."""
+        return self.names.get(worker_id, worker_id)
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        """Names of the workers whose updates the rule used."""
+        return tuple(self.name(w) for w in self.aggregate.get("used", ()))
+
+    @property
+    def excluded(self) -> tuple[tuple[str, str], ...]:
+        """(name, reason) of every update the rule excluded."""
+        return tuple((self.name(e["id"]), e["reason"]) for e in self.aggregate.get("excluded", ()))
+
+    @property
+    def clipped(self) -> tuple[str, ...]:
+        """Names of the workers whose updates were norm-clipped."""
+        return tuple(self.name(w) for w in self.aggregate.get("clipped", ()))
+
+    @property
+    def refused(self) -> tuple[tuple[str, str, Refusal], ...]:
+        """(worker name, org, refusal) of every update refused in this call."""
+        return tuple((r.worker, r.org, r.refusal) for r in self.workers
+                     if r.status == REFUSED and r.refusal is not None)
+
+    @property
+    def update_bytes(self) -> int:
+        """Bytes of the round's updates stored on the ledger."""
+        return sum(int(u.get("size", 0)) for u in self.updates)
+
+    @property
+    def train_loss(self) -> float | None:
+        """Mean local training loss of the workers that trained in this call."""
+        losses = [r.train_loss for r in self.workers if r.train_loss is not None]
+        return sum(losses) / len(losses) if losses else None
+
+    @property
+    def per_org(self) -> dict[str, OrgSummary]:
+        """`OrgSummary` per MSP id, sorted."""
+        counts: dict[str, dict[str, int]] = {}
+
+        def org(msp: str) -> dict[str, int]:
+            return counts.setdefault(msp, dict.fromkeys(OrgSummary.__dataclass_fields__, 0))
+
+        for r in self.workers:
+            counts_ = org(r.org)
+            if r.status != SKIPPED:
+                counts_["submitted"] += 1
+            if r.accepted:
+                counts_["accepted"] += 1
+            elif r.status == REFUSED:
+                counts_["refused"] += 1
+        if not self.workers:
+            for u in self.updates:
+                org(u["msp_id"])["accepted"] += 1
+        for key in ("used", "clipped"):
+            for w in self.aggregate.get(key, ()):
+                org(w.rpartition(":")[0])[key] += 1
+        for e in self.aggregate.get("excluded", ()):
+            org(e["id"].rpartition(":")[0])["excluded"] += 1
+        return {msp: OrgSummary(**counts[msp]) for msp in sorted(counts)}
+
+
+class Coordinator:
+    """Drives task `task` for federation `fed` as the org admin behind `ledger`.
+
+    `allowed_orgs` are the MSP ids whose identities may submit (the task's
+    ``allowed_orgs``). `event_timeout` bounds the wait for the chaincode events of a
+    round's accepted updates. With `wait_for_all` (the default, needed for byte-identical
+    resumes) a round closes only when every worker's update is on the ledger or refused;
+    without it, it closes with whatever arrived by the deadline (device experiments).
+    `evaluate` scores each new global model on the federation's test set.
+    """
+
+    def __init__(self, fed: Federation, ledger: Ledger, *, task: str,
+                 allowed_orgs: Sequence[str], event_timeout: float = 120.0,
+                 wait_for_all: bool = True, evaluate: bool = True,
+                 retry: Retry | None = None) -> None:
+        self.fed = fed
+        self.ledger = ledger
+        self.task = task
+        self.allowed_orgs = tuple(allowed_orgs)
+        self.event_timeout = event_timeout
+        self.wait_for_all = wait_for_all
+        self.evaluate_models = evaluate
+        self.retry = retry or Retry()
+
+    # -- the task ---------------------------------------------------------------------
+
+    def task_json(self) -> dict[str, Any]:
+        """The ``CreateTask`` JSON of this run (the model spec included)."""
+        spec = self.fed.config.task_json(self.task, self.fed.layout, list(self.allowed_orgs))
+        return {**spec, "model": dict(self.fed.model_spec)}
+
+    def initial_model(self) -> bytes:
+        """The encoded initial model (identical in every process for the same config)."""
+        return fl.encode_model(self.fed.initial_model, self.fed.layout)
+
+    async def create_or_load_task(self) -> TaskInfo:
+        """Create the task, or check that the one on the ledger is this run's.
+
+        Raises `TaskMismatchError` when the stored spec or initial model differ (another
+        seed, strategy, dataset...), and the ledger's errors for anything else.
+        """
+        wanted = fl.TaskSpec.from_json(self.task_json())
+        initial = self.initial_model()
+        digest = fl.read_header(initial)["content_digest"]
+        created = False
+        if not await self.ledger.task_exists(self.task):
+            try:
+                await self._admin(lambda: self.ledger.create_task(self.task_json(), initial))
+                created = True
+            except EndorseError as exc:
+                if refusal(exc).check != "exists":
+                    raise
+        stored = (await self.ledger.audit(self.task))["task"]
+        spec = fl.TaskSpec.from_json(stored["spec"])
+        mine, theirs = wanted.to_json(), spec.to_json()
+        for key in sorted(set(mine) | set(theirs)):
+            if mine.get(key) != theirs.get(key):
+                detail = f"ledger has {theirs.get(key)!r}, run has {mine.get(key)!r}"
+                raise TaskMismatchError(self.task, key, detail)
+        if stored["initial_model_digest"] != digest:
+            raise TaskMismatchError(self.task, "initial_model",
+                                    "the initial model differs (another seed or model?)")
+        return TaskInfo(self.task, created, spec, digest)
+
+    async def resume_point(self) -> ResumePoint:
+        """Which round to continue, and in which phase, from the ledger (``GetAudit``)."""
+        audit = await self.ledger.audit(self.task)
+        spec = fl.TaskSpec.from_json(audit["task"]["spec"])
+        by_round = {entry["round"]: entry for entry in audit["rounds"]}
+        aggregated = 0
+        for round_no in range(1, spec.rounds + 1):
+            entry = by_round.get(round_no)
+            status = entry["state"]["status"] if entry else "new"
+            if status != "aggregated":
+                updates = tuple(u["worker"] for u in entry["updates"]) if entry else ()
+                return ResumePoint(round_no, status, updates, aggregated, False)
+            aggregated = round_no
+        return ResumePoint(spec.rounds + 1, "aggregated", (), aggregated, True)
+
+    async def evaluate(self, model: bytes) -> tuple[float, float]:
+        """``(loss, accuracy)`` of an encoded global model on the test set (off the loop)."""
+        def run() -> tuple[float, float]:
+            net = fl.build_model(self.fed.model_spec)
+            fl.set_weights(net, fl.decode_update(model, self.fed.layout))
+            return ml.evaluate(net, self.fed.partition.test)
+
+        return await asyncio.to_thread(run)
+
+    # -- rounds -----------------------------------------------------------------------
+
+    async def run(self, workers: Sequence[Worker], *,
+                  on_round: Callable[[RoundOutcome], Any] | None = None) -> list[RoundOutcome]:
+        """Run (or resume) every remaining round of the task; return their outcomes.
+
+        Starts at `resume_point`; `on_round` is called after each round (it may be a
+        coroutine function). Raises `RoundIncompleteError` when a round cannot close.
+        """
+        point = await self.resume_point()
+        spec = fl.TaskSpec.from_json((await self.ledger.audit(self.task))["task"]["spec"])
+        outcomes = []
+        for round_no in range(point.round, spec.rounds + 1):
+            outcome = await self.run_round(round_no, workers)
+            outcomes.append(outcome)
+            if on_round is not None:
+                result = on_round(outcome)
+                if isinstance(result, Awaitable):
+                    await result
+        return outcomes
+
+    async def run_round(self, round_no: int, workers: Sequence[Worker]) -> RoundOutcome:
+        """Run round `round_no` from whatever phase the ledger shows; see the module doc.
+
+        Raises `RoundIncompleteError` (the round stays open and can be run again) and the
+        ledger's errors for admin transactions that fail for good.
+        """
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        names = {w.worker_id: w.name for w in workers}
+        page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+        entry_phase = page["state"]["status"]
+        results: tuple[WorkerResult, ...] = ()
+        events = 0
+        if entry_phase in ("new", "open"):
+            results, events = await self._collect(round_no, workers, entry_phase, timings)
+        if entry_phase != "aggregated":
+            t = time.perf_counter()
+            await self._admin(lambda: self.ledger.close_round(self.task, round_no),
+                              done_if=("round-state",), round_no=round_no)
+            timings["close"] = time.perf_counter() - t
+            t = time.perf_counter()
+            aggregate = await self._admin(
+                lambda: self.ledger.commit_aggregate(self.task, round_no),
+                done_if=("round-state",))
+            timings["aggregate"] = time.perf_counter() - t
+        else:
+            aggregate = {}
+        page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+        if not aggregate.get("model_digest"):
+            aggregate = await self._aggregate_record(round_no)
+        model = await self._query(lambda: self.ledger.global_model(self.task, round_no))
+        loss = accuracy = None
+        if self.evaluate_models:
+            t = time.perf_counter()
+            loss, accuracy = await self.evaluate(model)
+            timings["evaluate"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - started
+        return RoundOutcome(
+            task=self.task, round=round_no, phase_on_entry=entry_phase, workers=results,
+            updates=tuple(page["updates"]), aggregate=aggregate, model=model,
+            model_digest=fl.read_header(model)["content_digest"], accuracy=accuracy, loss=loss,
+            timings=timings, events=events, names=names)
+
+    async def _collect(self, round_no: int, workers: Sequence[Worker], phase: str,
+                       timings: dict[str, float]) -> tuple[tuple[WorkerResult, ...], int]:
+        """Open the round if new, run the workers, wait for their events; return results."""
+        t = time.perf_counter()
+        if phase == "new":
+            await self._admin(lambda: self.ledger.open_round(self.task, round_no),
+                              done_if=("round-state",))
+        timings["open"] = time.perf_counter() - t
+        # Every update committed before `height` is in the query below; later ones arrive
+        # as events on a stream that starts at `height`.
+        height = await self._query(self.ledger.height)
+        arrived: set[str] = set()
+        changed = asyncio.Event()
+        listener = asyncio.create_task(self._listen(round_no, height, arrived, changed))
+        try:
+            page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+            known = {u["worker"]: u for u in page["updates"]}
+            arrived.update(known)
+            t = time.perf_counter()
+            gathered = await asyncio.gather(
+                *(w.run_round(self.task, round_no, on_ledger=known) for w in workers),
+                return_exceptions=True)
+            results = tuple(
+                r if isinstance(r, WorkerResult) else WorkerResult(
+                    worker=w.name, org=w.org, worker_id=w.worker_id, round=round_no,
+                    status=FAILED, error=f"{type(r).__name__}: {r}")
+                for w, r in zip(workers, gathered, strict=True))
+            timings["train_submit"] = time.perf_counter() - t
+            failed = [r for r in results if r.status == FAILED]
+            if failed and self.wait_for_all:
+                raise RoundIncompleteError(
+                    self.task, round_no,
+                    "workers failed: " + "; ".join(f"{r.worker}: {r.error}" for r in failed),
+                    missing=[r.worker for r in failed], results=results)
+            expected = {r.worker_id for r in results if r.accepted}
+            t = time.perf_counter()
+            await self._wait(expected, arrived, changed, listener, round_no)
+            timings["events"] = time.perf_counter() - t
+            missing = expected - arrived
+            if missing:
+                page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+                missing -= {u["worker"] for u in page["updates"]}
+            if missing and self.wait_for_all:
+                raise RoundIncompleteError(
+                    self.task, round_no,
+                    f"{len(missing)} accepted updates are not on the ledger after "
+                    f"{self.event_timeout:g}s", missing=sorted(
+                        r.worker for r in results if r.worker_id in missing), results=results)
+            return results, len(arrived - set(known))
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, GatewayError):
+                await listener
+
+    async def _listen(self, round_no: int, start_block: int, arrived: set[str],
+                      changed: asyncio.Event) -> None:
+        async with self.ledger.events(start_block=start_block) as stream:
+            async for event in stream:
+                if event.event_name != "UpdateSubmitted":
+                    continue
+                payload = json.loads(event.payload)
+                if payload.get("task") == self.task and payload.get("round") == round_no:
+                    arrived.add(payload["worker"])
+                    changed.set()
+
+    async def _wait(self, expected: set[str], arrived: set[str], changed: asyncio.Event,
+                    listener: asyncio.Task[None], round_no: int) -> None:
+        """Until `expected` ⊆ `arrived` or the deadline; poll the ledger if events stop."""
+        deadline = time.monotonic() + self.event_timeout
+        poll = 0.2
+        while not expected <= arrived:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if listener.done():
+                # The event stream broke: fall back to reading the round from the ledger.
+                page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+                arrived.update(u["worker"] for u in page["updates"])
+                await asyncio.sleep(min(poll, remaining))
+                poll = min(2 * poll, 2.0)
+                continue
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=remaining)
+
+    async def _aggregate_record(self, round_no: int) -> dict[str, Any]:
+        audit = await self._query(lambda: self.ledger.audit(self.task))
+        for entry in audit["rounds"]:
+            if entry["round"] == round_no and entry["aggregate"]:
+                return dict(entry["aggregate"])
+        return {}
+
+    async def _query(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return await call()
+            except GatewayError as exc:
+                if attempt == self.retry.attempts or not is_transient(exc):
+                    raise
+            await asyncio.sleep(self.retry.delay(attempt))
+        raise AssertionError("unreachable")
+
+    async def _admin(self, call: Callable[[], Awaitable[dict[str, Any]]], *,
+                     done_if: Sequence[str] = (), round_no: int = 0) -> dict[str, Any]:
+        """An admin transaction with retries; a refusal in `done_if` means another attempt
+        (or coordinator) already did it, and returns ``{}``."""
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return await call()
+            except (GatewayError, CommitError) as exc:
+                if isinstance(exc, EndorseError) and refusal(exc).check in done_if:
+                    return {}
+                if isinstance(exc, EndorseError) and refusal(exc).check == "min-updates":
+                    raise RoundIncompleteError(self.task, round_no, refusal(exc).message) from exc
+                if attempt == self.retry.attempts or not is_transient(exc):
+                    raise
+            await asyncio.sleep(self.retry.delay(attempt))
+        raise AssertionError("unreachable")
+
+
+__all__ = [
+    "PHASES",
+    "Coordinator",
+    "CoordinatorError",
+    "OrgSummary",
+    "ResumePoint",
+    "RoundIncompleteError",
+    "RoundOutcome",
+    "TaskInfo",
+    "TaskMismatchError",
+]

@@ -1,0 +1,327 @@
+"""``fedfabric run``: the main job. A consortium trains one model on the ledger, then a report.
+
+With no flags: bring up the default consortium on real Fabric 3.1 (installing the pinned
+binaries first if they are missing), deploy the FL contract, and train an MLP on scikit-learn's
+digits with 3 organisations × 3 workers for 10 rounds, FedAvg. Every update is a transaction
+endorsed by a majority of the organisations; the global model is aggregated by the contract
+from committed updates only. At the end a report folder holds a table per round, ledger
+figures, contributions per organisation, an accuracy plot and the same run without the ledger.
+
+``--resume`` continues an interrupted run from the ledger (not from local files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedfabric.chaincode import fl
+from fedfabric.fl_worker.config import ConfigError, RunConfig
+
+Say = Callable[[str], None]
+
+
+class RunError(Exception):
+    """The run cannot start or continue; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How and where to run (the config says what to train)."""
+
+    task: str | None = None
+    resume: bool = False
+    devices_per_org: int | None = None
+    baseline: bool = True
+    bring_up: bool = True
+    report_dir: Path | None = None
+
+
+def task_id(config: RunConfig) -> str:
+    """The default task id: dataset and a digest of every setting (so --resume finds it)."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    return f"{Path(str(config.dataset)).stem}-{digest.hexdigest()[:10]}"
+
+
+async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: Say,
+                  on_round: Callable[[Any], None] | None = None) -> Any:
+    """Run (or resume) the job on ``network`` (a `FabricNetwork`); return the `Report`.
+
+    Raises `RunError` for anything a user must fix, before any transaction when possible.
+    """
+    from fedfabric.fl_worker import baseline as baseline_mod
+    from fedfabric.fl_worker.coordinator import Coordinator, CoordinatorError
+    from fedfabric.fl_worker.devices import Clients
+    from fedfabric.fl_worker.report import Report, write_report
+    from fedfabric.fl_worker.worker import WorkerResources
+    from fedfabric.network import NetworkError
+
+    if config.orgs > len(network.topology.organizations):
+        raise RunError(f"config field 'orgs': {config.orgs} organisations, but the topology has "
+                       f"{len(network.topology.organizations)}")
+    task = options.task or task_id(config)
+    say(f"preparing data and model ({config.dataset}, {config.num_workers} workers)")
+    fed = await asyncio.to_thread(baseline_mod.prepare, config)
+    await _network_ready(network, options, say)
+    started = time.perf_counter()
+    async with Clients(network) as clients:
+        orgs = clients.org_names(config.orgs)
+        admin = await clients.admin_ledger(orgs[0])
+        coordinator = Coordinator(fed, admin, task=task, allowed_orgs=clients.msp_ids(config.orgs))
+        exists = await admin.task_exists(task)
+        if exists and not options.resume:
+            raise RunError(f"task {task!r} already exists on the ledger; continue it with "
+                           "--resume, or start another with --task NAME")
+        if options.resume and not exists:
+            raise RunError(f"nothing to resume: task {task!r} is not on the ledger")
+        info = await coordinator.create_or_load_task()
+        point = await coordinator.resume_point()
+        say(f"task {task}: " + ("created" if info.created else
+                                f"resuming at round {point.round} ({point.phase})"))
+        h0 = await admin.height()
+        resources = WorkerResources(train_concurrency=2)
+        if options.devices_per_org:
+            workers = await clients.device_workers(fed, options.devices_per_org,
+                                                   resources=resources)
+        else:
+            workers = await clients.federation_workers(fed, resources=resources)
+        outcomes = {}
+
+        def remember(outcome: Any) -> None:
+            outcomes[outcome.round] = outcome
+            if on_round:
+                on_round(outcome)
+
+        try:
+            await coordinator.run(workers, on_round=remember)
+        except NetworkError as exc:
+            raise RunError(str(exc)) from exc
+        except CoordinatorError as exc:
+            hint = ""
+            if "min-updates" in str(exc):
+                hint = (f" (the strategy {config.strategy} needs {fed.strategy.min_updates} "
+                        "updates a round; refused updates do not count: choose smaller "
+                        "strategy parameters or fewer attackers)")
+            raise RunError(f"{exc}{hint}; the round stays open on the ledger: fix the cause "
+                           "and run again with --resume") from exc
+        wall = time.perf_counter() - started
+        rounds = await _rows(coordinator, admin, task, outcomes)
+        figures = await _ledger_figures(admin, h0, rounds, fed)
+        contributions = (await admin.contributions(task))["orgs"]
+        final = await admin.global_model(task, config.rounds)
+    base = base_seconds = None
+    if options.baseline and not options.devices_per_org:
+        say("the same run in memory, without the ledger (same seed)")
+        t = time.perf_counter()
+        base = await asyncio.to_thread(baseline_mod.run_baseline, config)
+        base_seconds = time.perf_counter() - t
+        rounds = [_with_baseline(r, base.rounds[r.round - 1], base_seconds / config.rounds)
+                  for r in rounds]
+    initial_loss, initial_accuracy = await coordinator.evaluate(coordinator.initial_model())
+    report = Report(
+        task=task, config=config.to_dict(), initial_accuracy=initial_accuracy, rounds=rounds,
+        ledger=figures, contributions=contributions, final_model=final,
+        final_model_digest=fl.read_header(final)["content_digest"],
+        baseline_final_accuracy=base.final_accuracy if base else None, wall_seconds=wall,
+        baseline_seconds=base_seconds, malicious=base.malicious if base else ())
+    folder = options.report_dir or Path("fedfabric-report") / task
+    path = write_report(report, folder)
+    say(f"report: {path}")
+    return report
+
+
+async def _network_ready(network: Any, options: RunOptions, say: Say) -> None:
+    from fedfabric.network import FabricNotInstalledError, NetworkError, install_fabric
+
+    try:
+        network.release.check()
+    except FabricNotInstalledError:
+        if not options.bring_up:
+            raise
+        say("Hyperledger Fabric is not installed yet: installing it (first run only)")
+        await install_fabric(network.release.home, progress=say)
+    running = [n for n in await network.status() if n.running and n.kind != "chaincode"]
+    if not options.bring_up:
+        if not running:
+            raise RunError(f"network {network.topology.name} is not running (state "
+                           f"{network.layout.root}); start it with `fedfabric network up` or "
+                           "drop --no-up")
+    else:
+        await network.up(say)
+    try:
+        await network.deploy(["fl"], say)
+    except NetworkError as exc:
+        raise RunError(f"deploying the FL contract failed: {exc}") from exc
+
+
+async def _rows(coordinator: Any, admin: Any, task: str, outcomes: dict[int, Any]) -> list[Any]:
+    """One row per round, from the ledger; what only this process saw (refusals, timings) is
+    added for the rounds it ran."""
+    from fedfabric.fl_worker.report import RoundRow
+
+    audit = await admin.audit(task)
+    rows = []
+    for entry in sorted(audit["rounds"], key=lambda e: e["round"]):
+        r = entry["round"]
+        outcome = outcomes.get(r)
+        if outcome is not None and outcome.accuracy is not None:
+            loss, accuracy = outcome.loss, outcome.accuracy
+        else:
+            loss, accuracy = await coordinator.evaluate(await admin.global_model(task, r))
+        aggregate = entry.get("aggregate") or {}
+        refused_by: dict[str, int] = {}
+        reasons: dict[str, int] = {}
+        submitted = len(entry["updates"])
+        if outcome is not None:
+            for _, _, refusal in outcome.refused:
+                for org in refusal.orgs or ("?",):
+                    refused_by[org] = refused_by.get(org, 0) + 1
+                reasons[refusal.check] = reasons.get(refusal.check, 0) + 1
+            submitted = sum(s.submitted for s in outcome.per_org.values()) or submitted
+        rows.append(RoundRow(
+            round=r, accuracy=accuracy, loss=loss, submitted=submitted,
+            committed=len(entry["updates"]), refused=sum(reasons.values()),
+            refused_by=refused_by, refusal_reasons=reasons,
+            used=len(aggregate.get("used", ())), excluded=len(aggregate.get("excluded", ())),
+            update_bytes=sum(int(u.get("size", 0)) for u in entry["updates"]),
+            seconds=outcome.timings.get("total", 0.0) if outcome else 0.0))
+    return rows
+
+
+def _with_baseline(row: Any, base: Any, seconds: float) -> Any:
+    from dataclasses import replace
+
+    return replace(row, baseline_accuracy=base.accuracy, baseline_seconds=seconds)
+
+
+async def _ledger_figures(admin: Any, start: int, rows: list[Any], fed: Any) -> Any:
+    """Blocks, transactions and bytes the run added to the channel (blocks start..height-1),
+    and the updates' bytes on the ledger against the same tensors as raw float32."""
+    from fabric_protos.common import common_pb2
+
+    from fedfabric.fl_worker.report import LedgerFigures
+
+    end = await admin.height()
+    blocks = txs = valid = size = 0
+    if end > start:
+        async with admin.network.block_events(start_block=start) as stream:
+            async for block in stream:
+                blocks += 1
+                size += block.ByteSize()
+                txs += len(block.data.data)
+                codes = block.metadata.metadata[common_pb2.BlockMetadataIndex.TRANSACTIONS_FILTER]
+                valid += sum(1 for c in codes if c == 0)
+                if block.header.number >= end - 1:
+                    break
+    params = sum(math.prod(shape) for _, shape in fed.layout.tensors)
+    committed = sum(r.committed for r in rows)
+    return LedgerFigures(blocks, txs, valid, size, raw_update_bytes=committed * params * 4,
+                         ledger_update_bytes=sum(r.update_bytes for r in rows))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from fedfabric.network._cli import add_network_options
+
+    p = sub.add_parser("run", help="run federated learning on the ledger and write a report",
+                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_network_options(p)
+    p.add_argument("--config", type=Path, help="YAML file with any RunConfig settings")
+    p.add_argument("--dataset", help="digits | breast_cancer | path to .npz / .csv")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--orgs", type=int)
+    p.add_argument("--workers-per-org", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--alpha", type=float, help="Dirichlet(alpha) non-IID split (default IID)")
+    p.add_argument("--strategy", help="fedavg | fedprox | median | trimmed-mean | krum | "
+                                      "multi-krum (or a registered one)")
+    p.add_argument("--strategy-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the strategy, e.g. f=2 (repeatable)")
+    p.add_argument("--attack", help="sign_flip | scaling | gaussian | label_flip | alie | nan")
+    p.add_argument("--malicious", type=float, help="fraction of attacking workers (0..1)")
+    p.add_argument("--quantization", choices=["float32", "fp16", "int8"])
+    p.add_argument("--compression", choices=["none", "zlib"])
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="device mode: N simulated devices per org, each its own identity")
+    p.add_argument("--task", help="task id on the ledger (default: from the settings)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same settings from the ledger")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the comparison run without the ledger")
+    p.add_argument("--no-up", action="store_true",
+                   help="use the running network; fail if it is not running")
+    p.add_argument("--report", type=Path, help="report folder (default fedfabric-report/TASK)")
+    p.set_defaults(func=main)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of the CLI: the config file (if any), then the flags on top."""
+    config = RunConfig.from_yaml(args.config) if args.config else RunConfig()
+    changes: dict[str, Any] = {}
+    for flag, key in [("dataset", "dataset"), ("rounds", "rounds"), ("orgs", "orgs"),
+                      ("workers_per_org", "workers_per_org"), ("epochs", "epochs"),
+                      ("seed", "seed"), ("alpha", "alpha"), ("strategy", "strategy"),
+                      ("attack", "attack"), ("malicious", "malicious"),
+                      ("quantization", "quantization"), ("compression", "compression")]:
+        value = getattr(args, flag)
+        if value is not None:
+            changes[key] = value
+    if args.strategy_param:
+        params = dict(config.strategy_params or {})
+        for item in args.strategy_param:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError("strategy_params", f"expected KEY=VALUE, got {item!r}")
+            params[key] = _number(value)
+        changes["strategy_params"] = params
+    return config.replace(**changes) if changes else config
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    from fedfabric.network import NetworkError
+    from fedfabric.network._cli import open_network
+
+    try:
+        config = config_from_args(args)
+        if args.devices is not None and args.devices < 1:
+            raise ConfigError("devices", f"must be >= 1, got {args.devices}")
+        network = open_network(args)
+    except (ConfigError, NetworkError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    options = RunOptions(task=args.task, resume=args.resume, devices_per_org=args.devices,
+                         baseline=not args.no_baseline, bring_up=not args.no_up,
+                         report_dir=args.report)
+    from fedfabric.fl_worker._progress import Progress
+
+    with Progress(config) as progress:
+        try:
+            report = asyncio.run(run_job(config, options, network, say=progress.say,
+                                         on_round=progress.round))
+        except (RunError, ConfigError, NetworkError) as exc:
+            progress.say(f"error: {exc}")
+            return 1
+        progress.summary(report)
+    return 0
