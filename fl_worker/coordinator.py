@@ -2,10 +2,12 @@
 
 A round, as `Coordinator.run_round` runs it::
 
-    OpenRound (if the ledger says the round is new)
+    OpenRound (only if the ledger says the round is new: round 1, or an old-style round)
       → every worker trains and submits, concurrently
       → wait for the UpdateSubmitted chaincode event of every accepted update (or a deadline)
-      → CloseRound → CommitAggregate → read the new global model → `RoundOutcome`
+      → AdvanceRound (close, aggregate and open the next round in one transaction; a round
+        found closed is finished with CommitAggregate) → read the new global model
+      → `RoundOutcome`
 
 Everything is derived from the ledger, never from local files: `resume_point` reads
 ``GetAudit`` to find the first round without a committed aggregate and its phase, and
@@ -126,8 +128,8 @@ class RoundOutcome:
     already closed or aggregated on entry, see `phase_on_entry`); `updates` are the round's
     update records on the ledger and `aggregate` the contract's aggregate record (rule,
     used, excluded with reasons, clipped, digests). Worker ids map to names via `names`.
-    `timings` holds seconds per phase: ``open``, ``train_submit``, ``events``, ``close``,
-    ``aggregate``, ``evaluate`` and ``total``.
+    `timings` holds seconds per phase: ``open``, ``train_submit``, ``events``,
+    ``aggregate`` (close + aggregate + open next), ``evaluate`` and ``total``.
     """
 
     task: str
@@ -331,18 +333,24 @@ class Coordinator:
         events = 0
         if entry_phase in ("new", "open"):
             results, events = await self._collect(round_no, workers, entry_phase, timings)
+        aggregate: dict[str, Any] = {}
         if entry_phase != "aggregated":
             t = time.perf_counter()
-            await self._admin(lambda: self.ledger.close_round(self.task, round_no),
-                              done_if=("round-state",), round_no=round_no)
-            timings["close"] = time.perf_counter() - t
-            t = time.perf_counter()
-            aggregate = await self._admin(
-                lambda: self.ledger.commit_aggregate(self.task, round_no),
-                done_if=("round-state",))
+            if entry_phase in ("new", "open"):  # one transaction: close, aggregate, open next
+                aggregate = await self._admin(
+                    lambda: self.ledger.advance_round(self.task, round_no),
+                    done_if=("round-state",), round_no=round_no)
+            if not aggregate:  # closed on entry, or another coordinator got there first
+                status = (await self._query(
+                    lambda: self.ledger.round_updates(self.task, round_no)))["state"]["status"]
+                if status == "open":
+                    await self._admin(lambda: self.ledger.close_round(self.task, round_no),
+                                      done_if=("round-state",), round_no=round_no)
+                if status in ("open", "closed"):
+                    aggregate = await self._admin(
+                        lambda: self.ledger.commit_aggregate(self.task, round_no),
+                        done_if=("round-state",))
             timings["aggregate"] = time.perf_counter() - t
-        else:
-            aggregate = {}
         page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
         if not aggregate.get("model_digest"):
             aggregate = await self._aggregate_record(round_no)

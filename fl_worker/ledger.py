@@ -106,6 +106,7 @@ class Ledger(Protocol):
     async def submit_update(self, task: str, round_no: int, update: bytes,
                             num_samples: int) -> dict[str, Any]: ...
     async def commit_aggregate(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def advance_round(self, task: str, round_no: int) -> dict[str, Any]: ...
     async def global_model(self, task: str, round_no: int) -> bytes: ...
     async def round_updates(self, task: str, round_no: int) -> dict[str, Any]: ...
     async def contributions(self, task: str) -> dict[str, Any]: ...
@@ -148,6 +149,11 @@ class _Calls:
     async def commit_aggregate(self, task: str, round_no: int) -> dict[str, Any]:
         """``CommitAggregate``; returns the aggregate record (used, excluded, digests)."""
         return await self._submit("CommitAggregate", task, str(round_no))
+
+    async def advance_round(self, task: str, round_no: int) -> dict[str, Any]:
+        """``AdvanceRound`` (admins only): close + aggregate + open the next round in one
+        transaction; returns the aggregate record."""
+        return await self._submit("AdvanceRound", task, str(round_no))
 
     async def global_model(self, task: str, round_no: int) -> bytes:
         """The encoded global model after `round_no` (0: the initial model)."""

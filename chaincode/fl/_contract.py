@@ -374,6 +374,42 @@ class FLContract(Contract):
         state = await self._round(ctx, task, round_no)
         if state["status"] != "closed":
             raise _refusal("round-state", f"round {round_no} is {state['status']}, not closed")
+        return await self._aggregate(ctx, spec, task, round_no, state)
+
+    @submit
+    async def AdvanceRound(self, ctx: Context, task: str, round_no: int) -> dict:
+        """Close an open round, aggregate it and open the next one, in one transaction (admin).
+
+        The same checks and writes as ``CloseRound`` + ``CommitAggregate`` + ``OpenRound``
+        (the next round only if the task has one), so a coordinator needs one block, not
+        three, between a round's last update and the next round's first. Emits
+        ``AggregateCommitted`` with ``"closed": true`` and ``"next_round"``.
+        """
+        self._require_admin(ctx, "AdvanceRound")
+        spec, _ = await self._task(ctx, task)
+        state = await self._round(ctx, task, round_no)
+        if state["status"] != "open":
+            raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
+        updates = [
+            json.loads(v)["worker"]
+            for _, v in await self._scan(ctx, "update", task, _rnd(round_no))
+        ]
+        if len(updates) < spec.min_updates:
+            raise _refusal(
+                "min-updates", f"round {round_no} has {len(updates)} of {spec.min_updates} updates"
+            )
+        state = {**state, "closed_tx": ctx.stub.tx_id, "status": "closed", "updates": updates}
+        nxt = round_no + 1 if round_no < spec.rounds else None
+        record = await self._aggregate(ctx, spec, task, round_no, state,
+                                       event_extra={"closed": True, "next_round": nxt})
+        if nxt is not None:  # still "new": OpenRound needs this round aggregated first
+            opened = {"opened_tx": ctx.stub.tx_id, "round": nxt, "status": "open", "task": task}
+            await self._put_json(ctx, opened, "round", task, _rnd(nxt))
+        return record
+
+    async def _aggregate(self, ctx: Context, spec: TaskSpec, task: str, round_no: int,
+                         state: dict, event_extra: dict | None = None) -> dict:
+        """Aggregate a closed round (its `state` given): model, record, state, event."""
         base = await self._model_bytes(ctx, task, round_no - 1)
         submissions = []
         for parts, value in await self._scan(ctx, "update", task, _rnd(round_no)):
@@ -397,6 +433,7 @@ class FLContract(Contract):
                     "round": round_no,
                     "task": task,
                     "used": record["used"],
+                    **(event_extra or {}),
                 }
             ),
         )

@@ -58,7 +58,9 @@ async def test_small_run_learns_and_equals_the_run_without_ledger(
     assert report.rounds[-1].accuracy > report.initial_accuracy + 0.3
     assert report.rounds[-1].accuracy == report.baseline_final_accuracy
     assert [r.committed for r in report.rounds] == [6, 6]
-    assert report.ledger.transactions >= 2 * (6 + 3) and report.ledger.bytes > 0
+    # OpenRound, then per round 6 updates and one AdvanceRound (the task was created before).
+    assert report.ledger.transactions == report.ledger.valid_transactions == 1 + 2 * (6 + 1)
+    assert report.ledger.bytes > report.ledger.ledger_update_bytes > 0
     for name in ("report.md", "rounds.csv", "summary.json", "accuracy.png", "final_model.bin"):
         assert (tmp_path / name).stat().st_size > 0
     assert set(report.contributions) == {"TransportMSP", "EnergyMSP", "HealthMSP"}

@@ -88,7 +88,7 @@ async def test_a_ledger_run_commits_exactly_the_baselines_models():
     assert {org: s.accepted for org, s in first.per_org.items()} == dict.fromkeys(ORGS, 2)
     assert sorted(first.used) == sorted(w.name for w in run.workers)
     assert first.update_bytes == sum(r.size for r in first.workers) > 0
-    assert {"open", "train_submit", "events", "close", "aggregate", "total"} <= set(first.timings)
+    assert {"open", "train_submit", "events", "aggregate", "total"} <= set(first.timings)
 
 
 async def test_refused_updates_are_reported_with_check_and_orgs_and_match_the_baseline():

@@ -203,6 +203,28 @@ async def test_commit_aggregate_rules(world):
     assert_refused(await world.call("CommitAggregate", "digits", 1), "round-state", "aggregated")
 
 
+async def test_advance_round_closes_aggregates_and_opens_the_next_round_in_one_transaction(world):
+    await world.start()
+    assert_refused(await world.call("AdvanceRound", "digits", 1, who="w1"), "role")
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    assert_refused(await world.call("AdvanceRound", "digits", 1), "min-updates", "1 of 2")
+    await world.ok("SubmitUpdate", "digits", 1, update(0.25), 10, who="w2")
+
+    first = await world.ok("AdvanceRound", "digits", 1)
+
+    event = json.loads(first.event[1])
+    assert first.event[0] == "AggregateCommitted" and event["closed"] is True
+    assert event["next_round"] == 2 and len(json.loads(first.payload)["used"]) == 2
+    state = (await world.json("GetRoundUpdates", "digits", 1))["state"]
+    assert state["status"] == "aggregated" and state["closed_tx"] == state["aggregated_tx"]
+    assert (await world.json("GetRoundUpdates", "digits", 2))["state"]["status"] == "open"
+    assert_refused(await world.call("AdvanceRound", "digits", 1), "round-state", "aggregated")
+    await submit_round(world, 2, {"w1": 0.125, "w2": 0.0625})
+    last = await world.ok("AdvanceRound", "digits", 2)
+    assert json.loads(last.event[1])["next_round"] is None
+    assert (await world.json("GetAudit", "digits"))["rounds"][-1]["round"] == 2
+
+
 # -- SubmitUpdate: every check ----------------------------------------------------------------
 
 
