@@ -87,6 +87,9 @@ def kill(layout: Layout, name: str) -> None:
     pid = pid_of(layout, name)
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pid_of(layout, name) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # SIGKILL is immediate; this only waits for the exit to be seen
 
 
 def check_ports_free(ports: Sequence[tuple[str, str, int]]) -> None:
