@@ -67,7 +67,6 @@ async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: 
     if config.orgs > len(network.topology.organizations):
         raise RunError(f"config field 'orgs': {config.orgs} organisations, but the topology has "
                        f"{len(network.topology.organizations)}")
-    task = options.task or task_id(config)
     say(f"preparing data and model ({config.dataset}, {config.num_workers} workers)")
     fed = await asyncio.to_thread(baseline_mod.prepare, config)
     await _network_ready(network, options, say)
@@ -75,6 +74,7 @@ async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: 
     async with Clients(network) as clients:
         orgs = clients.org_names(config.orgs)
         admin = await clients.admin_ledger(orgs[0])
+        task = options.task or await _default_task(admin, task_id(config), options.resume)
         coordinator = Coordinator(fed, admin, task=task, allowed_orgs=clients.msp_ids(config.orgs))
         exists = await admin.task_exists(task)
         if exists and not options.resume:
@@ -84,8 +84,12 @@ async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: 
             raise RunError(f"nothing to resume: task {task!r} is not on the ledger")
         info = await coordinator.create_or_load_task()
         point = await coordinator.resume_point()
-        say(f"task {task}: " + ("created" if info.created else
-                                f"resuming at round {point.round} ({point.phase})"))
+        if info.created:
+            say(f"task {task}: created")
+        elif point.done:
+            say(f"task {task}: all {point.aggregated} rounds are on the ledger; reporting")
+        else:
+            say(f"task {task}: resuming at round {point.round} ({point.phase})")
         h0 = await admin.height()
         resources = WorkerResources(train_concurrency=2)
         if options.devices_per_org:
@@ -136,6 +140,17 @@ async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: 
     path = write_report(report, folder)
     say(f"report: {path}")
     return report
+
+
+async def _default_task(admin: Any, base: str, resume: bool) -> str:
+    """The task a run of these settings uses when no --task is given: the next free one
+    (``base``, ``base-2``, ...) for a new run, the latest existing one for --resume."""
+    latest, n = None, 1
+    while True:
+        candidate = base if n == 1 else f"{base}-{n}"
+        if not await admin.task_exists(candidate):
+            return (latest or candidate) if resume else candidate
+        latest, n = candidate, n + 1
 
 
 async def _network_ready(network: Any, options: RunOptions, say: Say) -> None:
