@@ -246,18 +246,8 @@ class FLContract(Contract):
         """Close an open round (admin only) once it holds at least `min_updates` updates."""
         self._require_admin(ctx, "CloseRound")
         spec, _ = await self._task(ctx, task)
-        state = await self._round(ctx, task, round_no)
-        if state["status"] != "open":
-            raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
-        updates = [
-            json.loads(v)["worker"]
-            for _, v in await self._scan(ctx, "update", task, _rnd(round_no))
-        ]
-        if len(updates) < spec.min_updates:
-            raise _refusal(
-                "min-updates", f"round {round_no} has {len(updates)} of {spec.min_updates} updates"
-            )
-        state = {**state, "closed_tx": ctx.stub.tx_id, "status": "closed", "updates": updates}
+        state = await self._closed_state(ctx, spec, task, round_no)
+        updates = state["updates"]
         await self._put_json(ctx, state, "round", task, _rnd(round_no))
         ctx.stub.set_event(
             "RoundClosed", canonical_json({"round": round_no, "task": task, "updates": updates})
@@ -387,6 +377,19 @@ class FLContract(Contract):
         """
         self._require_admin(ctx, "AdvanceRound")
         spec, _ = await self._task(ctx, task)
+        state = await self._closed_state(ctx, spec, task, round_no)
+        nxt = round_no + 1 if round_no < spec.rounds else None
+        record = await self._aggregate(ctx, spec, task, round_no, state,
+                                       event_extra={"closed": True, "next_round": nxt})
+        if nxt is not None:  # still "new": OpenRound needs this round aggregated first
+            opened = {"opened_tx": ctx.stub.tx_id, "round": nxt, "status": "open", "task": task}
+            await self._put_json(ctx, opened, "round", task, _rnd(nxt))
+        return record
+
+    async def _closed_state(self, ctx: Context, spec: TaskSpec, task: str,
+                            round_no: int) -> dict:
+        """The state an open round takes when it closes (nothing written): its updates, once
+        there are at least `min_updates`."""
         state = await self._round(ctx, task, round_no)
         if state["status"] != "open":
             raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
@@ -399,13 +402,7 @@ class FLContract(Contract):
                 "min-updates", f"round {round_no} has {len(updates)} of {spec.min_updates} updates"
             )
         state = {**state, "closed_tx": ctx.stub.tx_id, "status": "closed", "updates": updates}
-        nxt = round_no + 1 if round_no < spec.rounds else None
-        record = await self._aggregate(ctx, spec, task, round_no, state,
-                                       event_extra={"closed": True, "next_round": nxt})
-        if nxt is not None:  # still "new": OpenRound needs this round aggregated first
-            opened = {"opened_tx": ctx.stub.tx_id, "round": nxt, "status": "open", "task": task}
-            await self._put_json(ctx, opened, "round", task, _rnd(nxt))
-        return record
+        return state
 
     async def _aggregate(self, ctx: Context, spec: TaskSpec, task: str, round_no: int,
                          state: dict, event_extra: dict | None = None) -> dict:
