@@ -11,6 +11,8 @@ from rich.table import Table
 
 from fedfabric.fl_worker.config import RunConfig
 
+WIDE = 160  # columns of output that is not a terminal
+
 
 class Progress:
     """Prints each step with its elapsed time and a row per round as rounds commit."""
@@ -18,6 +20,8 @@ class Progress:
     def __init__(self, config: RunConfig, console: Console | None = None) -> None:
         self.config = config
         self.console = console or Console(highlight=False)
+        if not self.console.is_terminal:  # a log or CI: never cut the table to 80 columns
+            self.console.width = max(self.console.width, WIDE)
         self._status: Any = None
         self._started = time.monotonic()
 

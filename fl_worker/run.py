@@ -1,6 +1,6 @@
 """``fedfabric run``: the main job. A consortium trains one model on the ledger, then a report.
 
-With no flags: bring up the default consortium on real Fabric 3.1 (installing the pinned
+With no flags: bring up the default consortium on real Fabric (installing the pinned
 binaries first if they are missing), deploy the FL contract, and train an MLP on scikit-learn's
 digits with 3 organisations × 3 workers for 10 rounds, FedAvg. Every update is a transaction
 endorsed by a majority of the organisations; the global model is aggregated by the contract
@@ -162,7 +162,7 @@ async def _network_ready(network: Any, options: RunOptions, say: Say) -> None:
         if not options.bring_up:
             raise
         say("Hyperledger Fabric is not installed yet: installing it (first run only)")
-        await install_fabric(network.release.home, progress=say)
+        await install_fabric(network.release, progress=say)
     running = [n for n in await network.status() if n.running and n.kind != "chaincode"]
     if not options.bring_up:
         if not running:

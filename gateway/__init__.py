@@ -12,7 +12,7 @@ Example::
     async with connect(identity=identity, signer=signer, endpoint="127.0.0.1:7051",
                        tls_root_cert=tls_ca_pem) as gateway:
         contract = gateway.get_network("mychannel").get_contract("fl")
-        await contract.submit("SubmitUpdate", ["round-1", update_bytes])
+        await contract.submit("SubmitUpdate", [task_id, "1", update_bytes, "600"])
 """
 
 from fedfabric.gateway import hash, signers

@@ -24,8 +24,8 @@ class Contract:
     Example::
 
         contract = gateway.get_network("mychannel").get_contract("fl")
-        await contract.submit("SubmitUpdate", [round_id, update])
-        model = await contract.evaluate("GetGlobalModel", [round_id])
+        await contract.submit("SubmitUpdate", [task_id, round_no, update, num_samples])
+        model = await contract.evaluate("GetGlobalModel", [task_id, round_no])
     """
 
     def __init__(

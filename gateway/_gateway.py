@@ -52,7 +52,7 @@ def connect(
         async with connect(identity=identity, signer=signer, endpoint="127.0.0.1:7051",
                            tls_root_cert=ca_pem) as gateway:
             contract = gateway.get_network("mychannel").get_contract("fl")
-            result = await contract.submit("SubmitUpdate", [b"..."])
+            result = await contract.submit("SubmitUpdate", [task_id, "1", update, "600"])
     """
     if (channel is None) == (endpoint is None):
         raise ValueError("pass exactly one of channel= and endpoint=")

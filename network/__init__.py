@@ -1,15 +1,16 @@
 """fedfabric.network: one consortium topology file → a running Fabric network.
 
     >>> topology = load_topology()                   # network/topology.yaml
-    >>> net = open_network(topology, state_dir)      # real Fabric 3.1 binaries
+    >>> net = open_network(topology, state_dir)      # Fabric's own binaries
     >>> await net.up(); await net.deploy(["fl"])
 """
 
 from fedfabric.network._backend import Backend, Endpoint, IdentityFiles, NodeStatus
 from fedfabric.network._binaries import (
-    FABRIC_VERSION,
+    PINNED_FABRIC,
     FabricRelease,
     default_fabric_home,
+    fabric_release,
     install_fabric,
 )
 from fedfabric.network._errors import (
@@ -34,7 +35,7 @@ from fedfabric.network.fabric import FabricNetwork
 
 __all__ = [
     "DEFAULT_TOPOLOGY",
-    "FABRIC_VERSION",
+    "PINNED_FABRIC",
     "Backend",
     "Chaincode",
     "Endpoint",
@@ -53,6 +54,7 @@ __all__ = [
     "TopologyError",
     "default_fabric_home",
     "default_state_root",
+    "fabric_release",
     "install_fabric",
     "load_topology",
     "majority_policy",

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from fedfabric.network._binaries import FabricRelease, default_fabric_home
+from fedfabric.network._binaries import PINNED_FABRIC, fabric_release
 from fedfabric.network._compose import compose_yaml
 from fedfabric.network._errors import NetworkError
 from fedfabric.network._layout import default_state_root
@@ -38,21 +38,25 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, default=os.environ.get("FEDFABRIC_STATE_DIR"),
                    help="generated state (default: ~/.local/share/fedfabric/<name>; env "
                         "FEDFABRIC_STATE_DIR)")
-    p.add_argument("--fabric-home", type=Path,
-                   default=os.environ.get("FEDFABRIC_FABRIC_HOME") or default_fabric_home(),
-                   help="Fabric release folder with bin/ and config/ (default: what "
-                        "scripts/install-fabric installs; env FEDFABRIC_FABRIC_HOME)")
+    p.add_argument("--fabric-home", type=Path, default=os.environ.get("FEDFABRIC_FABRIC_HOME"),
+                   help="a Fabric release folder with bin/ and config/, used as it is (default: "
+                        f"the {PINNED_FABRIC} that scripts/install-fabric builds; env "
+                        "FEDFABRIC_FABRIC_HOME)")
 
 
 def open_network(args: argparse.Namespace, topology: Topology | None = None) -> FabricNetwork:
     """The network the CLI options name."""
     topology = topology or load_topology(args.topology)
     state = args.state_dir or default_state_root() / topology.name
-    return FabricNetwork(topology, state, FabricRelease(args.fabric_home))
+    return FabricNetwork(topology, state, fabric_release(args.fabric_home))
 
 
 def main(args: argparse.Namespace) -> int:
-    net = open_network(args)
+    try:
+        net = open_network(args)
+    except NetworkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return asyncio.run(_run(net, args))
 
 

@@ -15,12 +15,13 @@ from typing import Any
 import yaml
 
 from fedfabric.network import _crypto
-from fedfabric.network._binaries import FABRIC_VERSION
 from fedfabric.network._config import CCAAS_DIR_ENV
 from fedfabric.network._layout import Layout
 from fedfabric.network._topology import HOST, Topology
 from fedfabric.network.fabric._chaincode import package_id, server_name, server_tls_paths
 
+# The official images; the native backend runs the pinned build or a release you bring.
+IMAGE_VERSION = "3.1.5"
 STATE = "${FEDFABRIC_STATE_DIR}"
 _REQUIRED = "${FEDFABRIC_STATE_DIR:?set FEDFABRIC_STATE_DIR to the network's state directory}"
 
@@ -32,7 +33,7 @@ def compose_document(topology: Topology) -> dict[str, Any]:
     services: dict[str, Any] = {}
     for o in topology.orderer_org.orderers:
         services[o.host] = {
-            "image": f"hyperledger/fabric-orderer:{FABRIC_VERSION}",
+            "image": f"hyperledger/fabric-orderer:{IMAGE_VERSION}",
             "network_mode": "host",
             "environment": {"FABRIC_CFG_PATH": str(layout.node_dir(o.host))},
             "volumes": list(volume),
@@ -41,7 +42,7 @@ def compose_document(topology: Topology) -> dict[str, Any]:
         }
     for p in topology.peers:
         services[p.host] = {
-            "image": f"hyperledger/fabric-peer:{FABRIC_VERSION}",
+            "image": f"hyperledger/fabric-peer:{IMAGE_VERSION}",
             "network_mode": "host",
             "environment": {"FABRIC_CFG_PATH": str(layout.node_dir(p.host)),
                             CCAAS_DIR_ENV: str(layout.ccaas_dir(p.host))},

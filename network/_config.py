@@ -141,6 +141,11 @@ def configtx_yaml(topology: Topology, layout: Layout) -> dict[str, Any]:
                            "ServerTLSCert": cert})
     meta = {"Type": "ImplicitMeta"}
     c = topology.consensus
+    # SnapshotIntervalSize is at most one Raft batch (PreferredMaxBytes). An orderer that starts
+    # without a Raft snapshot replays the channel's bootstrap configuration changes from its WAL;
+    # when that replay spans more than one batch, Fabric builds before the fix of fabric#4199
+    # (the pinned 3.0 snapshot among them) deadlock and the orderer never votes again. With an
+    # early snapshot those changes are inside it and never replayed.
     profile = {
         "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
                      "Writers": {**meta, "Rule": "ANY Writers"},
@@ -155,7 +160,7 @@ def configtx_yaml(topology: Topology, layout: Layout) -> dict[str, Any]:
             "EtcdRaft": {"Consenters": consenters,
                          "Options": {"TickInterval": "500ms", "ElectionTick": 10,
                                      "HeartbeatTick": 1, "MaxInflightBlocks": 5,
-                                     "SnapshotIntervalSize": "16 MB"}},
+                                     "SnapshotIntervalSize": c.preferred_max_bytes}},
             "Organizations": [orderer_org],
             "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
                          "Writers": {**meta, "Rule": "ANY Writers"},

@@ -134,19 +134,19 @@ async def ledger_ratio(quantization: str, params: int = 100_000) -> float:
 async def real_submit_ms() -> dict[str, float]:
     from fedfabric.gateway import connect_profile
     from fedfabric.network import FabricNetwork, parse_topology
-    from tests.conftest import fabric_release, topology_data
+    from tests.conftest import release, topology_data
 
     chaincodes = [{"name": "fl", "version": "1.0", "server": "python",
                    "contract": "fedfabric.chaincode.fl:FLContract"}]
     topology = parse_topology(topology_data(PORT_SHIFT, chaincodes=chaincodes))
-    release = fabric_release()
+    fabric = release()
     try:
-        release.check()
+        fabric.check()
     except FabricNotInstalledError:
         return {"submit_ms_100k_real": -1.0, "submit_ms_1m_real": -1.0}
     results = {}
     with tempfile.TemporaryDirectory(prefix="fedfabric-bench-") as tmp:
-        net = FabricNetwork(topology, Path(tmp) / "state", release)
+        net = FabricNetwork(topology, Path(tmp) / "state", fabric)
         try:
             await net.up()
             await net.deploy(["fl"])

@@ -28,8 +28,8 @@ from fedfabric.fl_worker.attacks import malicious_count
 from fedfabric.fl_worker.baseline import run_baseline
 from fedfabric.fl_worker.config import RunConfig
 from fedfabric.fl_worker.run import RunOptions, run_job
-from fedfabric.network import FabricNetwork, FabricRelease, default_fabric_home, parse_topology
-from tests.conftest import topology_data
+from fedfabric.network import FabricNetwork, parse_topology
+from tests.conftest import release, topology_data
 
 PORT_SHIFT = int(os.environ.get("FEDFABRIC_BENCH_PORT_SHIFT", "45000"))
 STRATEGIES = ("fedavg", "median", "trimmed-mean", "krum", "multi-krum")
@@ -113,12 +113,10 @@ async def ledger_measures(net: FabricNetwork, folder: Path) -> dict[str, float]:
 
 
 async def measure(folder: Path) -> dict[str, float]:
-    home = os.environ.get("FEDFABRIC_FABRIC_HOME")
     chaincodes = [{"name": "fl", "version": "1.0", "server": "python",
                    "contract": "fedfabric.chaincode.fl:FLContract"}]
     topology = parse_topology(topology_data(PORT_SHIFT, chaincodes=chaincodes))
-    release = FabricRelease(Path(home) if home else default_fabric_home())
-    net = FabricNetwork(topology, folder / "state", release)
+    net = FabricNetwork(topology, folder / "state", release())
     try:
         await net.up()
         return await ledger_measures(net, folder)

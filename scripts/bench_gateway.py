@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a file by the `scripts/bench` dispatcher
 
 from fedfabric.gateway import Contract, EndorseError, connect_org  # noqa: E402
 from fedfabric.network import FabricNetwork, parse_topology  # noqa: E402
-from tests.conftest import NODE_KV, fabric_release, topology_data  # noqa: E402
+from tests.conftest import NODE_KV, release, topology_data  # noqa: E402
 
 NODE_DRIVER = ROOT / "tests" / "fixtures" / "node-gateway"
 ORG, USER, CHAINCODE = "transport", "User1", "kv"
@@ -71,7 +71,7 @@ async def _bench(port_shift: int) -> dict[int, tuple[Run, Run]]:
     chaincodes = [{"name": CHAINCODE, "version": "1.0", "server": "node", "path": str(NODE_KV)}]
     topology = parse_topology(topology_data(port_shift, chaincodes=chaincodes))
     with tempfile.TemporaryDirectory(prefix="fedfabric-bench-") as state:
-        network = FabricNetwork(topology, Path(state) / "network", fabric_release())
+        network = FabricNetwork(topology, Path(state) / "network", release())
         try:
             _say("starting the network")
             await network.up()

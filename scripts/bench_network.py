@@ -7,25 +7,22 @@ Keys: up_s, deploy_s, invoke_ms (median submit→commit round trip through fedfa
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from fedfabric.gateway import connect_org
-from fedfabric.network import FabricNetwork, FabricRelease, default_fabric_home, parse_topology
-from tests.conftest import NODE_KV, topology_data
+from fedfabric.network import FabricNetwork, parse_topology
+from tests.conftest import NODE_KV, release, topology_data
 
 PORT_SHIFT = 25000
 
 
 async def measure(state: Path) -> dict[str, float]:
-    home = os.environ.get("FEDFABRIC_FABRIC_HOME")
     chaincodes = [{"name": "kv", "version": "1.0", "server": "node", "path": str(NODE_KV)}]
     topology = parse_topology(topology_data(PORT_SHIFT, chaincodes=chaincodes))
-    net = FabricNetwork(topology, state, FabricRelease(Path(home) if home else
-                                                       default_fabric_home()))
+    net = FabricNetwork(topology, state, release())
     try:
         t0 = time.perf_counter()
         await net.up()

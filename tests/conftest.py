@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from fedfabric.network import DEFAULT_TOPOLOGY, FabricRelease, default_fabric_home
+from fedfabric.network import DEFAULT_TOPOLOGY, FabricRelease, fabric_release
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_KV = ROOT / "tests" / "fixtures" / "node-kv"
@@ -27,7 +27,6 @@ def topology_data(port_shift: int = 0, **overrides: Any) -> dict[str, Any]:
     return data
 
 
-def fabric_release() -> FabricRelease:
+def release() -> FabricRelease:
     """The Fabric release the tests use (FEDFABRIC_FABRIC_HOME or scripts/install-fabric's)."""
-    home = os.environ.get("FEDFABRIC_FABRIC_HOME")
-    return FabricRelease(Path(home) if home else default_fabric_home())
+    return fabric_release(os.environ.get("FEDFABRIC_FABRIC_HOME"))

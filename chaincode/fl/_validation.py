@@ -3,8 +3,8 @@
 A validator is any callable ``(model: Mapping[str, np.ndarray]) -> float`` returning a loss
 (lower is better). The chaincode server gets one from its settings::
 
-    fedfabric-chaincode serve ... --setting validator=mypkg.val:loss \\
-                                  --setting validation_data=/secret/org1-val.npz
+    python -m fedfabric.chaincode serve ... --setting validator=mypkg.val:loss \\
+                                            --setting validation_data=/secret/org1-val.npz
 
 `validator` names a function ``loss(model, data) -> float`` where `data` is the ``.npz`` file
 loaded as a dict of arrays (``allow_pickle=False``). The module is imported, and the data

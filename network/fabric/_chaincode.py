@@ -129,34 +129,6 @@ def server_status(net: FabricNetwork) -> list[NodeStatus]:
     return out
 
 
-async def invoke(net: FabricNetwork, chaincode: str, args: Sequence[str], *,
-                 peers: Sequence[Peer], query: bool = False, user: str = "User1") -> str:
-    """Invoke (or query) through the peer CLI, waiting for the commit; returns CLI output."""
-    first = peers[0]
-    env = net.peer_cli_env(first, admin=False, user=user)
-    ctor = json.dumps({"Args": list(args)})
-    if query:
-        cmd = [net.release.tool("peer"), "chaincode", "query", "-C", net.topology.channel,
-               "-n", chaincode, "-c", ctor]
-        return await _process.run_tool(cmd, env, what=f"query {chaincode} {args[0]}", timeout=60)
-    last = NetworkError(f"invoke {chaincode}: no orderer")
-    for attempt in range(len(net.topology.orderer_org.orderers)):
-        cmd = [net.release.tool("peer"), "chaincode", "invoke", *net.orderer_args(attempt),
-               "-C", net.topology.channel, "-n", chaincode, "-c", ctor, "--waitForEvent",
-               "--waitForEventTimeout", "30s"]
-        for p in peers:
-            cmd += ["--peerAddresses", p.address, "--tlsRootCertFiles",
-                    str(net.endpoint(p.org).tls_root_cert)]
-        try:
-            return await _process.run_tool(cmd, env, what=f"invoke {chaincode} {args[0]}",
-                                           timeout=90)
-        except NetworkError as exc:  # this orderer has no leader yet: the CLI tries only one
-            if "SERVICE_UNAVAILABLE" not in str(exc):
-                raise
-            last = exc
-    raise last
-
-
 def _write_ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> None:
     org = net.topology.org(peer.org)
     tls = _crypto.org_dir(net.layout.crypto_dir, org) / "peers" / peer.host / "tls"

@@ -29,7 +29,7 @@ def _quiet(_: str) -> None:
 
 
 class FabricNetwork:
-    """The `Backend` for real Fabric 3.1: ``up``, ``down``, ``status``, ``deploy``, ``clean``."""
+    """The `Backend` for real Fabric: ``up``, ``down``, ``status``, ``deploy``, ``clean``."""
 
     def __init__(self, topology: Topology, state_dir: Path, release: FabricRelease) -> None:
         self.topology = topology
@@ -46,7 +46,7 @@ class FabricNetwork:
         if len(running) == len(nodes):
             say(f"network {t.name} is already running ({len(nodes)} nodes); nothing to do")
             return False
-        self.release.check()
+        say(f"Fabric: {self.release.describe()}")
         ports = [p for p in t.node_ports() if p[0] not in running
                  and "chaincode_server" not in p[1]]
         _process.check_ports_free(ports)

@@ -1,4 +1,4 @@
-"""One real Fabric 3.1.5 network (3 orgs, 3 Raft orderers) shared by the tests of a session.
+"""One real Fabric network (3 orgs, 3 Raft orderers) shared by the tests of a session.
 
 Started once, with three chaincodes deployed: the Node reference chaincode ``kv``, its Python
 twin ``pykv`` and the FL contract ``fl`` (every org validating privately with
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fedfabric.network import FabricNetwork, FabricNotInstalledError, parse_topology
-from tests.conftest import NODE_KV, fabric_release, topology_data
+from tests.conftest import NODE_KV, release, topology_data
 from tests.fixtures.flval import validation_settings
 
 # Keep clear of a developer's own network on the default ports; two test sessions at once
@@ -25,10 +25,11 @@ PORT_SHIFT = int(os.environ.get("FEDFABRIC_TEST_PORT_SHIFT", "20000"))
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     try:
-        fabric_release().check()
+        release().check()
     except FabricNotInstalledError as exc:
         if os.environ.get("FEDFABRIC_REQUIRE_FABRIC") == "1":
-            raise
+            raise pytest.UsageError(f"real Fabric is required (FEDFABRIC_REQUIRE_FABRIC=1) but "
+                                    f"cannot run: {exc}") from exc
         skip = pytest.mark.skip(reason=f"real Fabric unavailable: {exc}")
         for item in items:
             if "tests/fabric/" in str(item.fspath):
@@ -51,7 +52,7 @@ def kv_topology(port_shift: int = PORT_SHIFT, validation_dir: Path | None = None
 @pytest.fixture(scope="session")
 async def network(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FabricNetwork]:
     topology = kv_topology(validation_dir=tmp_path_factory.mktemp("validation"))
-    net = FabricNetwork(topology, tmp_path_factory.mktemp("fabric"), fabric_release())
+    net = FabricNetwork(topology, tmp_path_factory.mktemp("fabric"), release())
     try:
         await net.up()
         await net.deploy(["kv", "pykv", "fl"])

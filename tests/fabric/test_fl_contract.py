@@ -1,4 +1,4 @@
-"""The FL contract as Python chaincode-as-a-service behind three real Fabric 3.1.5 peers.
+"""The FL contract as Python chaincode-as-a-service behind three real Fabric peers.
 
 Every org's chaincode server validates updates on its own data (`tests.fixtures.flval`):
 Transport on coordinates 6-7, Energy on 0-2, Health on 3-5. Workers submit through

@@ -1,4 +1,4 @@
-"""Federated learning over three real Fabric 3.1.5 peers: workers, coordinator, resume, audit.
+"""Federated learning over three real Fabric peers: workers, coordinator, resume, audit.
 
 3 orgs × 3 workers train the digits MLP for 2 rounds; every update is endorsed by the
 policy's orgs, every aggregate is recomputed by the endorsers, and the global models are the

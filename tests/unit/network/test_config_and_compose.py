@@ -62,6 +62,16 @@ def test_configtx_has_every_org_anchor_peers_and_raft_consenters(tmp_path: Path)
     assert profile["Orderer"]["BatchTimeout"] == "250ms"
 
 
+def test_raft_snapshots_come_within_one_raft_batch(tmp_path: Path) -> None:
+    # An orderer restarted before its first snapshot replays its log in batches of
+    # PreferredMaxBytes; with the snapshot interval no larger, that replay is a single batch
+    # (see network/_config.py and fabric#4199).
+    orderer = configtx_yaml(TOPOLOGY, Layout(tmp_path))["Profiles"]["Channel"]["Orderer"]
+
+    interval = orderer["EtcdRaft"]["Options"]["SnapshotIntervalSize"]
+    assert interval == orderer["BatchSize"]["PreferredMaxBytes"] == "512 KB"
+
+
 def test_ccaas_package_is_reproducible_and_its_id_is_label_and_sha256() -> None:
     cc = TOPOLOGY.chaincode("fl")
 

@@ -1,0 +1,36 @@
+"""What `fedfabric run` prints: the round table is whole when the output is a log, not a tty."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from fedfabric.fl_worker._progress import Progress
+from fedfabric.fl_worker.config import RunConfig
+from fedfabric.fl_worker.report import LedgerFigures, Report, RoundRow
+
+HEADERS = ("round", "accuracy", "no ledger", "committed", "refused", "used", "excluded", "KB")
+
+
+def report() -> Report:
+    rows = [RoundRow(round=r, accuracy=0.9, loss=0.3, submitted=9, committed=123456,
+                     refused=123456, used=123456, excluded=123456, update_bytes=9_999_999,
+                     seconds=1234.5, baseline_accuracy=0.9) for r in range(1, 4)]
+    return Report(task="digits-0123456789", config={}, initial_accuracy=0.1, rounds=rows,
+                  ledger=LedgerFigures(10, 40, 39, 123_456_789, 1_000_000, 250_000),
+                  contributions={"TransportMSP": {"used": 3}}, final_model=b"m",
+                  final_model_digest="ab" * 32, baseline_final_accuracy=0.9,
+                  wall_seconds=12.0, baseline_seconds=1.0)
+
+
+def test_round_table_in_a_log_keeps_every_header_whole() -> None:
+    out = io.StringIO()
+    with Progress(RunConfig(), Console(file=out, highlight=False)) as progress:
+        progress.summary(report())
+
+    text = out.getvalue()
+    header = next(line for line in text.splitlines() if "accuracy" in line)
+    for name in HEADERS:
+        assert f" {name} " in header, header
+    assert "…" not in text.split("ledger:")[0]
