@@ -195,16 +195,14 @@ class FabricNetwork:
             CORE_PEER_TLS_ROOTCERT_FILE=str(self.endpoint(org.name).tls_root_cert),
         )
 
-    def orderer_args(self, index: int = 0) -> list[str]:
-        """``-o ... --tls --cafile ...`` for peer CLI commands that submit transactions.
-
-        ``index`` picks among the running orderers (round robin), for retries elsewhere.
-        """
+    def orderer_args(self) -> list[str]:
+        """``-o ... --tls --cafile ...`` (the first running orderer) for peer CLI commands that
+        submit transactions."""
         oo = self.topology.orderer_org
         ca = _crypto.org_dir(self.layout.crypto_dir, oo) / "msp" / "tlscacerts" / \
             f"tlsca.{oo.domain}-cert.pem"
         running = [o for o in oo.orderers if _process.pid_of(self.layout, o.host)] or oo.orderers
-        return ["-o", running[index % len(running)].address, "--tls", "--cafile", str(ca)]
+        return ["-o", running[0].address, "--tls", "--cafile", str(ca)]
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CORE_", "ORDERER_"))}
