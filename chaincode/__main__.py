@@ -36,8 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not chaincode_id:
         parser.error("no chaincode id: give --chaincode-id or set CHAINCODE_ID")
     if not address or ":" not in address:
-        parser.error(f"address {address!r} is not HOST:PORT "
-                     "(give --address or set CHAINCODE_SERVER_ADDRESS)")
+        parser.error(
+            f"address {address!r} is not HOST:PORT (give --address or set CHAINCODE_SERVER_ADDRESS)"
+        )
     settings = dict(_setting(parser, item) for item in args.setting)
     try:
         contracts = [_load_contract(spec)(settings) for spec in args.contract]
@@ -45,8 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = ChaincodeServer(contracts, chaincode_id=chaincode_id, address=address, tls=tls)
     except (ValueError, TypeError, OSError, ImportError) as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         asyncio.run(_serve(server, _describe_tls(tls)))
     except OSError as exc:
@@ -77,15 +79,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedfabric.chaincode")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve contracts to peers (chaincode-as-a-service)")
-    serve.add_argument("--contract", action="append", required=True, metavar="MODULE:CLASS",
-                       help="contract class to serve; repeat for more (the first is default)")
+    serve.add_argument(
+        "--contract",
+        action="append",
+        required=True,
+        metavar="MODULE:CLASS",
+        help="contract class to serve; repeat for more (the first is default)",
+    )
     serve.add_argument("--address", help="HOST:PORT to listen on [CHAINCODE_SERVER_ADDRESS]")
     serve.add_argument("--chaincode-id", help="installed package id, label:hash [CHAINCODE_ID]")
     serve.add_argument("--tls-cert", help="server certificate (PEM file)")
     serve.add_argument("--tls-key", help="server private key (PEM file)")
     serve.add_argument("--tls-client-ca", help="CA of client certificates; requires them")
-    serve.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
-                       help="contract setting; repeat for more")
+    serve.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="contract setting; repeat for more",
+    )
     return parser
 
 

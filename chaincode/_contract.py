@@ -11,7 +11,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fedfabric.chaincode import _convert
 from fedfabric.chaincode._errors import ChaincodeError
@@ -83,6 +83,8 @@ class Contract:
     """
 
     name: str = ""
+    # Set on each subclass by ``transactions()`` the first time it is asked.
+    _fedfabric_transactions: ClassVar[dict[str, Transaction]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -27,14 +27,16 @@ def check_type(hint: Any, where: str) -> None:
     origin = typing.get_origin(hint) or hint
     if origin in _SCALARS or dataclasses.is_dataclass(origin):
         return
-    raise TypeError(f"{where}: unsupported type {hint!r} (use str, int, float, bool, bytes, "
-                    "dict, list or a dataclass)")
+    raise TypeError(
+        f"{where}: unsupported type {hint!r} (use str, int, float, bool, bytes, "
+        "dict, list or a dataclass)"
+    )
 
 
 def schema(hint: Any) -> dict[str, Any]:
     """A small JSON-schema description of ``hint`` for the contract metadata."""
     origin = typing.get_origin(hint) or hint
-    if dataclasses.is_dataclass(origin):
+    if isinstance(origin, type) and dataclasses.is_dataclass(origin):
         return {"type": "object", "title": origin.__name__}
     if origin is bytes:
         return {"type": "string", "format": "byte"}
@@ -59,14 +61,16 @@ def from_bytes(raw: bytes, hint: Any, name: str) -> Any:
         if origin is float:
             return float(text)
         value = json.loads(text)
-        if dataclasses.is_dataclass(origin):
+        if isinstance(origin, type) and dataclasses.is_dataclass(origin):
             return _to_dataclass(value, origin)
         if not isinstance(value, origin):
             raise ValueError(f"expected a JSON {_SCALARS[origin]}")
         return value
     except (ValueError, TypeError) as exc:
-        raise ChaincodeError(f"argument {name}: cannot convert {raw[:64]!r} to "
-                             f"{getattr(origin, '__name__', origin)}: {exc}") from exc
+        raise ChaincodeError(
+            f"argument {name}: cannot convert {raw[:64]!r} to "
+            f"{getattr(origin, '__name__', origin)}: {exc}"
+        ) from exc
 
 
 def to_bytes(value: Any) -> bytes:
@@ -84,8 +88,9 @@ def to_bytes(value: Any) -> bytes:
 
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON: sorted keys, no spaces, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False,
-                      ensure_ascii=False).encode("utf-8")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+    ).encode("utf-8")
 
 
 def _to_dataclass(value: Any, cls: type) -> Any:

@@ -1,8 +1,8 @@
 """The one error type of the chaincode API.
 
-    ChaincodeError  raised by a contract to refuse a transaction (becomes the response status and
-                    message), and by the stub when the peer answers a request with ERROR or an
-                    argument breaks a ledger rule (empty key, bad composite key part, ...)
+ChaincodeError  raised by a contract to refuse a transaction (becomes the response status and
+                message), and by the stub when the peer answers a request with ERROR or an
+                argument breaks a ledger rule (empty key, bad composite key part, ...)
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ class MemoryLedger:
         """Commit one write directly (to arrange a test's starting state)."""
         self.commit(ReadWriteSet(writes=((key, bytes(value)),)), tx_id=tx_id, timestamp=None)
 
-    def commit(self, rwset: ReadWriteSet, *, tx_id: str,
-               timestamp: datetime.datetime | None) -> None:
+    def commit(
+        self, rwset: ReadWriteSet, *, tx_id: str, timestamp: datetime.datetime | None
+    ) -> None:
         """Apply a transaction's writes as the next block."""
         version = (self.height, 0)
         self.height += 1
@@ -55,7 +56,8 @@ class MemoryLedger:
             else:
                 self.state[key] = (value, version)
             self.history.setdefault(key, []).append(
-                KeyModification(tx_id, value or b"", timestamp, value is None))
+                KeyModification(tx_id, value or b"", timestamp, value is None)
+            )
         for collection, key, value in rwset.private_writes:
             if value is None:
                 self.private.pop((collection, key), None)
@@ -84,8 +86,9 @@ class MemoryStub(Stub):
             writes=tuple(sorted(self._writes.items())),
             range_queries=tuple(self._ranges),
             private_writes=tuple(sorted((c, k, v) for (c, k), v in self._private_writes.items())),
-            metadata_writes=tuple(sorted((c, k, m, v)
-                                         for (c, k, m), v in self._metadata_writes.items())),
+            metadata_writes=tuple(
+                sorted((c, k, m, v) for (c, k, m), v in self._metadata_writes.items())
+            ),
         )
 
     async def _get_state(self, collection: str, key: str) -> bytes:
@@ -112,16 +115,21 @@ class MemoryStub(Stub):
 
     def _scan(self, start: str, end: str) -> list[tuple[str, bytes]]:
         self._ranges.append((start, end))
-        return [(k, v) for k, (v, _) in sorted(self.ledger.state.items())
-                if start <= k and (not end or k < end)]
+        return [
+            (k, v)
+            for k, (v, _) in sorted(self.ledger.state.items())
+            if start <= k and (not end or k < end)
+        ]
 
-    async def _range(self, collection: str, start: str, end: str) -> AsyncIterator[
-            tuple[str, bytes]]:
+    async def _range(
+        self, collection: str, start: str, end: str
+    ) -> AsyncIterator[tuple[str, bytes]]:
         for item in self._scan(start, end):
             yield item
 
-    async def _range_page(self, collection: str, start: str, end: str, page_size: int,
-                          bookmark: str) -> tuple[list[tuple[str, bytes]], str]:
+    async def _range_page(
+        self, collection: str, start: str, end: str, page_size: int, bookmark: str
+    ) -> tuple[list[tuple[str, bytes]], str]:
         found = self._scan(bookmark or start, end)
         next_bookmark = found[page_size][0] if len(found) > page_size else ""
         return found[:page_size], next_bookmark
@@ -137,6 +145,7 @@ class MemoryStub(Stub):
     async def _get_state_metadata(self, collection: str, key: str) -> dict[str, bytes]:
         return dict(self.ledger.metadata.get((collection, key), {}))
 
-    async def _put_state_metadata(self, collection: str, key: str, metakey: str,
-                                  value: bytes) -> None:
+    async def _put_state_metadata(
+        self, collection: str, key: str, metakey: str, value: bytes
+    ) -> None:
         self._metadata_writes[(collection, key, metakey)] = value

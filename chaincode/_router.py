@@ -85,11 +85,11 @@ class Router:
         if tx is None:
             return _convert.to_bytes(await _maybe_await(contract.unknown_transaction(ctx)))
         if len(stub.args) != len(tx.params):
-            raise ChaincodeError(
-                f"{fn} expects {len(tx.params)} argument(s), got {len(stub.args)}"
-            )
-        args = [_convert.from_bytes(raw, hint, name) for raw, (name, hint) in
-                zip(stub.args, tx.params, strict=True)]
+            raise ChaincodeError(f"{fn} expects {len(tx.params)} argument(s), got {len(stub.args)}")
+        args = [
+            _convert.from_bytes(raw, hint, name)
+            for raw, (name, hint) in zip(stub.args, tx.params, strict=True)
+        ]
         await contract.before_transaction(ctx)
         result = await _maybe_await(tx.method(contract, ctx, *args))
         await contract.after_transaction(ctx, result)

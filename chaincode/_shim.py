@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import (
@@ -28,7 +29,7 @@ from fedfabric.chaincode._stub import KeyModification, Stub
 
 log = logging.getLogger("fedfabric.chaincode")
 
-Msg = chaincode_shim_pb2.ChaincodeMessage
+Msg: TypeAlias = chaincode_shim_pb2.ChaincodeMessage
 ERROR_THRESHOLD = 500  # Go shim: an INIT answered with status >= 500 is sent as ERROR
 _DEFAULT_BATCH = 100  # Go shim minimum for get-multiple-keys batches
 
@@ -83,8 +84,9 @@ class Session:
         future = asyncio.get_running_loop().create_future()
         self._waiting[key] = future
         try:
-            await self.send(Msg(type=type_, payload=payload, txid=stub.tx_id,
-                                channel_id=stub.channel_id))
+            await self.send(
+                Msg(type=type_, payload=payload, txid=stub.tx_id, channel_id=stub.channel_id)
+            )
             answer = await future
         finally:
             self._waiting.pop(key, None)
@@ -92,8 +94,10 @@ class Session:
             return answer.payload
         if answer.type == Msg.ERROR:
             raise ChaincodeError(answer.payload.decode("utf-8", "replace"))
-        raise ChaincodeError(f"[{stub.tx_id[:8]}] incorrect chaincode message "
-                             f"{Msg.Type.Name(answer.type)} received, expected RESPONSE or ERROR")
+        raise ChaincodeError(
+            f"[{stub.tx_id[:8]}] incorrect chaincode message "
+            f"{Msg.Type.Name(answer.type)} received, expected RESPONSE or ERROR"
+        )
 
     async def _expect(self, type_: int) -> Msg:
         while (msg := await self._read()) is not None:
@@ -101,8 +105,9 @@ class Session:
                 await self.send(msg)
                 continue
             if msg.type != type_:
-                raise ProtocolError(f"expected {Msg.Type.Name(type_)}, "
-                                    f"got {Msg.Type.Name(msg.type)}")
+                raise ProtocolError(
+                    f"expected {Msg.Type.Name(type_)}, got {Msg.Type.Name(msg.type)}"
+                )
             return msg
         raise ProtocolError(f"stream closed before {Msg.Type.Name(type_)}")
 
@@ -121,33 +126,52 @@ class Session:
         elif msg.type in (Msg.RESPONSE, Msg.ERROR):
             future = self._waiting.get(key)
             if future is None or future.done():
-                log.warning("[%s] %s for no pending request", msg.txid[:8],
-                            Msg.Type.Name(msg.type))
+                log.warning("[%s] %s for no pending request", msg.txid[:8], Msg.Type.Name(msg.type))
             else:
                 future.set_result(msg)
         elif msg.type in (Msg.INIT, Msg.TRANSACTION):
-            refusal = ("chaincode server is shutting down" if self.draining else
-                       f"[{msg.txid[:8]}] transaction in progress" if key in self._tasks else "")
+            refusal = ""
+            if self.draining:
+                refusal = "chaincode server is shutting down"
+            elif key in self._tasks:
+                refusal = f"[{msg.txid[:8]}] transaction in progress"
             if refusal:
-                await self.send(Msg(type=Msg.ERROR, txid=msg.txid, channel_id=msg.channel_id,
-                                    payload=refusal.encode()))
+                await self.send(
+                    Msg(
+                        type=Msg.ERROR,
+                        txid=msg.txid,
+                        channel_id=msg.channel_id,
+                        payload=refusal.encode(),
+                    )
+                )
                 return
             task = asyncio.create_task(self._execute(msg), name=f"tx-{msg.txid[:8]}")
             self._tasks[key] = task
             task.add_done_callback(lambda t: self._finished(key, t))
         else:
-            raise ProtocolError(f"[{msg.txid[:8]}] cannot handle message "
-                                f"{Msg.Type.Name(msg.type)} while ready")
+            raise ProtocolError(
+                f"[{msg.txid[:8]}] cannot handle message {Msg.Type.Name(msg.type)} while ready"
+            )
 
     async def _execute(self, msg: Msg) -> None:
         try:
             chaincode_input = chaincode_pb2.ChaincodeInput.FromString(msg.payload)
-            stub = ShimStub(self, channel_id=msg.channel_id, tx_id=msg.txid,
-                            chaincode_input=chaincode_input,
-                            signed_proposal=msg.proposal if msg.HasField("proposal") else None)
+            stub = ShimStub(
+                self,
+                channel_id=msg.channel_id,
+                tx_id=msg.txid,
+                chaincode_input=chaincode_input,
+                signed_proposal=msg.proposal if msg.HasField("proposal") else None,
+            )
         except Exception as exc:
-            await self.send(Msg(type=Msg.ERROR, txid=msg.txid, channel_id=msg.channel_id,
-                                payload=f"failed to create new ChaincodeStub: {exc}".encode()))
+            await self.send(
+                Msg(
+                    type=Msg.ERROR,
+                    txid=msg.txid,
+                    channel_id=msg.channel_id,
+                    payload=f"failed to create new ChaincodeStub: {exc}".encode(),
+                )
+            )
             return
         try:
             response = await self._router.execute(stub)
@@ -155,14 +179,20 @@ class Session:
             stub.completed = True
         event = None
         if stub.event is not None:
-            event = chaincode_event_pb2.ChaincodeEvent(event_name=stub.event[0],
-                                                       payload=stub.event[1])
+            event = chaincode_event_pb2.ChaincodeEvent(
+                event_name=stub.event[0], payload=stub.event[1]
+            )
         if msg.type == Msg.INIT and response.status >= ERROR_THRESHOLD:
             reply = Msg(type=Msg.ERROR, payload=response.message.encode())
         else:
-            reply = Msg(type=Msg.COMPLETED, payload=proposal_response_pb2.Response(
-                status=response.status, message=response.message, payload=response.payload,
-            ).SerializeToString())
+            reply = Msg(
+                type=Msg.COMPLETED,
+                payload=proposal_response_pb2.Response(
+                    status=response.status,
+                    message=response.message,
+                    payload=response.payload,
+                ).SerializeToString(),
+            )
         reply.txid, reply.channel_id = msg.txid, msg.channel_id
         if event is not None:
             reply.chaincode_event.CopyFrom(event)
@@ -203,39 +233,46 @@ class ShimStub(Stub):
             return await self._session.request(self, type_, message.SerializeToString())
 
     async def _get_state(self, collection: str, key: str) -> bytes:
-        return await self._call(Msg.GET_STATE,
-                                chaincode_shim_pb2.GetState(key=key, collection=collection))
+        return await self._call(
+            Msg.GET_STATE, chaincode_shim_pb2.GetState(key=key, collection=collection)
+        )
 
     async def _get_state_multiple(self, collection: str, keys: list[str]) -> list[bytes]:
         if not self._session.use_get_multiple_keys:
             return [await self._get_state(collection, key) for key in keys]
         size, values = self._session.max_get_multiple_keys, []
         for i in range(0, len(keys), size):
-            raw = await self._call(Msg.GET_STATE_MULTIPLE, chaincode_shim_pb2.GetStateMultiple(
-                keys=keys[i:i + size], collection=collection))
+            raw = await self._call(
+                Msg.GET_STATE_MULTIPLE,
+                chaincode_shim_pb2.GetStateMultiple(keys=keys[i : i + size], collection=collection),
+            )
             values.extend(chaincode_shim_pb2.GetStateMultipleResult.FromString(raw).values)
         return values
 
     async def _put_state(self, collection: str, key: str, value: bytes) -> None:
-        await self._call(Msg.PUT_STATE,
-                         chaincode_shim_pb2.PutState(key=key, value=value, collection=collection))
+        await self._call(
+            Msg.PUT_STATE, chaincode_shim_pb2.PutState(key=key, value=value, collection=collection)
+        )
 
     async def _del_state(self, collection: str, key: str) -> None:
         await self._call(Msg.DEL_STATE, chaincode_shim_pb2.DelState(key=key, collection=collection))
 
     def _range(self, collection: str, start: str, end: str) -> QueryIterator:
-        request = chaincode_shim_pb2.GetStateByRange(startKey=start, endKey=end,
-                                                     collection=collection)
+        request = chaincode_shim_pb2.GetStateByRange(
+            startKey=start, endKey=end, collection=collection
+        )
         return QueryIterator(self, Msg.GET_STATE_BY_RANGE, request, _decode_kv)
 
-    async def _range_page(self, collection: str, start: str, end: str, page_size: int,
-                          bookmark: str) -> tuple[list[tuple[str, bytes]], str]:
+    async def _range_page(
+        self, collection: str, start: str, end: str, page_size: int, bookmark: str
+    ) -> tuple[list[tuple[str, bytes]], str]:
         metadata = chaincode_shim_pb2.QueryMetadata(pageSize=page_size, bookmark=bookmark)
         request = chaincode_shim_pb2.GetStateByRange(
-            startKey=start, endKey=end, collection=collection,
-            metadata=metadata.SerializeToString())
+            startKey=start, endKey=end, collection=collection, metadata=metadata.SerializeToString()
+        )
         query = QueryIterator(self, Msg.GET_STATE_BY_RANGE, request, _decode_kv)
         results = [item async for item in query]
+        assert query.last is not None  # iterating fetched at least the first batch
         meta = chaincode_shim_pb2.QueryResponseMetadata.FromString(query.last.metadata)
         return results, meta.bookmark
 
@@ -244,20 +281,29 @@ class ShimStub(Stub):
         return QueryIterator(self, Msg.GET_HISTORY_FOR_KEY, request, _decode_modification)
 
     async def _get_private_data_hash(self, collection: str, key: str) -> bytes:
-        return await self._call(Msg.GET_PRIVATE_DATA_HASH,
-                                chaincode_shim_pb2.GetState(key=key, collection=collection))
+        return await self._call(
+            Msg.GET_PRIVATE_DATA_HASH, chaincode_shim_pb2.GetState(key=key, collection=collection)
+        )
 
     async def _get_state_metadata(self, collection: str, key: str) -> dict[str, bytes]:
-        raw = await self._call(Msg.GET_STATE_METADATA,
-                               chaincode_shim_pb2.GetStateMetadata(key=key, collection=collection))
+        raw = await self._call(
+            Msg.GET_STATE_METADATA,
+            chaincode_shim_pb2.GetStateMetadata(key=key, collection=collection),
+        )
         result = chaincode_shim_pb2.StateMetadataResult.FromString(raw)
         return {entry.metakey: entry.value for entry in result.entries}
 
-    async def _put_state_metadata(self, collection: str, key: str, metakey: str,
-                                  value: bytes) -> None:
-        await self._call(Msg.PUT_STATE_METADATA, chaincode_shim_pb2.PutStateMetadata(
-            key=key, collection=collection,
-            metadata=chaincode_shim_pb2.StateMetadata(metakey=metakey, value=value)))
+    async def _put_state_metadata(
+        self, collection: str, key: str, metakey: str, value: bytes
+    ) -> None:
+        await self._call(
+            Msg.PUT_STATE_METADATA,
+            chaincode_shim_pb2.PutStateMetadata(
+                key=key,
+                collection=collection,
+                metadata=chaincode_shim_pb2.StateMetadata(metakey=metakey, value=value),
+            ),
+        )
 
 
 class QueryIterator:
@@ -310,6 +356,7 @@ def _decode_modification(raw: bytes) -> KeyModification:
         tx_id=mod.tx_id,
         value=mod.value,
         timestamp=mod.timestamp.ToDatetime(tzinfo=datetime.UTC)
-        if mod.HasField("timestamp") else None,
+        if mod.HasField("timestamp")
+        else None,
         is_delete=mod.is_delete,
     )

@@ -208,8 +208,7 @@ class Stub(abc.ABC):
     async def _del_state(self, collection: str, key: str) -> None: ...
 
     @abc.abstractmethod
-    def _range(self, collection: str, start: str, end: str) -> AsyncIterator[tuple[str, bytes]]:
-        ...
+    def _range(self, collection: str, start: str, end: str) -> AsyncIterator[tuple[str, bytes]]: ...
 
     @abc.abstractmethod
     async def _range_page(

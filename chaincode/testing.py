@@ -91,8 +91,9 @@ async def invoke(
         channel_id=channel_id,
         tx_id=tx_id,
         chaincode_input=chaincode_input,
-        signed_proposal=_signed_proposal(chaincode_input, channel_id, tx_id, creator, nonce,
-                                         timestamp, transient or {}),
+        signed_proposal=_signed_proposal(
+            chaincode_input, channel_id, tx_id, creator, nonce, timestamp, transient or {}
+        ),
     )
     response = await router.execute(stub)
     rwset = stub.rwset()
@@ -100,8 +101,9 @@ async def invoke(
         commit = response.status < 400 and _tag(router, function) == "submit"
     if commit:
         ledger.commit(rwset, tx_id=tx_id, timestamp=timestamp)
-    return InvokeResult(response.status, response.message, response.payload, stub.event, rwset,
-                        tx_id)
+    return InvokeResult(
+        response.status, response.message, response.payload, stub.event, rwset, tx_id
+    )
 
 
 def fake_identity(
@@ -117,10 +119,12 @@ def fake_identity(
     ``ClientIdentity.attribute``). No peer would accept it; contracts under test do.
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-        x509.NameAttribute(NameOID.COMMON_NAME, name),
-    ])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -132,8 +136,9 @@ def fake_identity(
     )
     if attributes:
         value = json.dumps({"attrs": dict(attributes)}).encode()
-        builder = builder.add_extension(x509.UnrecognizedExtension(_ATTRIBUTES_OID, value),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(_ATTRIBUTES_OID, value), critical=False
+        )
     cert = builder.sign(key, hashes.SHA256())
     pem = cert.public_bytes(serialization.Encoding.PEM)
     return identities_pb2.SerializedIdentity(mspid=msp_id, id_bytes=pem).SerializeToString()
@@ -155,20 +160,26 @@ def _tag(router: Router, function: str) -> str | None:
     return tx.tag if tx is not None else None
 
 
-def _signed_proposal(chaincode_input, channel_id, tx_id, creator, nonce, timestamp,
-                     transient) -> proposal_pb2.SignedProposal:
+def _signed_proposal(
+    chaincode_input, channel_id, tx_id, creator, nonce, timestamp, transient
+) -> proposal_pb2.SignedProposal:
     channel_header = common_pb2.ChannelHeader(
-        type=common_pb2.ENDORSER_TRANSACTION, channel_id=channel_id, tx_id=tx_id)
+        type=common_pb2.ENDORSER_TRANSACTION, channel_id=channel_id, tx_id=tx_id
+    )
     channel_header.timestamp.FromDatetime(timestamp)
     header = common_pb2.Header(
         channel_header=channel_header.SerializeToString(),
         signature_header=common_pb2.SignatureHeader(
-            creator=creator, nonce=nonce).SerializeToString(),
+            creator=creator, nonce=nonce
+        ).SerializeToString(),
     )
     spec = chaincode_pb2.ChaincodeInvocationSpec(
-        chaincode_spec=chaincode_pb2.ChaincodeSpec(input=chaincode_input))
+        chaincode_spec=chaincode_pb2.ChaincodeSpec(input=chaincode_input)
+    )
     payload = proposal_pb2.ChaincodeProposalPayload(
-        input=spec.SerializeToString(), TransientMap=dict(transient))
-    proposal = proposal_pb2.Proposal(header=header.SerializeToString(),
-                                     payload=payload.SerializeToString())
+        input=spec.SerializeToString(), TransientMap=dict(transient)
+    )
+    proposal = proposal_pb2.Proposal(
+        header=header.SerializeToString(), payload=payload.SerializeToString()
+    )
     return proposal_pb2.SignedProposal(proposal_bytes=proposal.SerializeToString())

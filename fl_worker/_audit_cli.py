@@ -11,21 +11,27 @@ from pathlib import Path
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from fedfabric.network._cli import add_network_options
 
-    p = sub.add_parser("audit", help="recompute every global model of a task from the ledger",
-                       description="Replay a task from the ledger: recompute each round's "
-                                   "global model from its committed updates, compare it with "
-                                   "the committed one, and list who contributed.")
+    p = sub.add_parser(
+        "audit",
+        help="recompute every global model of a task from the ledger",
+        description="Replay a task from the ledger: recompute each round's "
+        "global model from its committed updates, compare it with "
+        "the committed one, and list who contributed.",
+    )
     add_network_options(p)
     p.add_argument("--task", required=True, help="the task id (see the run's report)")
-    p.add_argument("--model", type=Path, help="also check this model file (e.g. a report's "
-                                              "final_model.bin) against the ledger")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="also check this model file (e.g. a report's final_model.bin) against the ledger",
+    )
     p.add_argument("--org", default=None, help="audit as this organisation (default: first)")
     p.set_defaults(func=main)
 
 
 async def _audit(args: argparse.Namespace) -> int:
     from fedfabric.fl_worker.audit import audit_task, verify_model
-    from fedfabric.fl_worker.devices import Clients
+    from fedfabric.fl_worker.clients import Clients
     from fedfabric.network._cli import open_network
 
     network = open_network(args)
@@ -37,9 +43,11 @@ async def _audit(args: argparse.Namespace) -> int:
         for r in report.rounds:
             mark = "ok  " if r.match else "FAIL"
             contributors = ", ".join(f"{msp} {len(ws)}" for msp, ws in r.contributors.items())
-            print(f"  round {r.round:3d} {mark} committed {(r.committed_digest or '-')[:16]}… "
-                  f"recomputed {(r.recomputed_digest or '-')[:16]}…  updates by {contributors}; "
-                  f"used {len(r.used)}, excluded {len(r.excluded)}")
+            print(
+                f"  round {r.round:3d} {mark} committed {(r.committed_digest or '-')[:16]}… "
+                f"recomputed {(r.recomputed_digest or '-')[:16]}…  updates by {contributors}; "
+                f"used {len(r.used)}, excluded {len(r.excluded)}"
+            )
             for worker, reason in r.excluded:
                 print(f"        excluded {worker}: {reason}")
         for problem in report.problems:
@@ -47,9 +55,11 @@ async def _audit(args: argparse.Namespace) -> int:
         ok = report.ok
         if args.model:
             check = await verify_model(ledger, args.task, args.model)
-            print(f"  model file {args.model}: "
-                  + ("matches" if check.matches else "DOES NOT MATCH")
-                  + f" the ledger's round {check.round} model ({check.reason})")
+            print(
+                f"  model file {args.model}: "
+                + ("matches" if check.matches else "DOES NOT MATCH")
+                + f" the ledger's round {check.round} model ({check.reason})"
+            )
             ok = ok and check.matches
     print("audit passed" if ok else "audit FAILED")
     return 0 if ok else 1

@@ -30,8 +30,12 @@ class Progress:
         self._status.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._status.__exit__(exc_type, exc, tb)
 
     def say(self, message: str) -> None:
@@ -39,8 +43,7 @@ class Progress:
         self._status.update(message)
 
     def _print(self, message: str) -> None:
-        self.console.print(f"[{time.monotonic() - self._started:6.1f}s] {message}",
-                           markup=False)
+        self.console.print(f"[{time.monotonic() - self._started:6.1f}s] {message}", markup=False)
 
     def round(self, outcome: Any) -> None:
         """One committed round: accuracy, loss, and what happened to the updates, by org."""
@@ -61,30 +64,54 @@ class Progress:
             f"round {outcome.round}/{self.config.rounds}: accuracy {acc}  loss {loss}  "
             f"updates submitted {submitted}, committed {accepted}, refused {refused_text}, "
             f"used {len(outcome.used)}, excluded {len(outcome.excluded)}  "
-            f"[{outcome.timings.get('total', 0):.1f}s]")
+            f"[{outcome.timings.get('total', 0):.1f}s]"
+        )
         self._status.update(f"round {outcome.round + 1}/{self.config.rounds}: training")
 
     def summary(self, report: Any) -> None:
         table = Table(title=f"task {report.task}: {len(report.rounds)} rounds")
-        for column in ("round", "accuracy", "no ledger", "committed", "refused", "used",
-                       "excluded", "KB", "s"):
+        for column in (
+            "round",
+            "accuracy",
+            "no ledger",
+            "committed",
+            "refused",
+            "used",
+            "excluded",
+            "KB",
+            "s",
+        ):
             table.add_column(column, justify="right")
         for r in report.rounds:
-            table.add_row(str(r.round), f"{r.accuracy:.3f}",
-                          "-" if r.baseline_accuracy is None else f"{r.baseline_accuracy:.3f}",
-                          str(r.committed), str(r.refused), str(r.used), str(r.excluded),
-                          f"{r.update_bytes / 1024:.1f}", f"{r.seconds:.1f}")
+            table.add_row(
+                str(r.round),
+                f"{r.accuracy:.3f}",
+                "-" if r.baseline_accuracy is None else f"{r.baseline_accuracy:.3f}",
+                str(r.committed),
+                str(r.refused),
+                str(r.used),
+                str(r.excluded),
+                f"{r.update_bytes / 1024:.1f}",
+                f"{r.seconds:.1f}",
+            )
         self._status.stop()
         self.console.print(table)
         led = report.ledger
         self.console.print(
             f"ledger: {led.blocks} blocks, {led.transactions} transactions "
             f"({led.valid_transactions} valid), {led.bytes:,} bytes; updates "
-            f"{led.ledger_update_bytes:,} bytes vs {led.raw_update_bytes:,} raw float32")
-        scores = ", ".join(f"{org} {score:.2f}" for org, score in
-                           report.contribution_scores().items())
+            f"{led.ledger_update_bytes:,} bytes vs {led.raw_update_bytes:,} raw float32"
+        )
+        scores = ", ".join(
+            f"{org} {score:.2f}" for org, score in report.contribution_scores().items()
+        )
         self.console.print(f"contribution scores: {scores}")
-        self.console.print(f"final model {report.final_model_digest[:16]}…; wall time "
-                           f"{report.wall_seconds:.1f}s with the ledger"
-                           + (f", {report.baseline_seconds:.1f}s without"
-                              if report.baseline_seconds is not None else ""))
+        self.console.print(
+            f"final model {report.final_model_digest[:16]}…; wall time "
+            f"{report.wall_seconds:.1f}s with the ledger"
+            + (
+                f", {report.baseline_seconds:.1f}s without"
+                if report.baseline_seconds is not None
+                else ""
+            )
+        )

@@ -22,7 +22,6 @@ All randomness comes from the generator passed in, so attacks are reproducible.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedfabric.fl_worker.task import Dataset
+from fedfabric.chaincode import fl
+from fedfabric.fl_worker.ml import Dataset
 
 Tensors = Mapping[str, np.ndarray]
 
@@ -75,15 +75,10 @@ class Attack:
         return False
 
 
-_REGISTRY: dict[str, type[Attack]] = {}
+ATTACKS: fl.Registry[Attack] = fl.Registry("attack", ValueError)
 
 
-def _register(cls: type[Attack]) -> type[Attack]:
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-@_register
+@ATTACKS.register
 class SignFlip(Attack):
     """Send the honest update reversed (and optionally amplified): ``-scale * delta``."""
 
@@ -93,11 +88,13 @@ class SignFlip(Attack):
         self.scale = _number(self.name, "scale", scale)
 
     def poison_update(self, delta, view, rng):
-        return {k: (-self.scale * np.asarray(v, np.float32)).astype(np.float32)
-                for k, v in delta.items()}
+        return {
+            k: (-self.scale * np.asarray(v, np.float32)).astype(np.float32)
+            for k, v in delta.items()
+        }
 
 
-@_register
+@ATTACKS.register
 class Scaling(Attack):
     """Amplify the update: ``factor * delta`` (a model-replacement style boost)."""
 
@@ -107,11 +104,13 @@ class Scaling(Attack):
         self.factor = _number(self.name, "factor", factor)
 
     def poison_update(self, delta, view, rng):
-        return {k: (self.factor * np.asarray(v, np.float32)).astype(np.float32)
-                for k, v in delta.items()}
+        return {
+            k: (self.factor * np.asarray(v, np.float32)).astype(np.float32)
+            for k, v in delta.items()
+        }
 
 
-@_register
+@ATTACKS.register
 class GaussianNoise(Attack):
     """Add independent N(0, std^2) noise to every coordinate (a faulty or noisy device)."""
 
@@ -129,7 +128,7 @@ class GaussianNoise(Attack):
         }
 
 
-@_register
+@ATTACKS.register
 class LabelFlip(Attack):
     """Train on flipped labels, ``y -> C - 1 - y``; the update itself is sent unchanged."""
 
@@ -139,9 +138,9 @@ class LabelFlip(Attack):
         return Dataset(data.name, data.x, data.num_classes - 1 - data.y, data.num_classes)
 
 
-@_register
+@ATTACKS.register
 class ALIE(Attack):
-    """"A little is enough" (Baruch et al., 2019): per coordinate ``mean - z * std`` of the
+    """ "A little is enough" (Baruch et al., 2019): per coordinate ``mean - z * std`` of the
     honest updates, small enough to pass distance- and median-based defences.
 
     With ``z=None``, ``z = Phi^-1((n - s) / n)`` with ``s = floor(n / 2 + 1) - m`` for `n`
@@ -177,7 +176,7 @@ class ALIE(Attack):
         return out
 
 
-@_register
+@ATTACKS.register
 class NonFinite(Attack):
     """Put NaN or +/-inf into a `fraction` of the coordinates (at least one per tensor)."""
 
@@ -204,7 +203,7 @@ class NonFinite(Attack):
 
 def attack_names() -> tuple[str, ...]:
     """The names `make_attack` accepts, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return ATTACKS.names()
 
 
 def make_attack(name: str, **params: Any) -> Attack:
@@ -213,21 +212,15 @@ def make_attack(name: str, **params: Any) -> Attack:
     Raises ValueError for an unknown name (listing the valid ones) or unknown or bad
     parameters (naming them).
     """
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ValueError(f"unknown attack {name!r}; valid names: {', '.join(attack_names())}")
-    accepted = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "args",
-                                                                         "kwargs"})
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(f"attack {name!r} got unknown parameters {unknown}; accepted: {accepted}")
-    return cls(**params)
+    return ATTACKS.make(name, params)
 
 
 def malicious_count(n_workers: int, fraction: float) -> int:
     """How many of `n_workers` a malicious `fraction` means: rounded to nearest, half down."""
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not (
-        0 <= fraction <= 1
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not (0 <= fraction <= 1)
     ):
         raise ValueError(f"malicious fraction must be in [0, 1], got {fraction!r}")
     if n_workers < 0:

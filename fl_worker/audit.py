@@ -83,8 +83,9 @@ class ModelCheck:
     reason: str
 
 
-async def _fetch_all(ledger: Ledger, task: str, audit: Mapping[str, Any], concurrency: int
-                     ) -> tuple[dict[int, bytes], dict[tuple[int, str], bytes]]:
+async def _fetch_all(
+    ledger: Ledger, task: str, audit: Mapping[str, Any], concurrency: int
+) -> tuple[dict[int, bytes], dict[tuple[int, str], bytes]]:
     slots = asyncio.Semaphore(concurrency)
 
     async def fetch(call: Any) -> bytes:
@@ -95,30 +96,11 @@ async def _fetch_all(ledger: Ledger, task: str, audit: Mapping[str, Any], concur
     update_keys = [(e["round"], u["worker"]) for e in audit["rounds"] for u in e["updates"]]
     blobs = await asyncio.gather(
         *(fetch(lambda r=r: ledger.global_model(task, r)) for r in model_rounds),
-        *(fetch(lambda k=k: ledger.update(task, k[0], k[1])) for k in update_keys))
+        *(fetch(lambda k=k: ledger.update(task, k[0], k[1])) for k in update_keys),
+    )
     models = dict(zip(model_rounds, blobs[: len(model_rounds)], strict=True))
-    updates = dict(zip(update_keys, blobs[len(model_rounds):], strict=True))
+    updates = dict(zip(update_keys, blobs[len(model_rounds) :], strict=True))
     return models, updates
-
-
-def _recompute(audit: Mapping[str, Any], models: Mapping[int, bytes],
-               updates: Mapping[tuple[int, str], bytes]) -> tuple[list[str], dict[int, str]]:
-    """`verify_audit`'s problems, and each aggregated round's recomputed model digest."""
-    problems = fl.verify_audit(audit, models, updates)
-    spec = fl.TaskSpec.from_json(audit["task"]["spec"])
-    digests: dict[int, str] = {}
-    for entry in audit["rounds"]:
-        round_no = entry["round"]
-        base = models.get(round_no - 1)
-        if not entry["aggregate"] or base is None:
-            continue
-        submissions = [(u, updates.get((round_no, u["worker"]), b"")) for u in entry["updates"]]
-        try:
-            model, _ = fl.aggregate_round(spec, base, submissions)
-        except fl.FLError:
-            continue
-        digests[round_no] = fl.read_header(model)["content_digest"]
-    return problems, digests
 
 
 async def audit_task(ledger: Ledger, task: str, *, concurrency: int = 16) -> AuditReport:
@@ -129,7 +111,7 @@ async def audit_task(ledger: Ledger, task: str, *, concurrency: int = 16) -> Aud
     """
     audit = await ledger.audit(task)
     models, updates = await _fetch_all(ledger, task, audit, concurrency)
-    problems, recomputed = await asyncio.to_thread(_recompute, audit, models, updates)
+    problems, recomputed = await asyncio.to_thread(fl.recompute_audit, audit, models, updates)
     rounds = []
     for entry in audit["rounds"]:
         round_no, aggregate = entry["round"], entry["aggregate"] or {}
@@ -139,23 +121,25 @@ async def audit_task(ledger: Ledger, task: str, *, concurrency: int = 16) -> Aud
         contributors: dict[str, list[str]] = {}
         for u in entry["updates"]:
             contributors.setdefault(u["msp_id"], []).append(u["worker"])
-        rounds.append(RoundAudit(
-            round=round_no,
-            status=entry["state"]["status"],
-            committed_digest=committed,
-            recomputed_digest=recomputed.get(round_no),
-            match=committed is not None and committed == recomputed.get(round_no),
-            contributors={m: tuple(w) for m, w in sorted(contributors.items())},
-            used=tuple(aggregate.get("used", ())),
-            excluded=tuple((e["id"], e["reason"]) for e in aggregate.get("excluded", ())),
-            update_bytes=sum(int(u.get("size", 0)) for u in entry["updates"]),
-        ))
-    return AuditReport(task, tuple(rounds), tuple(problems),
-                       audit["task"]["initial_model_digest"])
+        rounds.append(
+            RoundAudit(
+                round=round_no,
+                status=entry["state"]["status"],
+                committed_digest=committed,
+                recomputed_digest=recomputed.get(round_no),
+                match=committed is not None and committed == recomputed.get(round_no),
+                contributors={m: tuple(w) for m, w in sorted(contributors.items())},
+                used=tuple(aggregate.get("used", ())),
+                excluded=tuple((e["id"], e["reason"]) for e in aggregate.get("excluded", ())),
+                update_bytes=sum(int(u.get("size", 0)) for u in entry["updates"]),
+            )
+        )
+    return AuditReport(task, tuple(rounds), tuple(problems), audit["task"]["initial_model_digest"])
 
 
-async def verify_model(ledger: Ledger, task: str, model: bytes | str | os.PathLike[str], *,
-                       round_no: int | None = None) -> ModelCheck:
+async def verify_model(
+    ledger: Ledger, task: str, model: bytes | str | os.PathLike[str], *, round_no: int | None = None
+) -> ModelCheck:
     """Compare a claimed model (encoded bytes, or a file of them) with the ledger's.
 
     `round_no` defaults to the last round with a committed aggregate (0: the initial

@@ -11,8 +11,9 @@ from fedfabric.network import _cli as network_cli
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fedfabric",
-                                description="Federated learning on a Hyperledger Fabric ledger.")
+    p = argparse.ArgumentParser(
+        prog="fedfabric", description="Federated learning on a Hyperledger Fabric ledger."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     network_cli.add_parser(sub)
     run.add_parser(sub)

@@ -215,13 +215,6 @@ class RunConfig:
                 f"but the run has {self.num_workers} workers",
             )
 
-    @property
-    def round_minimum(self) -> int:
-        """Updates a round needs before it can be aggregated (`min_updates` or the rule's)."""
-        if self.min_updates is not None:
-            return self.min_updates
-        return self.make_strategy().min_updates
-
     def task_json(
         self,
         task_id: str,
@@ -229,20 +222,23 @@ class RunConfig:
         allowed_orgs: list[str],
         *,
         max_update_bytes: int | None = None,
+        strategy: strategies.Strategy | None = None,
     ) -> dict[str, Any]:
         """The ``CreateTask`` JSON for this run (parsed by `fedfabric.chaincode.fl.TaskSpec`).
 
-        `max_update_bytes` defaults to the float32 size of the layout plus headroom.
+        `max_update_bytes` defaults to the float32 size of the layout plus headroom;
+        `strategy` replaces the configured one (a user's own `Strategy`).
         """
+        strategy = strategy or self.make_strategy()
         names = sum(len(n.encode()) + 3 + 4 * len(s) for n, s in layout.tensors)
         return {
             "id": task_id,
             "layout": layout.to_json(),
             "rounds": self.rounds,
-            "min_updates": self.round_minimum,
+            "min_updates": strategy.min_updates if self.min_updates is None else self.min_updates,
             "norm_bound": float(self.norm_bound),
             "max_update_bytes": max_update_bytes or 4 * layout.size + names + 4096,
-            "aggregation": self.make_strategy().aggregation(),
+            "aggregation": strategy.aggregation(),
             "allowed_orgs": list(allowed_orgs),
             "validation_threshold": self.validation_threshold,
         }

@@ -1,18 +1,19 @@
 """The coordinator: an org admin that drives the rounds of one task on the ledger.
 
-A round, as `Coordinator.run_round` runs it::
+A round, as `Coordinator.run_round` runs it (``CreateTask`` opened round 1, each
+``AdvanceRound`` opens the next)::
 
-    OpenRound (only if the ledger says the round is new: round 1, or an old-style round)
+    GetRoundUpdates (once: the round's state, the updates already recorded, its aggregate)
       → every worker trains and submits, concurrently
       → wait for the UpdateSubmitted chaincode event of every accepted update (or a deadline)
-      → AdvanceRound (close, aggregate and open the next round in one transaction; a round
-        found closed is finished with CommitAggregate) → read the new global model
+      → AdvanceRound (aggregate, store the new global model, open the next round: one block)
+      → read the new global model once, for the evaluation and for the next round's workers
       → `RoundOutcome`
 
 Everything is derived from the ledger, never from local files: `resume_point` reads
-``GetAudit`` to find the first round without a committed aggregate and its phase, and
-`run_round` continues a round in whatever phase it finds it (workers whose update is
-already recorded are skipped). Because a round is closed only once *every* worker's update
+``GetAudit`` once to find the first round without a committed aggregate, and `run_round`
+continues a round in whatever phase it finds it (workers whose update is already recorded
+are skipped). Because a round is closed only once *every* worker's update
 is on the ledger (not just ``min_updates``) and each worker trains deterministically from
 (seed, round, worker) and the previous global model, a run interrupted at any point and
 resumed commits the same global models, byte for byte, as an uninterrupted run.
@@ -43,13 +44,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedfabric.chaincode import fl
-from fedfabric.fl_worker import task as ml
-from fedfabric.fl_worker.baseline import Federation
+from fedfabric.fl_worker import ml
+from fedfabric.fl_worker.federation import Federation
 from fedfabric.fl_worker.ledger import Ledger, Refusal, is_transient, refusal
-from fedfabric.fl_worker.worker import FAILED, REFUSED, SKIPPED, Retry, Worker, WorkerResult
+from fedfabric.fl_worker.worker import (
+    FAILED,
+    REFUSED,
+    SKIPPED,
+    Retry,
+    Worker,
+    WorkerResources,
+    WorkerResult,
+)
 from fedfabric.gateway import CommitError, EndorseError, GatewayError
 
-PHASES = ("new", "open", "closed", "aggregated")
+PHASES = ("new", "open", "aggregated")
 
 
 class CoordinatorError(Exception):
@@ -72,8 +81,15 @@ class RoundIncompleteError(CoordinatorError):
     run) continues it; nothing is lost.
     """
 
-    def __init__(self, task: str, round_no: int, reason: str, *, missing: Sequence[str] = (),
-                 results: Sequence[WorkerResult] = ()) -> None:
+    def __init__(
+        self,
+        task: str,
+        round_no: int,
+        reason: str,
+        *,
+        missing: Sequence[str] = (),
+        results: Sequence[WorkerResult] = (),
+    ) -> None:
         super().__init__(f"round {round_no} of task {task!r} cannot close: {reason}")
         self.task = task
         self.round = round_no
@@ -96,7 +112,7 @@ class ResumePoint:
     """Where a task stands on the ledger.
 
     `round` is the first round without a committed aggregate (``rounds + 1`` when `done`),
-    `phase` its state (``new``, ``open`` or ``closed``; ``aggregated`` when done),
+    `phase` its state (``open``; ``aggregated`` when done),
     `updates` the worker ids already recorded in it and `aggregated` the rounds finished.
     """
 
@@ -128,8 +144,8 @@ class RoundOutcome:
     already closed or aggregated on entry, see `phase_on_entry`); `updates` are the round's
     update records on the ledger and `aggregate` the contract's aggregate record (rule,
     used, excluded with reasons, clipped, digests). Worker ids map to names via `names`.
-    `timings` holds seconds per phase: ``open``, ``train_submit``, ``events``,
-    ``aggregate`` (close + aggregate + open next), ``evaluate`` and ``total``.
+    `timings` holds seconds per phase: ``train_submit``, ``events``, ``aggregate``
+    (``AdvanceRound``), ``evaluate`` and ``total``.
     """
 
     task: str
@@ -168,8 +184,11 @@ class RoundOutcome:
     @property
     def refused(self) -> tuple[tuple[str, str, Refusal], ...]:
         """(worker name, org, refusal) of every update refused in this call."""
-        return tuple((r.worker, r.org, r.refusal) for r in self.workers
-                     if r.status == REFUSED and r.refusal is not None)
+        return tuple(
+            (r.worker, r.org, r.refusal)
+            for r in self.workers
+            if r.status == REFUSED and r.refusal is not None
+        )
 
     @property
     def update_bytes(self) -> int:
@@ -217,13 +236,24 @@ class Coordinator:
     round's accepted updates. With `wait_for_all` (the default, needed for byte-identical
     resumes) a round closes only when every worker's update is on the ledger or refused;
     without it, it closes with whatever arrived by the deadline (device experiments).
-    `evaluate` scores each new global model on the federation's test set.
+    `evaluate` scores each new global model on the federation's test set. `resources` are
+    the workers' shared resources: the coordinator puts each new global model there, so the
+    workers of this process never read it from the ledger again.
     """
 
-    def __init__(self, fed: Federation, ledger: Ledger, *, task: str,
-                 allowed_orgs: Sequence[str], event_timeout: float = 120.0,
-                 wait_for_all: bool = True, evaluate: bool = True,
-                 retry: Retry | None = None) -> None:
+    def __init__(
+        self,
+        fed: Federation,
+        ledger: Ledger,
+        *,
+        task: str,
+        allowed_orgs: Sequence[str],
+        event_timeout: float = 120.0,
+        wait_for_all: bool = True,
+        evaluate: bool = True,
+        retry: Retry | None = None,
+        resources: WorkerResources | None = None,
+    ) -> None:
         self.fed = fed
         self.ledger = ledger
         self.task = task
@@ -232,12 +262,16 @@ class Coordinator:
         self.wait_for_all = wait_for_all
         self.evaluate_models = evaluate
         self.retry = retry or Retry()
+        self.resources = resources if resources is not None else WorkerResources()
+        self.spec: fl.TaskSpec | None = None
 
     # -- the task ---------------------------------------------------------------------
 
     def task_json(self) -> dict[str, Any]:
         """The ``CreateTask`` JSON of this run (the model spec included)."""
-        spec = self.fed.config.task_json(self.task, self.fed.layout, list(self.allowed_orgs))
+        spec = self.fed.config.task_json(
+            self.task, self.fed.layout, list(self.allowed_orgs), strategy=self.fed.strategy
+        )
         return {**spec, "model": dict(self.fed.model_spec)}
 
     def initial_model(self) -> bytes:
@@ -253,15 +287,14 @@ class Coordinator:
         wanted = fl.TaskSpec.from_json(self.task_json())
         initial = self.initial_model()
         digest = fl.read_header(initial)["content_digest"]
+        stored = await self._query(lambda: self.ledger.task(self.task))
         created = False
-        if not await self.ledger.task_exists(self.task):
-            try:
-                await self._admin(lambda: self.ledger.create_task(self.task_json(), initial))
-                created = True
-            except EndorseError as exc:
-                if refusal(exc).check != "exists":
-                    raise
-        stored = (await self.ledger.audit(self.task))["task"]
+        if stored is None:
+            stored = await self._admin(
+                lambda: self.ledger.create_task(self.task_json(), initial), done_if=("exists",)
+            )
+            created = bool(stored)
+            stored = stored or await self._query(lambda: self.ledger.task(self.task))
         spec = fl.TaskSpec.from_json(stored["spec"])
         mine, theirs = wanted.to_json(), spec.to_json()
         for key in sorted(set(mine) | set(theirs)):
@@ -269,14 +302,16 @@ class Coordinator:
                 detail = f"ledger has {theirs.get(key)!r}, run has {mine.get(key)!r}"
                 raise TaskMismatchError(self.task, key, detail)
         if stored["initial_model_digest"] != digest:
-            raise TaskMismatchError(self.task, "initial_model",
-                                    "the initial model differs (another seed or model?)")
+            raise TaskMismatchError(
+                self.task, "initial_model", "the initial model differs (another seed or model?)"
+            )
+        self.spec = spec
         return TaskInfo(self.task, created, spec, digest)
 
     async def resume_point(self) -> ResumePoint:
         """Which round to continue, and in which phase, from the ledger (``GetAudit``)."""
-        audit = await self.ledger.audit(self.task)
-        spec = fl.TaskSpec.from_json(audit["task"]["spec"])
+        audit = await self._query(lambda: self.ledger.audit(self.task))
+        spec = self.spec = fl.TaskSpec.from_json(audit["task"]["spec"])
         by_round = {entry["round"]: entry for entry in audit["rounds"]}
         aggregated = 0
         for round_no in range(1, spec.rounds + 1):
@@ -288,28 +323,39 @@ class Coordinator:
             aggregated = round_no
         return ResumePoint(spec.rounds + 1, "aggregated", (), aggregated, True)
 
-    async def evaluate(self, model: bytes) -> tuple[float, float]:
-        """``(loss, accuracy)`` of an encoded global model on the test set (off the loop)."""
+    async def evaluate(self, model: bytes | Mapping[str, Any]) -> tuple[float, float]:
+        """``(loss, accuracy)`` of a global model (encoded, or its tensors) on the test set,
+        off the event loop."""
+
         def run() -> tuple[float, float]:
             net = fl.build_model(self.fed.model_spec)
-            fl.set_weights(net, fl.decode_update(model, self.fed.layout))
+            tensors = (
+                fl.decode_update(model, self.fed.layout) if isinstance(model, bytes) else model
+            )
+            fl.set_weights(net, tensors)
             return ml.evaluate(net, self.fed.partition.test)
 
         return await asyncio.to_thread(run)
 
     # -- rounds -----------------------------------------------------------------------
 
-    async def run(self, workers: Sequence[Worker], *,
-                  on_round: Callable[[RoundOutcome], Any] | None = None) -> list[RoundOutcome]:
+    async def run(
+        self,
+        workers: Sequence[Worker],
+        *,
+        on_round: Callable[[RoundOutcome], Any] | None = None,
+        start: ResumePoint | None = None,
+    ) -> list[RoundOutcome]:
         """Run (or resume) every remaining round of the task; return their outcomes.
 
-        Starts at `resume_point`; `on_round` is called after each round (it may be a
-        coroutine function). Raises `RoundIncompleteError` when a round cannot close.
+        Starts at `start` (default: `resume_point`, read now); `on_round` is called after each
+        round (it may be a coroutine function). Raises `RoundIncompleteError` when a round
+        cannot close.
         """
-        point = await self.resume_point()
-        spec = fl.TaskSpec.from_json((await self.ledger.audit(self.task))["task"]["spec"])
+        point = start or await self.resume_point()
+        assert self.spec is not None  # set by resume_point / create_or_load_task
         outcomes = []
-        for round_no in range(point.round, spec.rounds + 1):
+        for round_no in range(point.round, self.spec.rounds + 1):
             outcome = await self.run_round(round_no, workers)
             outcomes.append(outcome)
             if on_round is not None:
@@ -327,80 +373,103 @@ class Coordinator:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         names = {w.worker_id: w.name for w in workers}
+        # Updates committed before `height` are in the page; later ones arrive as events.
+        height = await self._query(self.ledger.height)
         page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
         entry_phase = page["state"]["status"]
+        if entry_phase == "new":
+            raise RoundIncompleteError(
+                self.task, round_no, "it is not open yet (the round before it has no aggregate)"
+            )
+        records = {u["worker"]: u for u in page["updates"]}
+        aggregate: dict[str, Any] = page.get("aggregate") or {}
         results: tuple[WorkerResult, ...] = ()
         events = 0
-        if entry_phase in ("new", "open"):
-            results, events = await self._collect(round_no, workers, entry_phase, timings)
-        aggregate: dict[str, Any] = {}
-        if entry_phase != "aggregated":
+        if entry_phase == "open":
+            results, events = await self._collect(round_no, workers, height, records, timings)
+            records.update((r.worker_id, r.record) for r in results if r.record is not None)
             t = time.perf_counter()
-            if entry_phase in ("new", "open"):  # one transaction: close, aggregate, open next
-                aggregate = await self._admin(
-                    lambda: self.ledger.advance_round(self.task, round_no),
-                    done_if=("round-state",), round_no=round_no)
-            if not aggregate:  # closed on entry, or another coordinator got there first
-                status = (await self._query(
-                    lambda: self.ledger.round_updates(self.task, round_no)))["state"]["status"]
-                if status == "open":
-                    await self._admin(lambda: self.ledger.close_round(self.task, round_no),
-                                      done_if=("round-state",), round_no=round_no)
-                if status in ("open", "closed"):
-                    aggregate = await self._admin(
-                        lambda: self.ledger.commit_aggregate(self.task, round_no),
-                        done_if=("round-state",))
+            aggregate = await self._admin(
+                lambda: self.ledger.advance_round(self.task, round_no),
+                done_if=("round-state",),
+                round_no=round_no,
+            )
+            if not aggregate:  # an earlier attempt, or another coordinator, advanced it
+                page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+                aggregate = page["aggregate"] or {}
+                records.update((u["worker"], u) for u in page["updates"])
             timings["aggregate"] = time.perf_counter() - t
-        page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
-        if not aggregate.get("model_digest"):
-            aggregate = await self._aggregate_record(round_no)
-        model = await self._query(lambda: self.ledger.global_model(self.task, round_no))
+        model = await self.resources.global_model(
+            self.ledger, self.task, round_no, self.fed.layout, self.retry
+        )
+        if model.digest != aggregate.get("model_digest"):
+            raise CoordinatorError(
+                f"round {round_no} of {self.task!r}: the global model read "
+                f"({model.digest[:16]}…) is not the aggregate's"
+            )
         loss = accuracy = None
         if self.evaluate_models:
             t = time.perf_counter()
-            loss, accuracy = await self.evaluate(model)
+            loss, accuracy = await self.evaluate(model.tensors)
             timings["evaluate"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - started
         return RoundOutcome(
-            task=self.task, round=round_no, phase_on_entry=entry_phase, workers=results,
-            updates=tuple(page["updates"]), aggregate=aggregate, model=model,
-            model_digest=fl.read_header(model)["content_digest"], accuracy=accuracy, loss=loss,
-            timings=timings, events=events, names=names)
+            task=self.task,
+            round=round_no,
+            phase_on_entry=entry_phase,
+            workers=results,
+            updates=tuple(records[w] for w in sorted(records)),
+            aggregate=aggregate,
+            model=model.blob,
+            model_digest=model.digest,
+            accuracy=accuracy,
+            loss=loss,
+            timings=timings,
+            events=events,
+            names=names,
+        )
 
-    async def _collect(self, round_no: int, workers: Sequence[Worker], phase: str,
-                       timings: dict[str, float]) -> tuple[tuple[WorkerResult, ...], int]:
-        """Open the round if new, run the workers, wait for their events; return results."""
-        t = time.perf_counter()
-        if phase == "new":
-            await self._admin(lambda: self.ledger.open_round(self.task, round_no),
-                              done_if=("round-state",))
-        timings["open"] = time.perf_counter() - t
-        # Every update committed before `height` is in the query below; later ones arrive
-        # as events on a stream that starts at `height`.
-        height = await self._query(self.ledger.height)
-        arrived: set[str] = set()
+    async def _collect(
+        self,
+        round_no: int,
+        workers: Sequence[Worker],
+        height: int,
+        known: Mapping[str, Mapping[str, Any]],
+        timings: dict[str, float],
+    ) -> tuple[tuple[WorkerResult, ...], int]:
+        """Run the workers and wait for the events of their accepted updates."""
+        arrived: set[str] = set(known)
         changed = asyncio.Event()
         listener = asyncio.create_task(self._listen(round_no, height, arrived, changed))
         try:
-            page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
-            known = {u["worker"]: u for u in page["updates"]}
-            arrived.update(known)
             t = time.perf_counter()
             gathered = await asyncio.gather(
                 *(w.run_round(self.task, round_no, on_ledger=known) for w in workers),
-                return_exceptions=True)
+                return_exceptions=True,
+            )
             results = tuple(
-                r if isinstance(r, WorkerResult) else WorkerResult(
-                    worker=w.name, org=w.org, worker_id=w.worker_id, round=round_no,
-                    status=FAILED, error=f"{type(r).__name__}: {r}")
-                for w, r in zip(workers, gathered, strict=True))
+                r
+                if isinstance(r, WorkerResult)
+                else WorkerResult(
+                    worker=w.name,
+                    org=w.org,
+                    worker_id=w.worker_id,
+                    round=round_no,
+                    status=FAILED,
+                    error=f"{type(r).__name__}: {r}",
+                )
+                for w, r in zip(workers, gathered, strict=True)
+            )
             timings["train_submit"] = time.perf_counter() - t
             failed = [r for r in results if r.status == FAILED]
             if failed and self.wait_for_all:
                 raise RoundIncompleteError(
-                    self.task, round_no,
+                    self.task,
+                    round_no,
                     "workers failed: " + "; ".join(f"{r.worker}: {r.error}" for r in failed),
-                    missing=[r.worker for r in failed], results=results)
+                    missing=[r.worker for r in failed],
+                    results=results,
+                )
             expected = {r.worker_id for r in results if r.accepted}
             t = time.perf_counter()
             await self._wait(expected, arrived, changed, listener, round_no)
@@ -411,18 +480,22 @@ class Coordinator:
                 missing -= {u["worker"] for u in page["updates"]}
             if missing and self.wait_for_all:
                 raise RoundIncompleteError(
-                    self.task, round_no,
+                    self.task,
+                    round_no,
                     f"{len(missing)} accepted updates are not on the ledger after "
-                    f"{self.event_timeout:g}s", missing=sorted(
-                        r.worker for r in results if r.worker_id in missing), results=results)
+                    f"{self.event_timeout:g}s",
+                    missing=sorted(r.worker for r in results if r.worker_id in missing),
+                    results=results,
+                )
             return results, len(arrived - set(known))
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, GatewayError):
                 await listener
 
-    async def _listen(self, round_no: int, start_block: int, arrived: set[str],
-                      changed: asyncio.Event) -> None:
+    async def _listen(
+        self, round_no: int, start_block: int, arrived: set[str], changed: asyncio.Event
+    ) -> None:
         async with self.ledger.events(start_block=start_block) as stream:
             async for event in stream:
                 if event.event_name != "UpdateSubmitted":
@@ -432,8 +505,14 @@ class Coordinator:
                     arrived.add(payload["worker"])
                     changed.set()
 
-    async def _wait(self, expected: set[str], arrived: set[str], changed: asyncio.Event,
-                    listener: asyncio.Task[None], round_no: int) -> None:
+    async def _wait(
+        self,
+        expected: set[str],
+        arrived: set[str],
+        changed: asyncio.Event,
+        listener: asyncio.Task[None],
+        round_no: int,
+    ) -> None:
         """Until `expected` ⊆ `arrived` or the deadline; poll the ledger if events stop."""
         deadline = time.monotonic() + self.event_timeout
         poll = 0.2
@@ -452,13 +531,6 @@ class Coordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=remaining)
 
-    async def _aggregate_record(self, round_no: int) -> dict[str, Any]:
-        audit = await self._query(lambda: self.ledger.audit(self.task))
-        for entry in audit["rounds"]:
-            if entry["round"] == round_no and entry["aggregate"]:
-                return dict(entry["aggregate"])
-        return {}
-
     async def _query(self, call: Callable[[], Awaitable[Any]]) -> Any:
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -469,8 +541,13 @@ class Coordinator:
             await asyncio.sleep(self.retry.delay(attempt))
         raise AssertionError("unreachable")
 
-    async def _admin(self, call: Callable[[], Awaitable[dict[str, Any]]], *,
-                     done_if: Sequence[str] = (), round_no: int = 0) -> dict[str, Any]:
+    async def _admin(
+        self,
+        call: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        done_if: Sequence[str] = (),
+        round_no: int = 0,
+    ) -> dict[str, Any]:
         """An admin transaction with retries; a refusal in `done_if` means another attempt
         (or coordinator) already did it, and returns ``{}``."""
         for attempt in range(1, self.retry.attempts + 1):

@@ -101,18 +101,16 @@ class Ledger(Protocol):
     @property
     def worker_id(self) -> str: ...
     async def create_task(self, spec: dict[str, Any], initial_model: bytes) -> dict[str, Any]: ...
-    async def open_round(self, task: str, round_no: int) -> dict[str, Any]: ...
-    async def close_round(self, task: str, round_no: int) -> dict[str, Any]: ...
-    async def submit_update(self, task: str, round_no: int, update: bytes,
-                            num_samples: int) -> dict[str, Any]: ...
-    async def commit_aggregate(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def submit_update(
+        self, task: str, round_no: int, update: bytes, num_samples: int
+    ) -> dict[str, Any]: ...
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def task(self, task: str) -> dict[str, Any] | None: ...
     async def global_model(self, task: str, round_no: int) -> bytes: ...
     async def round_updates(self, task: str, round_no: int) -> dict[str, Any]: ...
     async def contributions(self, task: str) -> dict[str, Any]: ...
     async def audit(self, task: str) -> dict[str, Any]: ...
     async def update(self, task: str, round_no: int, worker: str) -> bytes: ...
-    async def task_exists(self, task: str) -> bool: ...
     async def height(self) -> int: ...
     def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]: ...
 
@@ -130,29 +128,19 @@ class _Calls:
         return json.loads(await self._evaluate_raw(name, *args))
 
     async def create_task(self, spec: dict[str, Any], initial_model: bytes) -> dict[str, Any]:
-        """``CreateTask`` (admins only) with the task JSON and the encoded initial model."""
+        """``CreateTask`` (admins only) with the task JSON and the encoded initial model; it
+        opens round 1. Returns the task record."""
         return await self._submit("CreateTask", json.dumps(spec, sort_keys=True), initial_model)
 
-    async def open_round(self, task: str, round_no: int) -> dict[str, Any]:
-        """``OpenRound`` (admins only); returns the round state."""
-        return await self._submit("OpenRound", task, str(round_no))
-
-    async def close_round(self, task: str, round_no: int) -> dict[str, Any]:
-        """``CloseRound`` (admins only); returns the round state with its update list."""
-        return await self._submit("CloseRound", task, str(round_no))
-
-    async def submit_update(self, task: str, round_no: int, update: bytes,
-                            num_samples: int) -> dict[str, Any]:
+    async def submit_update(
+        self, task: str, round_no: int, update: bytes, num_samples: int
+    ) -> dict[str, Any]:
         """``SubmitUpdate`` as this identity; returns the committed update record."""
         return await self._submit("SubmitUpdate", task, str(round_no), update, str(num_samples))
 
-    async def commit_aggregate(self, task: str, round_no: int) -> dict[str, Any]:
-        """``CommitAggregate``; returns the aggregate record (used, excluded, digests)."""
-        return await self._submit("CommitAggregate", task, str(round_no))
-
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]:
-        """``AdvanceRound`` (admins only): close + aggregate + open the next round in one
-        transaction; returns the aggregate record."""
+        """``AdvanceRound`` (admins only): aggregate the open round and open the next one in
+        one transaction; returns the aggregate record (used, excluded, digests)."""
         return await self._submit("AdvanceRound", task, str(round_no))
 
     async def global_model(self, task: str, round_no: int) -> bytes:
@@ -175,22 +163,23 @@ class _Calls:
         """The encoded update `worker` submitted to `round_no`."""
         return await self._evaluate_raw("GetUpdate", task, str(round_no), worker)
 
-    async def task_exists(self, task: str) -> bool:
-        """Whether `task` was created (any other query failure is raised)."""
+    async def task(self, task: str) -> dict[str, Any] | None:
+        """The task record (``GetTask``: spec, creator, initial model digest), None if there
+        is no such task (any other query failure is raised)."""
         try:
-            await self._evaluate_raw("GetContributions", task)
+            return await self._evaluate("GetTask", task)
         except GatewayError as exc:
-            if "not-found" in str(exc):
-                return False
+            if refusal(exc).check == "not-found":
+                return None
             raise
-        return True
 
 
 class FLLedger(_Calls):
     """Calls of the FL contract through a gateway, for one identity (a worker's or an admin's)."""
 
-    def __init__(self, network: Network, chaincode: str = CHAINCODE, *,
-                 identity: Identity | None = None) -> None:
+    def __init__(
+        self, network: Network, chaincode: str = CHAINCODE, *, identity: Identity | None = None
+    ) -> None:
         self.network = network
         self.contract: Contract = network.get_contract(chaincode)
         self.chaincode = chaincode
@@ -272,24 +261,39 @@ class MemoryFL:
                 del self._faults[i]
                 raise error
 
-    async def call(self, creator: bytes, function: str, args: tuple[str | bytes, ...], *,
-                   submit: bool) -> bytes:
+    async def call(
+        self, creator: bytes, function: str, args: tuple[str | bytes, ...], *, submit: bool
+    ) -> bytes:
         msp_id = identities_pb2.SerializedIdentity.FromString(creator).mspid
         self._fault(function, False)
         async with self._lock:
-            result = await invoke(self.contract, f"fl:{function}", *args, creator=creator,
-                                  ledger=self.state, commit=None if submit else False)
+            result = await invoke(
+                self.contract,
+                f"fl:{function}",
+                *args,
+                creator=creator,
+                ledger=self.state,
+                commit=None if submit else False,
+            )
             if result.status >= 400:
-                detail = ErrorDetail(self._address, msp_id,
-                                     f"chaincode response {result.status}, {result.message}")
+                detail = ErrorDetail(
+                    self._address, msp_id, f"chaincode response {result.status}, {result.message}"
+                )
                 error = EndorseError if submit else EvaluateError
-                raise error(result.tx_id, code=grpc.StatusCode.ABORTED,
-                            grpc_message="failed to endorse transaction", details=[detail])
+                raise error(
+                    result.tx_id,
+                    code=grpc.StatusCode.ABORTED,
+                    grpc_message="failed to endorse transaction",
+                    details=[detail],
+                )
             if submit:
                 events = []
                 if result.event is not None:
-                    events.append(ChaincodeEvent(len(self.blocks), result.tx_id, "fl",
-                                                 result.event[0], result.event[1]))
+                    events.append(
+                        ChaincodeEvent(
+                            len(self.blocks), result.tx_id, "fl", result.event[0], result.event[1]
+                        )
+                    )
                 self.blocks.append(events)
         if submit:
             async with self._changed:

@@ -26,7 +26,7 @@ class RoundRow:
     submitted: int
     committed: int
     refused: int
-    refused_by: dict[str, int] = field(default_factory=dict)   # MSP id → refusals
+    refused_by: dict[str, int] = field(default_factory=dict)  # MSP id → refusals
     refusal_reasons: dict[str, int] = field(default_factory=dict)  # check → count
     used: int = 0
     excluded: int = 0
@@ -88,16 +88,42 @@ def write_report(report: Report, folder: Path) -> Path:
 def _write_csv(report: Report, path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["round", "accuracy", "loss", "submitted", "committed", "refused",
-                         "refused_by", "used", "excluded", "update_bytes", "seconds",
-                         "baseline_accuracy", "baseline_seconds"])
+        writer.writerow(
+            [
+                "round",
+                "accuracy",
+                "loss",
+                "submitted",
+                "committed",
+                "refused",
+                "refused_by",
+                "used",
+                "excluded",
+                "update_bytes",
+                "seconds",
+                "baseline_accuracy",
+                "baseline_seconds",
+            ]
+        )
         for r in report.rounds:
             refused_by = ";".join(f"{k}={v}" for k, v in sorted(r.refused_by.items()))
-            writer.writerow([r.round, f"{r.accuracy:.4f}", f"{r.loss:.4f}", r.submitted,
-                             r.committed, r.refused, refused_by, r.used, r.excluded,
-                             r.update_bytes, f"{r.seconds:.2f}",
-                             "" if r.baseline_accuracy is None else f"{r.baseline_accuracy:.4f}",
-                             "" if r.baseline_seconds is None else f"{r.baseline_seconds:.2f}"])
+            writer.writerow(
+                [
+                    r.round,
+                    f"{r.accuracy:.4f}",
+                    f"{r.loss:.4f}",
+                    r.submitted,
+                    r.committed,
+                    r.refused,
+                    refused_by,
+                    r.used,
+                    r.excluded,
+                    r.update_bytes,
+                    f"{r.seconds:.2f}",
+                    "" if r.baseline_accuracy is None else f"{r.baseline_accuracy:.4f}",
+                    "" if r.baseline_seconds is None else f"{r.baseline_seconds:.2f}",
+                ]
+            )
 
 
 def _plot(report: Report, path: Path) -> None:
@@ -108,12 +134,21 @@ def _plot(report: Report, path: Path) -> None:
 
     rounds = [0] + [r.round for r in report.rounds]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    ax.plot(rounds, [report.initial_accuracy] + [r.accuracy for r in report.rounds], "o-",
-            label="on the ledger (endorsed, committed updates)")
+    ax.plot(
+        rounds,
+        [report.initial_accuracy] + [r.accuracy for r in report.rounds],
+        "o-",
+        label="on the ledger (endorsed, committed updates)",
+    )
     base = [r.baseline_accuracy for r in report.rounds]
     if all(b is not None for b in base):
-        ax.plot(rounds, [report.initial_accuracy] + base, "s--", alpha=0.7,
-                label="in memory, no ledger (same seed)")
+        ax.plot(
+            rounds,
+            [report.initial_accuracy] + base,
+            "s--",
+            alpha=0.7,
+            label="in memory, no ledger (same seed)",
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
@@ -127,47 +162,71 @@ def _plot(report: Report, path: Path) -> None:
 
 def _markdown(report: Report) -> str:
     c = report.config
-    lines = [f"# fedfabric run: task `{report.task}`", "",
-             f"{c.get('dataset')} · {c.get('orgs')} orgs × {c.get('workers_per_org')} workers · "
-             f"{c.get('rounds')} rounds · strategy {c.get('strategy')} · "
-             f"attack {c.get('attack') or 'none'} ({c.get('malicious', 0):.0%} malicious) · "
-             f"{c.get('quantization')}/{c.get('compression')} · seed {c.get('seed')}", "",
-             f"Final accuracy **{report.rounds[-1].accuracy:.3f}** on the ledger"
-             + (f", {report.baseline_final_accuracy:.3f} in memory without the ledger"
-                if report.baseline_final_accuracy is not None else "")
-             + f" (initial model {report.initial_accuracy:.3f}).", "",
-             f"Final global model digest `{report.final_model_digest}`; check it with "
-             f"`fedfabric audit --task {report.task} --model final_model.bin`.", "",
-             "## Rounds", "",
-             "| round | accuracy | baseline | loss | submitted | committed | refused (by org) "
-             "| used | excluded | update bytes | s (ledger) | s (baseline) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# fedfabric run: task `{report.task}`",
+        "",
+        f"{c.get('dataset')} · {c.get('orgs')} orgs × {c.get('workers_per_org')} workers · "
+        f"{c.get('rounds')} rounds · strategy {c.get('strategy')} · "
+        f"attack {c.get('attack') or 'none'} ({c.get('malicious', 0):.0%} malicious) · "
+        f"{c.get('quantization')}/{c.get('compression')} · seed {c.get('seed')}",
+        "",
+        f"Final accuracy **{report.rounds[-1].accuracy:.3f}** on the ledger"
+        + (
+            f", {report.baseline_final_accuracy:.3f} in memory without the ledger"
+            if report.baseline_final_accuracy is not None
+            else ""
+        )
+        + f" (initial model {report.initial_accuracy:.3f}).",
+        "",
+        f"Final global model digest `{report.final_model_digest}`; check it with "
+        f"`fedfabric audit --task {report.task} --model final_model.bin`.",
+        "",
+        "## Rounds",
+        "",
+        "| round | accuracy | baseline | loss | submitted | committed | refused (by org) "
+        "| used | excluded | update bytes | s (ledger) | s (baseline) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report.rounds:
         by = ", ".join(f"{k} {v}" for k, v in sorted(r.refused_by.items())) or "-"
         base = "-" if r.baseline_accuracy is None else f"{r.baseline_accuracy:.3f}"
         bsec = "-" if r.baseline_seconds is None else f"{r.baseline_seconds:.2f}"
-        lines.append(f"| {r.round} | {r.accuracy:.3f} | {base} | {r.loss:.3f} | {r.submitted} | "
-                     f"{r.committed} | {r.refused} ({by}) | {r.used} | {r.excluded} | "
-                     f"{r.update_bytes} | {r.seconds:.2f} | {bsec} |")
+        lines.append(
+            f"| {r.round} | {r.accuracy:.3f} | {base} | {r.loss:.3f} | {r.submitted} | "
+            f"{r.committed} | {r.refused} ({by}) | {r.used} | {r.excluded} | "
+            f"{r.update_bytes} | {r.seconds:.2f} | {bsec} |"
+        )
     led = report.ledger
     ratio = led.ledger_update_bytes / led.raw_update_bytes if led.raw_update_bytes else 0.0
-    lines += ["", "## What the ledger added, and what it cost", "",
-              "| figure | value |", "|---|---|",
-              f"| blocks | {led.blocks} |",
-              f"| transactions (valid) | {led.transactions} ({led.valid_transactions}) |",
-              f"| bytes in those blocks | {led.bytes:,} |",
-              f"| update bytes on the ledger vs raw float32 | {led.ledger_update_bytes:,} vs "
-              f"{led.raw_update_bytes:,} ({ratio:.2f}×) |",
-              f"| wall time with the ledger | {report.wall_seconds:.1f} s |"]
+    lines += [
+        "",
+        "## What the ledger added, and what it cost",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| blocks | {led.blocks} |",
+        f"| transactions (valid) | {led.transactions} ({led.valid_transactions}) |",
+        f"| bytes in those blocks | {led.bytes:,} |",
+        f"| update bytes on the ledger vs raw float32 | {led.ledger_update_bytes:,} vs "
+        f"{led.raw_update_bytes:,} ({ratio:.2f}×) |",
+        f"| wall time with the ledger | {report.wall_seconds:.1f} s |",
+    ]
     if report.baseline_seconds is not None:
         lines.append(f"| wall time in memory (same training) | {report.baseline_seconds:.1f} s |")
-    lines += ["", "## Contributions per organisation", "",
-              "| org | updates | samples | used | excluded | score |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Contributions per organisation",
+        "",
+        "| org | updates | samples | used | excluded | score |",
+        "|---|---|---|---|---|---|",
+    ]
     scores = report.contribution_scores()
     for org, counts in sorted(report.contributions.items()):
-        lines.append(f"| {org} | {counts.get('updates', 0)} | {counts.get('samples', 0)} | "
-                     f"{counts.get('used', 0)} | {counts.get('excluded', 0)} | "
-                     f"{scores.get(org, 0.0):.2f} |")
+        lines.append(
+            f"| {org} | {counts.get('updates', 0)} | {counts.get('samples', 0)} | "
+            f"{counts.get('used', 0)} | {counts.get('excluded', 0)} | "
+            f"{scores.get(org, 0.0):.2f} |"
+        )
     if report.malicious:
         lines += ["", f"Malicious workers (experiment): {', '.join(report.malicious)}."]
     lines += ["", "![accuracy per round](accuracy.png)", ""]

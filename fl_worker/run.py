@@ -51,35 +51,49 @@ def task_id(config: RunConfig) -> str:
     return f"{Path(str(config.dataset)).stem}-{digest.hexdigest()[:10]}"
 
 
-async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: Say,
-                  on_round: Callable[[Any], None] | None = None) -> Any:
+async def run_job(
+    config: RunConfig,
+    options: RunOptions,
+    network: Any,
+    *,
+    say: Say,
+    on_round: Callable[[Any], None] | None = None,
+) -> Any:
     """Run (or resume) the job on ``network`` (a `FabricNetwork`); return the `Report`.
 
     Raises `RunError` for anything a user must fix, before any transaction when possible.
     """
-    from fedfabric.fl_worker import baseline as baseline_mod
+    from fedfabric.fl_worker.clients import Clients
     from fedfabric.fl_worker.coordinator import Coordinator, CoordinatorError
-    from fedfabric.fl_worker.devices import Clients
+    from fedfabric.fl_worker.federation import prepare
+    from fedfabric.fl_worker.inmemory import run_in_memory
     from fedfabric.fl_worker.report import Report, write_report
     from fedfabric.fl_worker.worker import WorkerResources
     from fedfabric.network import NetworkError
 
     if config.orgs > len(network.topology.organizations):
-        raise RunError(f"config field 'orgs': {config.orgs} organisations, but the topology has "
-                       f"{len(network.topology.organizations)}")
+        raise RunError(
+            f"config field 'orgs': {config.orgs} organisations, but the topology has "
+            f"{len(network.topology.organizations)}"
+        )
     say(f"preparing data and model ({config.dataset}, {config.num_workers} workers)")
-    fed = await asyncio.to_thread(baseline_mod.prepare, config)
+    fed = await asyncio.to_thread(prepare, config)
     await _network_ready(network, options, say)
     started = time.perf_counter()
     async with Clients(network) as clients:
         orgs = clients.org_names(config.orgs)
         admin = await clients.admin_ledger(orgs[0])
         task = options.task or await _default_task(admin, task_id(config), options.resume)
-        coordinator = Coordinator(fed, admin, task=task, allowed_orgs=clients.msp_ids(config.orgs))
-        exists = await admin.task_exists(task)
+        resources = WorkerResources(train_concurrency=2)
+        coordinator = Coordinator(
+            fed, admin, task=task, allowed_orgs=clients.msp_ids(config.orgs), resources=resources
+        )
+        exists = await admin.task(task) is not None
         if exists and not options.resume:
-            raise RunError(f"task {task!r} already exists on the ledger; continue it with "
-                           "--resume, or start another with --task NAME")
+            raise RunError(
+                f"task {task!r} already exists on the ledger; continue it with "
+                "--resume, or start another with --task NAME"
+            )
         if options.resume and not exists:
             raise RunError(f"nothing to resume: task {task!r} is not on the ledger")
         info = await coordinator.create_or_load_task()
@@ -91,10 +105,10 @@ async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: 
         else:
             say(f"task {task}: resuming at round {point.round} ({point.phase})")
         h0 = await admin.height()
-        resources = WorkerResources(train_concurrency=2)
         if options.devices_per_org:
-            workers = await clients.device_workers(fed, options.devices_per_org,
-                                                   resources=resources)
+            workers = await clients.device_workers(
+                fed, options.devices_per_org, resources=resources
+            )
         else:
             workers = await clients.federation_workers(fed, resources=resources)
         outcomes = {}
@@ -105,37 +119,52 @@ async def run_job(config: RunConfig, options: RunOptions, network: Any, *, say: 
                 on_round(outcome)
 
         try:
-            await coordinator.run(workers, on_round=remember)
+            await coordinator.run(workers, on_round=remember, start=point)
         except NetworkError as exc:
             raise RunError(str(exc)) from exc
         except CoordinatorError as exc:
             hint = ""
             if "min-updates" in str(exc):
-                hint = (f" (the strategy {config.strategy} needs {fed.strategy.min_updates} "
-                        "updates a round; refused updates do not count: choose smaller "
-                        "strategy parameters or fewer attackers)")
-            raise RunError(f"{exc}{hint}; the round stays open on the ledger: fix the cause "
-                           "and run again with --resume") from exc
+                hint = (
+                    f" (the strategy {config.strategy} needs {fed.strategy.min_updates} "
+                    "updates a round; refused updates do not count: choose smaller "
+                    "strategy parameters or fewer attackers)"
+                )
+            raise RunError(
+                f"{exc}{hint}; the round stays open on the ledger: fix the cause "
+                "and run again with --resume"
+            ) from exc
         wall = time.perf_counter() - started
         rounds = await _rows(coordinator, admin, task, outcomes)
         figures = await _ledger_figures(admin, h0, rounds, fed)
         contributions = (await admin.contributions(task))["orgs"]
         final = await admin.global_model(task, config.rounds)
+        same_admin, same_workers = await clients.creators(config)
     base = base_seconds = None
     if options.baseline and not options.devices_per_org:
         say("the same run in memory, without the ledger (same seed)")
         t = time.perf_counter()
-        base = await asyncio.to_thread(baseline_mod.run_baseline, config)
+        base = await run_in_memory(config, admin=same_admin, workers=same_workers)
         base_seconds = time.perf_counter() - t
-        rounds = [_with_baseline(r, base.rounds[r.round - 1], base_seconds / config.rounds)
-                  for r in rounds]
+        rounds = [
+            _with_baseline(r, base.rounds[r.round - 1], base_seconds / config.rounds)
+            for r in rounds
+        ]
     initial_loss, initial_accuracy = await coordinator.evaluate(coordinator.initial_model())
     report = Report(
-        task=task, config=config.to_dict(), initial_accuracy=initial_accuracy, rounds=rounds,
-        ledger=figures, contributions=contributions, final_model=final,
+        task=task,
+        config=config.to_dict(),
+        initial_accuracy=initial_accuracy,
+        rounds=rounds,
+        ledger=figures,
+        contributions=contributions,
+        final_model=final,
         final_model_digest=fl.read_header(final)["content_digest"],
-        baseline_final_accuracy=base.final_accuracy if base else None, wall_seconds=wall,
-        baseline_seconds=base_seconds, malicious=base.malicious if base else ())
+        baseline_final_accuracy=base.final_accuracy if base else None,
+        wall_seconds=wall,
+        baseline_seconds=base_seconds,
+        malicious=base.malicious if base else (),
+    )
     folder = options.report_dir or Path("fedfabric-report") / task
     path = write_report(report, folder)
     say(f"report: {path}")
@@ -148,7 +177,7 @@ async def _default_task(admin: Any, base: str, resume: bool) -> str:
     latest, n = None, 1
     while True:
         candidate = base if n == 1 else f"{base}-{n}"
-        if not await admin.task_exists(candidate):
+        if await admin.task(candidate) is None:
             return (latest or candidate) if resume else candidate
         latest, n = candidate, n + 1
 
@@ -166,9 +195,11 @@ async def _network_ready(network: Any, options: RunOptions, say: Say) -> None:
     running = [n for n in await network.status() if n.running and n.kind != "chaincode"]
     if not options.bring_up:
         if not running:
-            raise RunError(f"network {network.topology.name} is not running (state "
-                           f"{network.layout.root}); start it with `fedfabric network up` or "
-                           "drop --no-up")
+            raise RunError(
+                f"network {network.topology.name} is not running (state "
+                f"{network.layout.root}); start it with `fedfabric network up` or "
+                "drop --no-up"
+            )
     else:
         await network.up(say)
     try:
@@ -201,13 +232,22 @@ async def _rows(coordinator: Any, admin: Any, task: str, outcomes: dict[int, Any
                     refused_by[org] = refused_by.get(org, 0) + 1
                 reasons[refusal.check] = reasons.get(refusal.check, 0) + 1
             submitted = sum(s.submitted for s in outcome.per_org.values()) or submitted
-        rows.append(RoundRow(
-            round=r, accuracy=accuracy, loss=loss, submitted=submitted,
-            committed=len(entry["updates"]), refused=sum(reasons.values()),
-            refused_by=refused_by, refusal_reasons=reasons,
-            used=len(aggregate.get("used", ())), excluded=len(aggregate.get("excluded", ())),
-            update_bytes=sum(int(u.get("size", 0)) for u in entry["updates"]),
-            seconds=outcome.timings.get("total", 0.0) if outcome else 0.0))
+        rows.append(
+            RoundRow(
+                round=r,
+                accuracy=accuracy,
+                loss=loss,
+                submitted=submitted,
+                committed=len(entry["updates"]),
+                refused=sum(reasons.values()),
+                refused_by=refused_by,
+                refusal_reasons=reasons,
+                used=len(aggregate.get("used", ())),
+                excluded=len(aggregate.get("excluded", ())),
+                update_bytes=sum(int(u.get("size", 0)) for u in entry["updates"]),
+                seconds=outcome.timings.get("total", 0.0) if outcome else 0.0,
+            )
+        )
     return rows
 
 
@@ -238,8 +278,14 @@ async def _ledger_figures(admin: Any, start: int, rows: list[Any], fed: Any) -> 
                     break
     params = sum(math.prod(shape) for _, shape in fed.layout.tensors)
     committed = sum(r.committed for r in rows)
-    return LedgerFigures(blocks, txs, valid, size, raw_update_bytes=committed * params * 4,
-                         ledger_update_bytes=sum(r.update_bytes for r in rows))
+    return LedgerFigures(
+        blocks,
+        txs,
+        valid,
+        size,
+        raw_update_bytes=committed * params * 4,
+        ledger_update_bytes=sum(r.update_bytes for r in rows),
+    )
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -248,8 +294,11 @@ async def _ledger_figures(admin: Any, start: int, rows: list[Any], fed: Any) -> 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from fedfabric.network._cli import add_network_options
 
-    p = sub.add_parser("run", help="run federated learning on the ledger and write a report",
-                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = sub.add_parser(
+        "run",
+        help="run federated learning on the ledger and write a report",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
     add_network_options(p)
     p.add_argument("--config", type=Path, help="YAML file with any RunConfig settings")
     p.add_argument("--dataset", help="digits | breast_cancer | path to .npz / .csv")
@@ -259,23 +308,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--alpha", type=float, help="Dirichlet(alpha) non-IID split (default IID)")
-    p.add_argument("--strategy", help="fedavg | fedprox | median | trimmed-mean | krum | "
-                                      "multi-krum (or a registered one)")
-    p.add_argument("--strategy-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a parameter of the strategy, e.g. f=2 (repeatable)")
+    p.add_argument(
+        "--strategy",
+        help="fedavg | fedprox | median | trimmed-mean | krum | multi-krum (or a registered one)",
+    )
+    p.add_argument(
+        "--strategy-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the strategy, e.g. f=2 (repeatable)",
+    )
     p.add_argument("--attack", help="sign_flip | scaling | gaussian | label_flip | alie | nan")
     p.add_argument("--malicious", type=float, help="fraction of attacking workers (0..1)")
     p.add_argument("--quantization", choices=["float32", "fp16", "int8"])
     p.add_argument("--compression", choices=["none", "zlib"])
-    p.add_argument("--devices", type=int, metavar="N",
-                   help="device mode: N simulated devices per org, each its own identity")
+    p.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="device mode: N simulated devices per org, each its own identity",
+    )
     p.add_argument("--task", help="task id on the ledger (default: from the settings)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run of the same settings from the ledger")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="skip the comparison run without the ledger")
-    p.add_argument("--no-up", action="store_true",
-                   help="use the running network; fail if it is not running")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same settings from the ledger",
+    )
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the comparison run without the ledger"
+    )
+    p.add_argument(
+        "--no-up", action="store_true", help="use the running network; fail if it is not running"
+    )
     p.add_argument("--report", type=Path, help="report folder (default fedfabric-report/TASK)")
     p.set_defaults(func=main)
 
@@ -284,11 +349,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of the CLI: the config file (if any), then the flags on top."""
     config = RunConfig.from_yaml(args.config) if args.config else RunConfig()
     changes: dict[str, Any] = {}
-    for flag, key in [("dataset", "dataset"), ("rounds", "rounds"), ("orgs", "orgs"),
-                      ("workers_per_org", "workers_per_org"), ("epochs", "epochs"),
-                      ("seed", "seed"), ("alpha", "alpha"), ("strategy", "strategy"),
-                      ("attack", "attack"), ("malicious", "malicious"),
-                      ("quantization", "quantization"), ("compression", "compression")]:
+    for flag, key in [
+        ("dataset", "dataset"),
+        ("rounds", "rounds"),
+        ("orgs", "orgs"),
+        ("workers_per_org", "workers_per_org"),
+        ("epochs", "epochs"),
+        ("seed", "seed"),
+        ("alpha", "alpha"),
+        ("strategy", "strategy"),
+        ("attack", "attack"),
+        ("malicious", "malicious"),
+        ("quantization", "quantization"),
+        ("compression", "compression"),
+    ]:
         value = getattr(args, flag)
         if value is not None:
             changes[key] = value
@@ -326,15 +400,21 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, NetworkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = RunOptions(task=args.task, resume=args.resume, devices_per_org=args.devices,
-                         baseline=not args.no_baseline, bring_up=not args.no_up,
-                         report_dir=args.report)
+    options = RunOptions(
+        task=args.task,
+        resume=args.resume,
+        devices_per_org=args.devices,
+        baseline=not args.no_baseline,
+        bring_up=not args.no_up,
+        report_dir=args.report,
+    )
     from fedfabric.fl_worker._progress import Progress
 
     with Progress(config) as progress:
         try:
-            report = asyncio.run(run_job(config, options, network, say=progress.say,
-                                         on_round=progress.round))
+            report = asyncio.run(
+                run_job(config, options, network, say=progress.say, on_round=progress.round)
+            )
         except (RunError, ConfigError, NetworkError) as exc:
             progress.say(f"error: {exc}")
             return 1

@@ -7,17 +7,13 @@ same bytes as ``replay``, which the worker recognises as its own earlier success
 update is never counted twice. Transient failures (`fedfabric.fl_worker.ledger.is_transient`)
 are retried with backoff; refusals are reported, not retried.
 
-`FederationTrainer` trains worker ``i`` of a `Federation` exactly as the in-memory baseline
-does (`baseline.local_update`, `baseline.poison_updates`, same seeds), so a ledger run commits
-the baseline's models byte for byte. Workers of one process share a `WorkerResources`
-(global models fetched once per round, deltas computed once, bounded training and
-submissions).
+The trainers of a federation's workers and of simulated devices are in
+`fedfabric.fl_worker.federation`. Workers of one process share a `WorkerResources` (global
+models read once per round, deltas computed once, bounded training and submissions).
 
 Example::
 
-    resources = WorkerResources()
-    workers = [Worker.for_federation(fed, i, ledgers[i], resources=resources)
-               for i in range(fed.config.num_workers)]
+    workers = federation_workers(fed, ledgers, resources=WorkerResources())
     result = await workers[0].run_round("digits", 1)
     assert result.accepted, result.refusal
 """
@@ -27,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +31,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedfabric.chaincode import fl
-from fedfabric.fl_worker.baseline import Federation, local_update, poison_updates
 from fedfabric.fl_worker.ledger import Ledger, Refusal, is_transient, refusal
 from fedfabric.gateway import CommitError, EndorseError, GatewayError
 
@@ -89,67 +83,14 @@ class Trainer(Protocol):
         ...
 
 
-class DeltaCache:
-    """Honest deltas by (round, worker, base model digest), computed once per process.
-
-    Thread-safe: trainers run in worker threads. An attacker that needs the honest updates
-    of its round (ALIE) reads them here instead of training every honest worker again.
-    """
-
-    def __init__(self) -> None:
-        self._values: dict[tuple[int, int, str], tuple[dict[str, np.ndarray], int, float]] = {}
-        self._locks: dict[tuple[int, int, str], threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, fed: Federation, base: Tensors, base_digest: str, round_no: int,
-            worker: int) -> tuple[dict[str, np.ndarray], int, float]:
-        """`baseline.local_update` of `worker`, cached."""
-        key = (round_no, worker, base_digest)
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._values:
-                fit = fed.strategy.fit_config(round_no)
-                self._values[key] = local_update(fed, base, round_no=round_no, worker=worker,
-                                                 fit=fit)
-            return self._values[key]
-
-    def forget_before(self, round_no: int) -> None:
-        """Drop the deltas of rounds before `round_no` (they are never needed again)."""
-        with self._guard:
-            for key in [k for k in self._values if k[0] < round_no]:
-                del self._values[key]
-                self._locks.pop(key, None)
-
-
-class FederationTrainer:
-    """Worker `index` of `fed`, trained exactly like `baseline.run_baseline` trains it."""
-
-    def __init__(self, fed: Federation, index: int, deltas: DeltaCache | None = None) -> None:
-        if not 0 <= index < fed.config.num_workers:
-            raise ValueError(f"worker index {index} is not in 0..{fed.config.num_workers - 1}")
-        self.fed = fed
-        self.index = index
-        self.layout = fed.layout
-        self.deltas = deltas if deltas is not None else DeltaCache()
-
-    def compute(self, base: Tensors, base_digest: str, round_no: int) -> LocalUpdate:
-        fed, index = self.fed, self.index
-        self.deltas.forget_before(round_no)
-        delta, samples, loss = self.deltas.get(fed, base, base_digest, round_no, index)
-        if index in fed.malicious and fed.attack is not None:
-            known = {index: delta}
-            if fed.attack.needs_honest:
-                for i in range(fed.config.num_workers):
-                    if i not in fed.malicious:
-                        known[i] = self.deltas.get(fed, base, base_digest, round_no, i)[0]
-            delta = poison_updates(fed, known, round_no=round_no)[index]
-        return encode(delta, self.layout, fed.config.quantization, fed.config.compression,
-                      samples, loss)
-
-
-def encode(delta: Tensors, layout: fl.Layout, quantization: str, compression: str,
-           samples: int, loss: float) -> LocalUpdate:
+def encode(
+    delta: Tensors,
+    layout: fl.Layout,
+    quantization: str,
+    compression: str,
+    samples: int,
+    loss: float,
+) -> LocalUpdate:
     """Encode `delta` as the contract expects; an encoder refusal becomes `LocalUpdate.error`."""
     try:
         blob = fl.encode_update(delta, layout, quantization=quantization, compression=compression)
@@ -177,26 +118,32 @@ class WorkerResources:
     """
 
     def __init__(self, *, train_concurrency: int = 1, submit_concurrency: int = 64) -> None:
+        from fedfabric.fl_worker.federation import DeltaCache
+
         self.deltas = DeltaCache()
         self.train_slots = asyncio.Semaphore(train_concurrency)
         self.submit_slots = asyncio.Semaphore(submit_concurrency)
         self._models: dict[tuple[str, int], asyncio.Task[GlobalModel]] = {}
 
-    async def global_model(self, ledger: Ledger, task: str, round_no: int,
-                           layout: fl.Layout, retry: Retry) -> GlobalModel:
+    async def global_model(
+        self, ledger: Ledger, task: str, round_no: int, layout: fl.Layout, retry: Retry
+    ) -> GlobalModel:
         """The global model after `round_no`, read once and shared."""
         key = (task, round_no)
-        if key not in self._models or (self._models[key].done()
-                                       and self._models[key].exception() is not None):
+        if key not in self._models or (
+            self._models[key].done() and self._models[key].exception() is not None
+        ):
             for old in [k for k in self._models if k[0] == task and k[1] < round_no - 1]:
                 del self._models[old]
             self._models[key] = asyncio.ensure_future(
-                _read_model(ledger, task, round_no, layout, retry))
+                _read_model(ledger, task, round_no, layout, retry)
+            )
         return await asyncio.shield(self._models[key])
 
 
-async def _read_model(ledger: Ledger, task: str, round_no: int, layout: fl.Layout,
-                      retry: Retry) -> GlobalModel:
+async def _read_model(
+    ledger: Ledger, task: str, round_no: int, layout: fl.Layout, retry: Retry
+) -> GlobalModel:
     blob = await _retrying(retry, lambda: ledger.global_model(task, round_no))
     tensors = await asyncio.to_thread(fl.decode_update, blob, layout)
     return GlobalModel(round_no, blob, tensors, fl.read_header(blob)["content_digest"])
@@ -248,11 +195,18 @@ class Worker:
     """One client identity (its `Ledger`) and its local training (its `Trainer`).
 
     Build one per worker of a federation with `Worker.for_federation`; device fleets build
-    theirs with a small trainer (`fedfabric.fl_worker.devices`).
+    theirs with a small trainer (`fedfabric.fl_worker.clients`).
     """
 
-    def __init__(self, name: str, ledger: Ledger, trainer: Trainer, *,
-                 resources: WorkerResources | None = None, retry: Retry | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        ledger: Ledger,
+        trainer: Trainer,
+        *,
+        resources: WorkerResources | None = None,
+        retry: Retry | None = None,
+    ) -> None:
         self.name = name
         self.ledger = ledger
         self.trainer = trainer
@@ -261,20 +215,12 @@ class Worker:
         self.org = ledger.msp_id
         self.worker_id = ledger.worker_id
 
-    @classmethod
-    def for_federation(cls, fed: Federation, index: int, ledger: Ledger, *,
-                       resources: WorkerResources | None = None,
-                       retry: Retry | None = None) -> Worker:
-        """Worker `index` of `fed` (named like the baseline's ``org<k>-worker<j>``)."""
-        resources = resources if resources is not None else WorkerResources()
-        trainer = FederationTrainer(fed, index, resources.deltas)
-        return cls(fed.worker_name(index), ledger, trainer, resources=resources, retry=retry)
-
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, {self.worker_id[:24]}…)"
 
-    async def run_round(self, task: str, round_no: int, *,
-                        on_ledger: Mapping[str, Mapping[str, Any]] | None = None) -> WorkerResult:
+    async def run_round(
+        self, task: str, round_no: int, *, on_ledger: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> WorkerResult:
         """Train on the global model of round ``round_no - 1`` and submit to `round_no`.
 
         `on_ledger` maps worker ids to the round's update records already on the ledger
@@ -286,31 +232,48 @@ class Worker:
             on_ledger = await self._on_ledger(task, round_no)
         if self.worker_id in on_ledger:
             record = on_ledger[self.worker_id]
-            return self._result(round_no, SKIPPED, record=record,
-                                num_samples=record.get("num_samples", 0),
-                                size=record.get("size", 0))
+            return self._result(
+                round_no,
+                SKIPPED,
+                record=record,
+                num_samples=record.get("num_samples", 0),
+                size=record.get("size", 0),
+            )
         try:
-            base = await self.resources.global_model(self.ledger, task, round_no - 1,
-                                                     self.trainer.layout, self.retry)
+            base = await self.resources.global_model(
+                self.ledger, task, round_no - 1, self.trainer.layout, self.retry
+            )
             started = time.perf_counter()
             async with self.resources.train_slots:
-                local = await asyncio.to_thread(self.trainer.compute, base.tensors, base.digest,
-                                                round_no)
+                local = await asyncio.to_thread(
+                    self.trainer.compute, base.tensors, base.digest, round_no
+                )
             trained = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - reported in the result, never lost
             return self._result(round_no, FAILED, error=f"{type(exc).__name__}: {exc}")
         if local.blob is None:
             error = local.error
             check = error.check if error is not None else "encoding"
-            return self._result(round_no, REFUSED, refusal=Refusal(check, str(error), ()),
-                                num_samples=local.num_samples, train_loss=local.train_loss,
-                                train_seconds=trained)
+            return self._result(
+                round_no,
+                REFUSED,
+                refusal=Refusal(check, str(error), ()),
+                num_samples=local.num_samples,
+                train_loss=local.train_loss,
+                train_seconds=trained,
+            )
         started = time.perf_counter()
         async with self.resources.submit_slots:
             outcome = await self._submit(task, round_no, local)
-        return self._result(round_no, train_loss=local.train_loss, train_seconds=trained,
-                            submit_seconds=time.perf_counter() - started,
-                            num_samples=local.num_samples, size=len(local.blob), **outcome)
+        return self._result(
+            round_no,
+            train_loss=local.train_loss,
+            train_seconds=trained,
+            submit_seconds=time.perf_counter() - started,
+            num_samples=local.num_samples,
+            size=len(local.blob),
+            **outcome,
+        )
 
     async def _on_ledger(self, task: str, round_no: int) -> dict[str, Mapping[str, Any]]:
         page = await _retrying(self.retry, lambda: self.ledger.round_updates(task, round_no))
@@ -320,8 +283,9 @@ class Worker:
         assert local.blob is not None
         for attempt in range(1, self.retry.attempts + 1):
             try:
-                record = await self.ledger.submit_update(task, round_no, local.blob,
-                                                         local.num_samples)
+                record = await self.ledger.submit_update(
+                    task, round_no, local.blob, local.num_samples
+                )
                 return {"status": COMMITTED, "record": record, "attempts": attempt}
             except (GatewayError, CommitError) as exc:
                 if isinstance(exc, EndorseError) and not is_transient(exc):
@@ -334,13 +298,17 @@ class Worker:
                         return {"status": REFUSED, "refusal": refusal(exc), "attempts": attempt}
                     return {"status": FAILED, "error": str(exc), "attempts": attempt}
                 if attempt == self.retry.attempts:
-                    return {"status": FAILED, "error": f"gave up after {attempt} attempts: {exc}",
-                            "attempts": attempt}
+                    return {
+                        "status": FAILED,
+                        "error": f"gave up after {attempt} attempts: {exc}",
+                        "attempts": attempt,
+                    }
             await asyncio.sleep(self.retry.delay(attempt))
         raise AssertionError("unreachable")
 
-    async def _replayed(self, task: str, round_no: int, blob: bytes, refused: Refusal,
-                        attempt: int) -> dict[str, Any]:
+    async def _replayed(
+        self, task: str, round_no: int, blob: bytes, refused: Refusal, attempt: int
+    ) -> dict[str, Any]:
         """A ``replay`` refusal: success if the recorded copy is this worker's own."""
         mine = (await self._on_ledger(task, round_no)).get(self.worker_id)
         if mine is not None and mine["sha256"] == hashlib.sha256(blob).hexdigest():
@@ -348,8 +316,14 @@ class Worker:
         return {"status": REFUSED, "refusal": refused, "attempts": attempt}
 
     def _result(self, round_no: int, status: str, **fields: Any) -> WorkerResult:
-        return WorkerResult(worker=self.name, org=self.org, worker_id=self.worker_id,
-                            round=round_no, status=status, **fields)
+        return WorkerResult(
+            worker=self.name,
+            org=self.org,
+            worker_id=self.worker_id,
+            round=round_no,
+            status=status,
+            **fields,
+        )
 
 
 __all__ = [
@@ -359,8 +333,6 @@ __all__ = [
     "REFUSED",
     "REPLAYED",
     "SKIPPED",
-    "DeltaCache",
-    "FederationTrainer",
     "GlobalModel",
     "LocalUpdate",
     "Retry",

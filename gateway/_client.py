@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
 import grpc
@@ -53,12 +53,12 @@ class GatewayClient:
 
     def chaincode_events(
         self, request: gateway_pb2.SignedChaincodeEventsRequest
-    ) -> AsyncIterator[gateway_pb2.ChaincodeEventsResponse]:
+    ) -> AsyncGenerator[gateway_pb2.ChaincodeEventsResponse, None]:
         return _stream(self._gateway.ChaincodeEvents(request))
 
     def block_events(
         self, request: common_pb2.Envelope, kind: BlockEventsKind
-    ) -> AsyncIterator[events_pb2.DeliverResponse]:
+    ) -> AsyncGenerator[events_pb2.DeliverResponse, None]:
         method = {
             "block": self._deliver.Deliver,
             "filtered_block": self._deliver.DeliverFiltered,
@@ -67,7 +67,7 @@ class GatewayClient:
         return _stream(method(iter([request])))
 
 
-async def _stream(call: Any) -> AsyncIterator[Any]:
+async def _stream(call: Any) -> AsyncGenerator[Any, None]:
     try:
         async for response in call:
             yield response

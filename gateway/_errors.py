@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from fabric_protos.common import common_pb2
@@ -138,8 +139,14 @@ class CommitError(Exception):
         )
 
 
-def _enum_name(enum: object, number: int) -> str:
+class _EnumType(Protocol):
+    """A generated protobuf enum (``EnumTypeWrapper``), as far as naming a number goes."""
+
+    def Name(self, number: int) -> str: ...
+
+
+def _enum_name(enum: _EnumType, number: int) -> str:
     try:
-        return enum.Name(number)  # type: ignore[attr-defined, no-any-return]
+        return enum.Name(number)
     except ValueError:
         return "UNKNOWN"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # `bytes()` methods shadow the builtin in their class's annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -118,11 +119,11 @@ class ChaincodeEventsRequest:
         signed = gateway_pb2.SignedChaincodeEventsRequest(request=request.SerializeToString())
         return cls(context, signed)
 
-    def bytes(self) -> bytes:
+    def bytes(self) -> builtins.bytes:
         """The serialized ``gateway.SignedChaincodeEventsRequest``."""
         return self._signed.SerializeToString()
 
-    def digest(self) -> bytes:
+    def digest(self) -> builtins.bytes:
         """The hash of the request: what an offline signer signs."""
         return self._context.signing.digest(self._signed.request)
 
@@ -203,11 +204,11 @@ class BlockEventsRequest:
         """Which Deliver stream the request is for."""
         return self._kind
 
-    def bytes(self) -> bytes:
+    def bytes(self) -> builtins.bytes:
         """The serialized ``common.Envelope``."""
         return self._envelope.SerializeToString()
 
-    def digest(self) -> bytes:
+    def digest(self) -> builtins.bytes:
         """The hash of the envelope payload: what an offline signer signs."""
         return self._context.signing.digest(self._envelope.payload)
 

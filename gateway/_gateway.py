@@ -69,7 +69,7 @@ def connect(
         ]
         if server_name_override:
             options.append(("grpc.ssl_target_name_override", server_name_override))
-        channel = grpc.aio.secure_channel(endpoint, credentials, options=options)  # type: ignore[arg-type]
+        channel = grpc.aio.secure_channel(endpoint, credentials, options=options)
     context = Context(
         client=GatewayClient(channel),
         signing=SigningIdentity(identity, signer, hash),

@@ -9,6 +9,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from fabric_protos.msp import identities_pb2
 
 from fedfabric.gateway.signers import Signer, new_private_key_signer
@@ -98,7 +99,7 @@ def load_msp(msp_id: str, msp_dir: str | Path) -> tuple[X509Identity, Signer]:
     raise ValueError(f"{msp / 'keystore'}: no private key matches {certs[0].name}")
 
 
-def _public_bytes(public_key: object) -> bytes:
-    return public_key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+def _public_bytes(public_key: CertificatePublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # `bytes()` methods shadow the builtin in their class's annotations
 from collections.abc import Mapping, Sequence
 
 from fabric_protos.common import common_pb2
@@ -91,15 +92,15 @@ class Proposal:
         """The channel the proposal is addressed to."""
         return self._channel_id
 
-    def bytes(self) -> bytes:
+    def bytes(self) -> builtins.bytes:
         """The serialized ``gateway.ProposedTransaction`` (with its signature, if any)."""
         return self._proposed.SerializeToString()
 
-    def digest(self) -> bytes:
+    def digest(self) -> builtins.bytes:
         """The hash of the proposal bytes: what an offline signer signs."""
         return self._context.signing.digest(self._proposed.proposal.proposal_bytes)
 
-    async def evaluate(self, *, timeout: float | None = None) -> bytes:
+    async def evaluate(self, *, timeout: float | None = None) -> builtins.bytes:
         """Run the proposal on a peer without ordering it; return the chaincode's payload.
 
         Raises ``EvaluateError`` if the peer or the chaincode reports an error.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # `bytes()` methods shadow the builtin in their class's annotations
 from dataclasses import dataclass
 
 from fabric_protos.common import common_pb2
@@ -34,15 +35,15 @@ class Transaction:
         return self._prepared.transaction_id
 
     @property
-    def result(self) -> bytes:
+    def result(self) -> builtins.bytes:
         """The payload the chaincode returned when endorsing the transaction."""
         return self._result
 
-    def bytes(self) -> bytes:
+    def bytes(self) -> builtins.bytes:
         """The serialized ``gateway.PreparedTransaction`` (with its signature, if any)."""
         return self._prepared.SerializeToString()
 
-    def digest(self) -> bytes:
+    def digest(self) -> builtins.bytes:
         """The hash of the envelope payload: what an offline signer signs."""
         return self._context.signing.digest(self._prepared.envelope.payload)
 
@@ -111,11 +112,11 @@ class Commit:
         """The transaction id."""
         return self._request.transaction_id
 
-    def bytes(self) -> bytes:
+    def bytes(self) -> builtins.bytes:
         """The serialized ``gateway.SignedCommitStatusRequest``."""
         return self._signed.SerializeToString()
 
-    def digest(self) -> bytes:
+    def digest(self) -> builtins.bytes:
         """The hash of the commit status request: what an offline signer signs."""
         return self._context.signing.digest(self._signed.request)
 

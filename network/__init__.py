@@ -1,8 +1,8 @@
 """fedfabric.network: one consortium topology file → a running Fabric network.
 
-    >>> topology = load_topology()                   # network/topology.yaml
-    >>> net = open_network(topology, state_dir)      # Fabric's own binaries
-    >>> await net.up(); await net.deploy(["fl"])
+>>> topology = load_topology()                   # network/topology.yaml
+>>> net = open_network(topology, state_dir)      # Fabric's own binaries
+>>> await net.up(); await net.deploy(["fl"])
 """
 
 from fedfabric.network._backend import Backend, Endpoint, IdentityFiles, NodeStatus

@@ -60,8 +60,9 @@ class FabricRelease:
     def missing(self) -> list[str]:
         """The binaries and config files this folder lacks."""
         lacking = [self.tool(t) for t in TOOLS if not os.access(self.tool(t), os.X_OK)]
-        return lacking + [str(self.config_dir / f) for f in CONFIGS
-                          if not (self.config_dir / f).exists()]
+        return lacking + [
+            str(self.config_dir / f) for f in CONFIGS if not (self.config_dir / f).exists()
+        ]
 
     def check(self) -> FabricRelease:
         """Raise `FabricNotInstalledError` unless every binary and config file is present."""
@@ -72,22 +73,26 @@ class FabricRelease:
             raise FabricNotInstalledError(
                 f"FEDFABRIC_FABRIC_HOME={self.home} is not a Fabric release folder (missing: "
                 f"{', '.join(lacking)}); point it at a folder with bin/ and config/, or unset it "
-                f"to use the pinned {PINNED_FABRIC}")
+                f"to use the pinned {PINNED_FABRIC}"
+            )
         raise FabricNotInstalledError(
             f"{PINNED_FABRIC} is not installed in {self.home} (missing: {', '.join(lacking)}); "
             "run scripts/install-fabric, or set FEDFABRIC_FABRIC_HOME to a Fabric release "
-            "folder with bin/ and config/")
+            "folder with bin/ and config/"
+        )
 
     def version(self) -> str:
         """What the release's ``peer version`` reports, e.g. ``3.1.5 (commit 86c1172b)``."""
         self.check()
-        out = subprocess.run([self.tool("peer"), "version"], capture_output=True, text=True,
-                             timeout=30, check=False).stdout
+        out = subprocess.run(
+            [self.tool("peer"), "version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
         version = re.search(r"^\s*Version:\s*(\S+)", out, re.M)
         commit = re.search(r"^\s*Commit SHA:\s*(\S+)", out, re.M)
         if not version:
-            raise FabricNotInstalledError(f"{self.tool('peer')} version printed no version: "
-                                          f"{out.strip()[:200]!r}")
+            raise FabricNotInstalledError(
+                f"{self.tool('peer')} version printed no version: {out.strip()[:200]!r}"
+            )
         return f"{version[1]} (commit {commit[1] if commit else 'unknown'})"
 
     def describe(self) -> str:
@@ -98,8 +103,9 @@ class FabricRelease:
         return f"Fabric {version}, from {self.home}"
 
 
-async def install_fabric(release: FabricRelease,
-                         progress: Callable[[str], None] = print) -> FabricRelease:
+async def install_fabric(
+    release: FabricRelease, progress: Callable[[str], None] = print
+) -> FabricRelease:
     """Make ``release`` usable: build the pinned Fabric into it (``go install``; about a minute
     the first time, instant when present), reporting each step. A folder the user supplied is
     only checked. Raise `FabricNotInstalledError` if that fails."""
@@ -107,8 +113,13 @@ async def install_fabric(release: FabricRelease,
         return release.check()
     env = {k: v for k, v in os.environ.items() if k != "FEDFABRIC_FABRIC_HOME"}
     proc = await asyncio.create_subprocess_exec(
-        "bash", str(INSTALLER), str(release.home), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "bash",
+        str(INSTALLER),
+        str(release.home),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     lines = []
     async for raw in proc.stdout:
@@ -116,8 +127,11 @@ async def install_fabric(release: FabricRelease,
         lines.append(line)
         progress(line)
     if await proc.wait() != 0:
-        reason = next((x for x in reversed(lines) if "error" in x.lower()), lines[-1] if lines
-                      else "no output")
-        raise FabricNotInstalledError(f"installing {PINNED_FABRIC} into {release.home} failed: "
-                                      f"{reason}")
+        reason = next(
+            (x for x in reversed(lines) if "error" in x.lower()),
+            lines[-1] if lines else "no output",
+        )
+        raise FabricNotInstalledError(
+            f"installing {PINNED_FABRIC} into {release.home} failed: {reason}"
+        )
     return release.check()

@@ -20,28 +20,45 @@ ACTIONS = ("up", "down", "status", "logs", "deploy", "clean", "compose")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("network", help="bring the consortium's Fabric network up, down, ...",
-                       description="Manage the consortium network described by a topology file.")
+    p = sub.add_parser(
+        "network",
+        help="bring the consortium's Fabric network up, down, ...",
+        description="Manage the consortium network described by a topology file.",
+    )
     add_network_options(p)
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("names", nargs="*", help="logs: the node; deploy: chaincodes (default all)")
     p.add_argument("--lines", type=int, default=40, help="logs: how many lines (default 40)")
-    p.add_argument("--output", type=Path, default=Path("docker-compose.yaml"),
-                   help="compose: where to write the compose file (default ./docker-compose.yaml)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("docker-compose.yaml"),
+        help="compose: where to write the compose file (default ./docker-compose.yaml)",
+    )
     p.set_defaults(func=main)
 
 
 def add_network_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--topology", type=Path,
-                   default=os.environ.get("FEDFABRIC_TOPOLOGY") or DEFAULT_TOPOLOGY,
-                   help="topology file (default: network/topology.yaml; env FEDFABRIC_TOPOLOGY)")
-    p.add_argument("--state-dir", type=Path, default=os.environ.get("FEDFABRIC_STATE_DIR"),
-                   help="generated state (default: ~/.local/share/fedfabric/<name>; env "
-                        "FEDFABRIC_STATE_DIR)")
-    p.add_argument("--fabric-home", type=Path, default=os.environ.get("FEDFABRIC_FABRIC_HOME"),
-                   help="a Fabric release folder with bin/ and config/, used as it is (default: "
-                        f"the {PINNED_FABRIC} that scripts/install-fabric builds; env "
-                        "FEDFABRIC_FABRIC_HOME)")
+    p.add_argument(
+        "--topology",
+        type=Path,
+        default=os.environ.get("FEDFABRIC_TOPOLOGY") or DEFAULT_TOPOLOGY,
+        help="topology file (default: network/topology.yaml; env FEDFABRIC_TOPOLOGY)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=os.environ.get("FEDFABRIC_STATE_DIR"),
+        help="generated state (default: ~/.local/share/fedfabric/<name>; env FEDFABRIC_STATE_DIR)",
+    )
+    p.add_argument(
+        "--fabric-home",
+        type=Path,
+        default=os.environ.get("FEDFABRIC_FABRIC_HOME"),
+        help="a Fabric release folder with bin/ and config/, used as it is (default: "
+        f"the {PINNED_FABRIC} that scripts/install-fabric builds; env "
+        "FEDFABRIC_FABRIC_HOME)",
+    )
 
 
 def open_network(args: argparse.Namespace, topology: Topology | None = None) -> FabricNetwork:
@@ -86,7 +103,7 @@ async def _run(net: FabricNetwork, args: argparse.Namespace) -> int:
                 print("usage: fedfabric network logs NODE", file=sys.stderr)
                 return 2
             lines = net.log_file(args.names[0]).read_text(errors="replace").splitlines()
-            print("\n".join(lines[-args.lines:]))
+            print("\n".join(lines[-args.lines :]))
         else:
             print(f"{'node':44} {'kind':9} {'state':8} height")
             for n in await net.status():

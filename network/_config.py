@@ -42,8 +42,10 @@ def render_all(topology: Topology, layout: Layout, release_config: Path) -> None
         doc = orderer_yaml(copy.deepcopy(orderer), topology, layout, o)
         _dump(layout.node_dir(o.host) / "orderer.yaml", doc)
     for p in topology.peers:
-        _dump(layout.node_dir(p.host) / "core.yaml", core_yaml(copy.deepcopy(core), topology,
-                                                                layout, p))
+        _dump(
+            layout.node_dir(p.host) / "core.yaml",
+            core_yaml(copy.deepcopy(core), topology, layout, p),
+        )
     _dump(layout.configtx_dir / "configtx.yaml", configtx_yaml(topology, layout))
 
 
@@ -77,16 +79,23 @@ def core_yaml(base: dict[str, Any], topology: Topology, layout: Layout, p: Peer)
     _set(base, "operations.listenAddress", f"{HOST}:{p.operations_port}")
     _set(base, "metrics.provider", "prometheus")
     _set(base, "vm.endpoint", "")
-    _set(base, "chaincode.externalBuilders", [{
-        "name": "fedfabric-ccaas",
-        "path": str(layout.ccaas_builder_dir),
-        "propagateEnvironment": [CCAAS_DIR_ENV],
-    }])
+    _set(
+        base,
+        "chaincode.externalBuilders",
+        [
+            {
+                "name": "fedfabric-ccaas",
+                "path": str(layout.ccaas_builder_dir),
+                "propagateEnvironment": [CCAAS_DIR_ENV],
+            }
+        ],
+    )
     return base
 
 
-def orderer_yaml(base: dict[str, Any], topology: Topology, layout: Layout,
-                 o: Orderer) -> dict[str, Any]:
+def orderer_yaml(
+    base: dict[str, Any], topology: Topology, layout: Layout, o: Orderer
+) -> dict[str, Any]:
     """An orderer's orderer.yaml: release defaults, channel participation, TLS, Raft paths."""
     oo = topology.orderer_org
     node = org_dir(layout.crypto_dir, oo) / "orderers" / o.host
@@ -122,23 +131,29 @@ def configtx_yaml(topology: Topology, layout: Layout) -> dict[str, Any]:
     """The channel definition for ``configtxgen -profile Channel``."""
     oo = topology.orderer_org
     orderer_org = {
-        "Name": oo.msp_id, "ID": oo.msp_id, "MSPDir": str(org_dir(layout.crypto_dir, oo) / "msp"),
+        "Name": oo.msp_id,
+        "ID": oo.msp_id,
+        "MSPDir": str(org_dir(layout.crypto_dir, oo) / "msp"),
         "Policies": _org_policies(oo.msp_id, orderer=True),
         "OrdererEndpoints": [o.address for o in oo.orderers],
     }
     orgs = []
     for org in topology.organizations:
-        orgs.append({
-            "Name": org.msp_id, "ID": org.msp_id,
-            "MSPDir": str(org_dir(layout.crypto_dir, org) / "msp"),
-            "Policies": _org_policies(org.msp_id, orderer=False),
-            "AnchorPeers": [{"Host": HOST, "Port": p.port} for p in org.peers[:1]],
-        })
+        orgs.append(
+            {
+                "Name": org.msp_id,
+                "ID": org.msp_id,
+                "MSPDir": str(org_dir(layout.crypto_dir, org) / "msp"),
+                "Policies": _org_policies(org.msp_id, orderer=False),
+                "AnchorPeers": [{"Host": HOST, "Port": p.port} for p in org.peers[:1]],
+            }
+        )
     consenters = []
     for o in oo.orderers:
         cert = str(org_dir(layout.crypto_dir, oo) / "orderers" / o.host / "tls" / "server.crt")
-        consenters.append({"Host": HOST, "Port": o.port, "ClientTLSCert": cert,
-                           "ServerTLSCert": cert})
+        consenters.append(
+            {"Host": HOST, "Port": o.port, "ClientTLSCert": cert, "ServerTLSCert": cert}
+        )
     meta = {"Type": "ImplicitMeta"}
     c = topology.consensus
     # SnapshotIntervalSize is at most one Raft batch (PreferredMaxBytes). An orderer that starts
@@ -147,34 +162,48 @@ def configtx_yaml(topology: Topology, layout: Layout) -> dict[str, Any]:
     # (the pinned 3.0 snapshot among them) deadlock and the orderer never votes again. With an
     # early snapshot those changes are inside it and never replayed.
     profile = {
-        "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
-                     "Writers": {**meta, "Rule": "ANY Writers"},
-                     "Admins": {**meta, "Rule": "MAJORITY Admins"}},
+        "Policies": {
+            "Readers": {**meta, "Rule": "ANY Readers"},
+            "Writers": {**meta, "Rule": "ANY Writers"},
+            "Admins": {**meta, "Rule": "MAJORITY Admins"},
+        },
         "Capabilities": {"V2_0": True},
         "Orderer": {
             "OrdererType": c.type,
             "BatchTimeout": c.batch_timeout,
-            "BatchSize": {"MaxMessageCount": c.max_message_count,
-                          "AbsoluteMaxBytes": c.absolute_max_bytes,
-                          "PreferredMaxBytes": c.preferred_max_bytes},
-            "EtcdRaft": {"Consenters": consenters,
-                         "Options": {"TickInterval": "500ms", "ElectionTick": 10,
-                                     "HeartbeatTick": 1, "MaxInflightBlocks": 5,
-                                     "SnapshotIntervalSize": c.preferred_max_bytes}},
+            "BatchSize": {
+                "MaxMessageCount": c.max_message_count,
+                "AbsoluteMaxBytes": c.absolute_max_bytes,
+                "PreferredMaxBytes": c.preferred_max_bytes,
+            },
+            "EtcdRaft": {
+                "Consenters": consenters,
+                "Options": {
+                    "TickInterval": "500ms",
+                    "ElectionTick": 10,
+                    "HeartbeatTick": 1,
+                    "MaxInflightBlocks": 5,
+                    "SnapshotIntervalSize": c.preferred_max_bytes,
+                },
+            },
             "Organizations": [orderer_org],
-            "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
-                         "Writers": {**meta, "Rule": "ANY Writers"},
-                         "Admins": {**meta, "Rule": "MAJORITY Admins"},
-                         "BlockValidation": {**meta, "Rule": "ANY Writers"}},
+            "Policies": {
+                "Readers": {**meta, "Rule": "ANY Readers"},
+                "Writers": {**meta, "Rule": "ANY Writers"},
+                "Admins": {**meta, "Rule": "MAJORITY Admins"},
+                "BlockValidation": {**meta, "Rule": "ANY Writers"},
+            },
             "Capabilities": {"V2_0": True},
         },
         "Application": {
             "Organizations": orgs,
-            "Policies": {"Readers": {**meta, "Rule": "ANY Readers"},
-                         "Writers": {**meta, "Rule": "ANY Writers"},
-                         "Admins": {**meta, "Rule": "MAJORITY Admins"},
-                         "LifecycleEndorsement": {**meta, "Rule": "MAJORITY Endorsement"},
-                         "Endorsement": {**meta, "Rule": "MAJORITY Endorsement"}},
+            "Policies": {
+                "Readers": {**meta, "Rule": "ANY Readers"},
+                "Writers": {**meta, "Rule": "ANY Writers"},
+                "Admins": {**meta, "Rule": "MAJORITY Admins"},
+                "LifecycleEndorsement": {**meta, "Rule": "MAJORITY Endorsement"},
+                "Endorsement": {**meta, "Rule": "MAJORITY Endorsement"},
+            },
             "Capabilities": {"V2_5": True},
         },
     }
@@ -190,12 +219,17 @@ def admin_msp(layout: Layout, topology: Topology, org_name: str) -> Path:
 
 def _org_policies(msp_id: str, *, orderer: bool) -> dict[str, Any]:
     sig = "Signature"
-    readers = f"OR('{msp_id}.member')" if orderer else \
-        f"OR('{msp_id}.admin', '{msp_id}.peer', '{msp_id}.client')"
+    readers = (
+        f"OR('{msp_id}.member')"
+        if orderer
+        else f"OR('{msp_id}.admin', '{msp_id}.peer', '{msp_id}.client')"
+    )
     writers = f"OR('{msp_id}.member')" if orderer else f"OR('{msp_id}.admin', '{msp_id}.client')"
-    policies = {"Readers": {"Type": sig, "Rule": readers},
-                "Writers": {"Type": sig, "Rule": writers},
-                "Admins": {"Type": sig, "Rule": f"OR('{msp_id}.admin')"}}
+    policies = {
+        "Readers": {"Type": sig, "Rule": readers},
+        "Writers": {"Type": sig, "Rule": writers},
+        "Admins": {"Type": sig, "Rule": f"OR('{msp_id}.admin')"},
+    }
     if not orderer:
         policies["Endorsement"] = {"Type": sig, "Rule": f"OR('{msp_id}.peer')"}
     return policies
@@ -212,8 +246,9 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         return yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise FileNotFoundError(f"Fabric release config {path} is missing; run "
-                                "scripts/install-fabric") from exc
+        raise FileNotFoundError(
+            f"Fabric release config {path} is missing; run scripts/install-fabric"
+        ) from exc
 
 
 def _dump(path: Path, doc: dict[str, Any]) -> None:

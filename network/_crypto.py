@@ -51,30 +51,56 @@ def generate(topology: Topology, crypto_dir: Path) -> None:
     ca, tlsca = _org_cas(oo, crypto_dir)
     for o in oo.orderers:
         _node(org_dir(crypto_dir, oo) / "orderers" / o.host, oo, o.host, "orderer", ca, tlsca)
-    _node(org_dir(crypto_dir, oo) / "users" / user_name(oo, "Admin"), oo,
-          user_name(oo, "Admin"), "admin", ca, tlsca)
+    _node(
+        org_dir(crypto_dir, oo) / "users" / user_name(oo, "Admin"),
+        oo,
+        user_name(oo, "Admin"),
+        "admin",
+        ca,
+        tlsca,
+    )
     for org in topology.organizations:
         ca, tlsca = _org_cas(org, crypto_dir)
         root = org_dir(crypto_dir, org)
         for p in org.peers:
             _node(root / "peers" / p.host, org, p.host, "peer", ca, tlsca)
-        _node(root / "users" / user_name(org, "Admin"), org, user_name(org, "Admin"), "admin",
-              ca, tlsca)
+        _node(
+            root / "users" / user_name(org, "Admin"),
+            org,
+            user_name(org, "Admin"),
+            "admin",
+            ca,
+            tlsca,
+        )
         for i in range(1, org.users + 1):
             name = user_name(org, f"User{i}")
             _node(root / "users" / name, org, name, "client", ca, tlsca)
 
 
-def issue_identity(crypto_dir: Path, org: Organization, name: str, *, role: str = "client",
-                   not_before: dt.datetime | None = None,
-                   not_after: dt.datetime | None = None) -> Path:
+def issue_identity(
+    crypto_dir: Path,
+    org: Organization,
+    name: str,
+    *,
+    role: str = "client",
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> Path:
     """Issue an extra identity of ``org`` (e.g. an expired one for tests); return its folder."""
     if role not in _NODE_OUS:
         raise ValueError(f"role must be one of {_NODE_OUS}, got {role!r}")
     ca, tlsca = _org_cas(org, crypto_dir)
     folder = org_dir(crypto_dir, org) / "users" / user_name(org, name)
-    _node(folder, org, user_name(org, name), role, ca, tlsca, not_before=not_before,
-          not_after=not_after)
+    _node(
+        folder,
+        org,
+        user_name(org, name),
+        role,
+        ca,
+        tlsca,
+        not_before=not_before,
+        not_after=not_after,
+    )
     return folder
 
 
@@ -107,14 +133,22 @@ def _ensure_ca(folder: Path, cn: str, domain: str) -> _CA:
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + _VALIDITY)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, True, False, False, True, True, False, False),
-                       critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
-                                              ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.KeyUsage(True, False, True, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -133,23 +167,42 @@ def _load_ca(folder: Path) -> _CA:
 def _write_msp_certs(msp: Path, org: Organization | OrdererOrg, ca: _CA, tlsca: _CA) -> None:
     ca_file = f"ca.{org.domain}-cert.pem"
     _write(msp / "cacerts" / ca_file, ca.cert.public_bytes(serialization.Encoding.PEM))
-    _write(msp / "tlscacerts" / f"tlsca.{org.domain}-cert.pem",
-           tlsca.cert.public_bytes(serialization.Encoding.PEM))
+    _write(
+        msp / "tlscacerts" / f"tlsca.{org.domain}-cert.pem",
+        tlsca.cert.public_bytes(serialization.Encoding.PEM),
+    )
     lines = ["NodeOUs:", "  Enable: true"]
     for ou in _NODE_OUS:
-        lines += [f"  {ou.capitalize()}OUIdentifier:", f"    Certificate: cacerts/{ca_file}",
-                  f"    OrganizationalUnitIdentifier: {ou}"]
+        lines += [
+            f"  {ou.capitalize()}OUIdentifier:",
+            f"    Certificate: cacerts/{ca_file}",
+            f"    OrganizationalUnitIdentifier: {ou}",
+        ]
     _write(msp / "config.yaml", ("\n".join(lines) + "\n").encode())
 
 
-def _node(folder: Path, org: Organization | OrdererOrg, cn: str, role: str, ca: _CA, tlsca: _CA,
-          *, not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> None:
+def _node(
+    folder: Path,
+    org: Organization | OrdererOrg,
+    cn: str,
+    role: str,
+    ca: _CA,
+    tlsca: _CA,
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> None:
     msp = folder / "msp"
     _write_msp_certs(msp, org, ca, tlsca)
     if not (msp / "keystore" / "priv_sk").exists():
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(ca, key.public_key(), _name(cn, org=org.domain, ou=role),
-                      not_before=not_before, not_after=not_after)
+        cert = _issue(
+            ca,
+            key.public_key(),
+            _name(cn, org=org.domain, ou=role),
+            not_before=not_before,
+            not_after=not_after,
+        )
         _write(msp / "keystore" / "priv_sk", _key_pem(key))
         _write(msp / "signcerts" / f"{cn}-cert.pem", cert.public_bytes(serialization.Encoding.PEM))
     tls = folder / "tls"
@@ -157,20 +210,34 @@ def _node(folder: Path, org: Organization | OrdererOrg, cn: str, role: str, ca: 
     _write(tls / "ca.crt", tlsca.cert.public_bytes(serialization.Encoding.PEM))
     if not (tls / f"{prefix}.key").exists():
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(tlsca, key.public_key(), _name(cn, org=org.domain), tls_host=cn,
-                      not_before=not_before, not_after=not_after)
+        cert = _issue(
+            tlsca,
+            key.public_key(),
+            _name(cn, org=org.domain),
+            tls_host=cn,
+            not_before=not_before,
+            not_after=not_after,
+        )
         _write(tls / f"{prefix}.key", _key_pem(key))
         _write(tls / f"{prefix}.crt", cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _issue(ca: _CA, public_key: ec.EllipticCurvePublicKey, subject: x509.Name, *,
-           tls_host: str | None = None, not_before: dt.datetime | None = None,
-           not_after: dt.datetime | None = None) -> x509.Certificate:
+def _issue(
+    ca: _CA,
+    public_key: ec.EllipticCurvePublicKey,
+    subject: x509.Name,
+    *,
+    tls_host: str | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(ca.cert.subject).public_key(public_key)
+        .subject_name(subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or now - dt.timedelta(minutes=5))
         .not_valid_after(not_after or now + _VALIDITY)
@@ -181,24 +248,35 @@ def _issue(ca: _CA, public_key: ec.EllipticCurvePublicKey, subject: x509.Name, *
     if tls_host is None:
         builder = builder.add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-            critical=True)
+            critical=True,
+        )
     else:
-        sans = [x509.DNSName(tls_host), x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        sans = [
+            x509.DNSName(tls_host),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
         builder = (
-            builder
-            .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False,
-                                         False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            builder.add_extension(
+                x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         )
     return builder.sign(ca.key, hashes.SHA256())
 
 
 def _name(cn: str, *, org: str | None, ou: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-             x509.NameAttribute(NameOID.LOCALITY_NAME, "Smart City")]
+    attrs = [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(NameOID.LOCALITY_NAME, "Smart City"),
+    ]
     if org:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
     if ou:
@@ -208,8 +286,9 @@ def _name(cn: str, *, org: str | None, ou: str | None = None) -> x509.Name:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: Path, data: bytes) -> None:

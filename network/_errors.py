@@ -1,10 +1,10 @@
 """Errors of `fedfabric.network`.
 
-    NetworkError                  anything that stops a network command
-    ├── TopologyError             the topology file is invalid (names the field)   [_topology]
-    ├── FabricNotInstalledError   Fabric's binaries are missing (run scripts/install-fabric)
-    ├── PortInUseError            a node's port is already bound (names node and port)
-    └── NotRunningError           the command needs a running network
+NetworkError                  anything that stops a network command
+├── TopologyError             the topology file is invalid (names the field)   [_topology]
+├── FabricNotInstalledError   Fabric's binaries are missing (run scripts/install-fabric)
+├── PortInUseError            a node's port is already bound (names node and port)
+└── NotRunningError           the command needs a running network
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class PortInUseError(NetworkError):
     """A port the topology gives to a node is already in use."""
 
     def __init__(self, node: str, purpose: str, port: int) -> None:
-        super().__init__(f"port {port} ({purpose} of {node}) is already in use; stop what uses "
-                         "it or change the port in the topology file")
+        super().__init__(
+            f"port {port} ({purpose} of {node}) is already in use; stop what uses "
+            "it or change the port in the topology file"
+        )
         self.node, self.purpose, self.port = node, purpose, port

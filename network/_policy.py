@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 ROLES = ("member", "admin", "client", "peer", "orderer")
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+)|(?P<name>[A-Za-z]+)|'(?P<principal>[^']*)'|(?P<sym>[(),]))")
+    r"\s*(?:(?P<num>\d+)|(?P<name>[A-Za-z]+)|'(?P<principal>[^']*)'|(?P<sym>[(),]))"
+)
 _PRINCIPAL = re.compile(r"^(?P<msp>[A-Za-z0-9.-]+)\.(?P<role>[a-z]+)$")
 
 

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from fedfabric.network._errors import NetworkError, PortInUseError
@@ -28,17 +28,24 @@ def _reap() -> None:
             del _children[pid]
 
 
-def start(layout: Layout, name: str, argv: Sequence[str], env: Mapping[str, str],
-          cwd: Path | None = None) -> int:
+def start(
+    layout: Layout, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+) -> int:
     """Start ``argv`` detached, output appended to the node's log; record its pid."""
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     with open(layout.log_file(name), "ab") as log:
         log.write(f"\n--- fedfabric: starting {name} at {time.ctime()} ---\n".encode())
         log.flush()
-        proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     _children[proc.pid] = proc
     layout.pid_file(name).write_text(f"{proc.pid}\n{argv[0]}\n")
     return proc.pid
@@ -103,8 +110,9 @@ def check_ports_free(ports: Sequence[tuple[str, str, int]]) -> None:
                 raise PortInUseError(node, purpose, port) from exc
 
 
-async def wait_healthy(name: str, port: int, *, timeout: float = 60.0,
-                       alive: callable | None = None) -> None:  # type: ignore[valid-type]
+async def wait_healthy(
+    name: str, port: int, *, timeout: float = 60.0, alive: Callable[[], bool] | None = None
+) -> None:
     """Poll the node's operations ``/healthz`` until it answers 200."""
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -122,8 +130,9 @@ async def wait_healthy(name: str, port: int, *, timeout: float = 60.0,
     raise NetworkError(f"{name} not healthy after {timeout:.0f}s ({last})")
 
 
-async def wait_listening(name: str, port: int, *, timeout: float = 30.0,
-                         alive: callable | None = None) -> None:  # type: ignore[valid-type]
+async def wait_listening(
+    name: str, port: int, *, timeout: float = 30.0, alive: Callable[[], bool] | None = None
+) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -150,12 +159,17 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-async def run_tool(argv: Sequence[str], env: Mapping[str, str], *, what: str,
-                   timeout: float = 120.0) -> str:
+async def run_tool(
+    argv: Sequence[str], env: Mapping[str, str], *, what: str, timeout: float = 120.0
+) -> str:
     """Run a Fabric CLI command; return its stdout or raise `NetworkError` saying ``what``."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL)
+        *argv,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -173,4 +187,4 @@ async def run_tool(argv: Sequence[str], env: Mapping[str, str], *, what: str,
 def json_in(text: str, marker: str = "") -> dict:
     """The JSON object in a CLI's output (after ``marker`` if given)."""
     start = text.index(marker) + len(marker) if marker else 0
-    return json.loads(text[text.index("{", start):text.rindex("}") + 1])
+    return json.loads(text[text.index("{", start) : text.rindex("}") + 1])

@@ -143,13 +143,25 @@ class Topology:
         """Every port the network listens on: (node, purpose, port)."""
         ports = []
         for o in self.orderer_org.orderers:
-            ports += [(o.host, "port", o.port), (o.host, "admin_port", o.admin_port),
-                      (o.host, "operations_port", o.operations_port)]
+            ports += [
+                (o.host, "port", o.port),
+                (o.host, "admin_port", o.admin_port),
+                (o.host, "operations_port", o.operations_port),
+            ]
         for p in self.peers:
-            ports += [(p.host, "port", p.port), (p.host, "chaincode_port", p.chaincode_port),
-                      (p.host, "operations_port", p.operations_port)]
-            ports += [(p.host, f"chaincode_server_port+{cc.slot} ({cc.name})",
-                       p.chaincode_server_port + cc.slot) for cc in self.chaincodes]
+            ports += [
+                (p.host, "port", p.port),
+                (p.host, "chaincode_port", p.chaincode_port),
+                (p.host, "operations_port", p.operations_port),
+            ]
+            ports += [
+                (
+                    p.host,
+                    f"chaincode_server_port+{cc.slot} ({cc.name})",
+                    p.chaincode_server_port + cc.slot,
+                )
+                for cc in self.chaincodes
+            ]
         return ports
 
 
@@ -170,13 +182,18 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
     r = _Reader(data, "topology")
     name = r.name("name")
     channel = r.name("channel")
-    consensus = _consensus(r.sub("consensus", optional=True))
+    consensus = _consensus(r.optional_sub("consensus"))
     oo = r.sub("orderer_org")
     oo_name = oo.name("name")
     oo_domain = f"{oo_name}.{name}.example"
     orderers = tuple(
-        Orderer(o.name("name"), o.port("port"), o.port("admin_port"), o.port("operations_port"),
-                oo_domain)
+        Orderer(
+            o.name("name"),
+            o.port("port"),
+            o.port("admin_port"),
+            o.port("operations_port"),
+            oo_domain,
+        )
         for o in oo.items("orderers", min_len=1)
     )
     orderer_org = OrdererOrg(oo_name, oo.msp_id("msp_id"), oo_domain, orderers)
@@ -185,59 +202,72 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
         org_name = o.name("name")
         domain = f"{org_name}.{name}.example"
         peers = tuple(
-            Peer(p.name("name"), org_name, p.port("port"), p.port("chaincode_port"),
-                 p.port("operations_port"), p.port("chaincode_server_port"), domain)
+            Peer(
+                p.name("name"),
+                org_name,
+                p.port("port"),
+                p.port("chaincode_port"),
+                p.port("operations_port"),
+                p.port("chaincode_server_port"),
+                domain,
+            )
             for p in o.items("peers", min_len=1)
         )
-        orgs.append(Organization(org_name, o.msp_id("msp_id"), domain, o.int("users", 1, 1000),
-                                 peers))
+        orgs.append(
+            Organization(org_name, o.msp_id("msp_id"), domain, o.integer("users", 1, 1000), peers)
+        )
     msp_ids = [o.msp_id for o in orgs]
-    policy = r.str("endorsement_policy", default=majority_policy(msp_ids))
+    policy = r.string("endorsement_policy", default=majority_policy(msp_ids))
     chaincodes = []
     for slot, c in enumerate(r.items("chaincodes", min_len=0)):
         chaincodes.append(_chaincode(c, slot, policy, msp_ids, source))
-    topo = Topology(name, channel, consensus, orderer_org, tuple(orgs), policy, tuple(chaincodes),
-                    source)
+    topo = Topology(
+        name, channel, consensus, orderer_org, tuple(orgs), policy, tuple(chaincodes), source
+    )
     _check_unique(topo)
     _check_policy(policy, "endorsement_policy", msp_ids)
     for i, cc in enumerate(chaincodes):
-        _check_policy(cc.endorsement_policy, f"topology.chaincodes[{i}].endorsement_policy",
-                      msp_ids)
+        _check_policy(
+            cc.endorsement_policy, f"topology.chaincodes[{i}].endorsement_policy", msp_ids
+        )
     return topo
 
 
 def _consensus(r: _Reader | None) -> Consensus:
     if r is None:
         return Consensus()
-    kind = r.str("type", default="etcdraft")
+    kind = r.string("type", default="etcdraft")
     if kind != "etcdraft":
         raise TopologyError(f"{r.where}.type: only 'etcdraft' is supported, got {kind!r}")
-    timeout = r.str("batch_timeout", default="250ms")
+    timeout = r.string("batch_timeout", default="250ms")
     if not _DURATION.match(timeout):
         raise TopologyError(f"{r.where}.batch_timeout: expected a duration like 250ms or 2s")
-    sizes = [r.str(k, default=d) for k, d in (("absolute_max_bytes", "99 MB"),
-                                               ("preferred_max_bytes", "512 KB"))]
+    sizes = [
+        r.string(k, default=d)
+        for k, d in (("absolute_max_bytes", "99 MB"), ("preferred_max_bytes", "512 KB"))
+    ]
     for key, value in zip(("absolute_max_bytes", "preferred_max_bytes"), sizes, strict=True):
         if not _SIZE.match(value):
             raise TopologyError(f"{r.where}.{key}: expected a size like '99 MB' or '512 KB'")
-    return Consensus(kind, timeout, r.int("max_message_count", 1, 100000, default=100), *sizes)
+    return Consensus(kind, timeout, r.integer("max_message_count", 1, 100000, default=100), *sizes)
 
 
-def _chaincode(r: _Reader, slot: int, default_policy: str, msp_ids: list[str],
-               source: Path | None) -> Chaincode:
-    server = r.str("server")
+def _chaincode(
+    r: _Reader, slot: int, default_policy: str, msp_ids: list[str], source: Path | None
+) -> Chaincode:
+    server = r.string("server")
     contract = path = None
     if server == "python":
-        contract = r.str("contract")
+        contract = r.string("contract")
         if ":" not in contract:
             raise TopologyError(f"{r.where}.contract: expected 'module:Class', got {contract!r}")
     elif server == "node":
-        raw = Path(r.str("path"))
+        raw = Path(r.string("path"))
         path = raw if raw.is_absolute() or source is None else source.parent / raw
     else:
         raise TopologyError(f"{r.where}.server: expected 'python' or 'node', got {server!r}")
-    policy = r.str("endorsement_policy", default=default_policy)
-    settings_r = r.sub("settings", optional=True)
+    policy = r.string("endorsement_policy", default=default_policy)
+    settings_r = r.optional_sub("settings")
     settings = {}
     if settings_r is not None:
         for org, values in settings_r.data.items():
@@ -246,8 +276,16 @@ def _chaincode(r: _Reader, slot: int, default_policy: str, msp_ids: list[str],
             if not isinstance(values, dict):
                 raise TopologyError(f"{settings_r.where}.{org}: expected a mapping of settings")
             settings[org] = {str(k): str(v) for k, v in values.items()}
-    return Chaincode(r.name("name"), r.str("version", default="1.0"), server, contract, path,
-                     policy, slot, settings)
+    return Chaincode(
+        r.name("name"),
+        r.string("version", default="1.0"),
+        server,
+        contract,
+        path,
+        policy,
+        slot,
+        settings,
+    )
 
 
 def _check_policy(policy: str, where: str, msp_ids: list[str]) -> None:
@@ -257,8 +295,10 @@ def _check_policy(policy: str, where: str, msp_ids: list[str]) -> None:
         raise TopologyError(f"{where}: {exc}") from exc
     for p in principals(rule):
         if p.msp_id not in msp_ids:
-            raise TopologyError(f"{where}: unknown organization {p.msp_id!r} in policy "
-                                f"(known MSP ids: {', '.join(msp_ids)})")
+            raise TopologyError(
+                f"{where}: unknown organization {p.msp_id!r} in policy "
+                f"(known MSP ids: {', '.join(msp_ids)})"
+            )
 
 
 def _check_unique(topo: Topology) -> None:
@@ -297,40 +337,45 @@ class _Reader:
             return default
         return self.data[key]
 
-    def str(self, key: str, default: str | None = None) -> str:
+    def string(self, key: str, default: str | None = None) -> str:
         value = self._get(key, default)
         if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
             raise TopologyError(f"{self.where}.{key}: expected a non-empty string")
         return str(value)
 
     def name(self, key: str) -> str:
-        value = self.str(key)
+        value = self.string(key)
         if not _NAME.match(value):
-            raise TopologyError(f"{self.where}.{key}: {value!r} must be lowercase letters, digits "
-                                "and '-', starting with a letter")
+            raise TopologyError(
+                f"{self.where}.{key}: {value!r} must be lowercase letters, digits "
+                "and '-', starting with a letter"
+            )
         return value
 
     def msp_id(self, key: str) -> str:
-        value = self.str(key)
+        value = self.string(key)
         if not _MSP_ID.match(value):
-            raise TopologyError(f"{self.where}.{key}: {value!r} may hold only letters, digits, "
-                                "'.' and '-'")
+            raise TopologyError(
+                f"{self.where}.{key}: {value!r} may hold only letters, digits, '.' and '-'"
+            )
         return value
 
-    def int(self, key: str, low: int, high: int, default: int | None = None) -> int:
+    def integer(self, key: str, low: int, high: int, default: int | None = None) -> int:
         value = self._get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise TopologyError(f"{self.where}.{key}: expected an integer in [{low}, {high}], "
-                                f"got {value!r}")
+            raise TopologyError(
+                f"{self.where}.{key}: expected an integer in [{low}, {high}], got {value!r}"
+            )
         return value
 
     def port(self, key: str) -> int:
-        return self.int(key, 1024, 65535)
+        return self.integer(key, 1024, 65535)
 
-    def sub(self, key: str, optional: bool = False) -> _Reader | None:
-        if optional and key not in self.data:
-            return None
+    def sub(self, key: str) -> _Reader:
         return _Reader(self._get(key), f"{self.where}.{key}")
+
+    def optional_sub(self, key: str) -> _Reader | None:
+        return self.sub(key) if key in self.data else None
 
     def items(self, key: str, min_len: int) -> list[_Reader]:
         value = self.data.get(key, [] if min_len == 0 else None)

@@ -1,10 +1,10 @@
-"""Chaincode benchmark: the FL contract's SubmitUpdate checks and CommitAggregate, on the memory
+"""Chaincode benchmark: the FL contract's SubmitUpdate checks and AdvanceRound, on the memory
 stub (the contract's own work, no peer), plus one end-to-end submit on real Fabric.
 
 Keys:
 - validate_ms_10k / _100k / _1m: median time of ``SubmitUpdate`` (every check, float32 update,
   no private validator) for 10 k, 100 k and 1 M parameters.
-- aggregate_ms_10_updates / _100_updates: median ``CommitAggregate`` (FedAvg) over 10 or 100
+- aggregate_ms_10_updates / _100_updates: median ``AdvanceRound`` (FedAvg) over 10 or 100
   committed updates of 100 k parameters; multikrum_ms_100_updates the same with Multi-Krum.
 - fedavg_ms_9x1m / multikrum_ms_9x1m: the rules alone on 9 updates of 1 M parameters (the
   anchor: Flower's numpy FedAvg 22 ms, Multi-Krum 104 ms).
@@ -33,7 +33,7 @@ from fedfabric.chaincode.fl import (
     Update,
     encode_model,
     encode_update,
-    make_strategy,
+    make_rule,
 )
 from fedfabric.chaincode.testing import MemoryLedger, fake_identity, invoke
 from fedfabric.network import FabricNotInstalledError
@@ -48,9 +48,16 @@ def layout(params: int) -> Layout:
 
 
 def spec(task: str, params: int, min_updates: int = 1, rule: str = "fedavg", **extra) -> dict:
-    return {"id": task, "layout": layout(params).to_json(), "rounds": 1,
-            "min_updates": min_updates, "norm_bound": 1000.0, "max_update_bytes": 50_000_000,
-            "aggregation": {"rule": rule, "params": extra}, "allowed_orgs": list(ORGS)}
+    return {
+        "id": task,
+        "layout": layout(params).to_json(),
+        "rounds": 1,
+        "min_updates": min_updates,
+        "norm_bound": 1000.0,
+        "max_update_bytes": 50_000_000,
+        "aggregation": {"rule": rule, "params": extra},
+        "allowed_orgs": list(ORGS),
+    }
 
 
 def delta(params: int, seed: int, quantization: str = "float32") -> bytes:
@@ -61,9 +68,8 @@ def delta(params: int, seed: int, quantization: str = "float32") -> bytes:
 async def new_task(contract: FLContract, ledger: MemoryLedger, task: dict) -> None:
     params = task["layout"]["tensors"][0]["shape"][0]
     initial = encode_model({"w": np.zeros(params, np.float32)}, layout(params))
-    for fn, args in (("CreateTask", (task, initial)), ("OpenRound", (task["id"], 1))):
-        result = await invoke(contract, fn, *args, ledger=ledger, creator=ADMIN)
-        assert result.status == 200, result.message
+    result = await invoke(contract, "CreateTask", task, initial, ledger=ledger, creator=ADMIN)
+    assert result.status == 200, result.message
 
 
 async def validate_ms(params: int, repeat: int = 5) -> float:
@@ -74,8 +80,9 @@ async def validate_ms(params: int, repeat: int = 5) -> float:
     for seed in range(repeat):
         data = delta(params, seed)
         t0 = time.perf_counter()
-        result = await invoke(contract, "SubmitUpdate", "v", 1, data, 10, ledger=ledger,
-                              creator=worker, commit=False)
+        result = await invoke(
+            contract, "SubmitUpdate", "v", 1, data, 10, ledger=ledger, creator=worker, commit=False
+        )
         times.append((time.perf_counter() - t0) * 1000)
         assert result.status == 200, result.message
     return statistics.median(times)
@@ -86,22 +93,23 @@ async def filled_round(updates: int, params: int, rule: str = "fedavg", **extra)
     await new_task(contract, ledger, spec("a", params, min_updates=updates, rule=rule, **extra))
     for i in range(updates):
         who = fake_identity(ORGS[i % 3], role="client", name=f"worker{i}")
-        result = await invoke(contract, "SubmitUpdate", "a", 1, delta(params, i), 1 + i,
-                              ledger=ledger, creator=who)
+        result = await invoke(
+            contract, "SubmitUpdate", "a", 1, delta(params, i), 1 + i, ledger=ledger, creator=who
+        )
         assert result.status == 200, result.message
-    result = await invoke(contract, "CloseRound", "a", 1, ledger=ledger, creator=ADMIN)
-    assert result.status == 200, result.message
     return contract, ledger
 
 
-async def aggregate_ms(updates: int, params: int = 100_000, repeat: int = 3, rule="fedavg",
-                       **extra) -> float:
+async def aggregate_ms(
+    updates: int, params: int = 100_000, repeat: int = 3, rule="fedavg", **extra
+) -> float:
     contract, ledger = await filled_round(updates, params, rule, **extra)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        result = await invoke(contract, "CommitAggregate", "a", 1, ledger=ledger,
-                              creator=ADMIN, commit=False)
+        result = await invoke(
+            contract, "AdvanceRound", "a", 1, ledger=ledger, creator=ADMIN, commit=False
+        )
         times.append((time.perf_counter() - t0) * 1000)
         assert result.status == 200, result.message
     return statistics.median(times)
@@ -110,9 +118,11 @@ async def aggregate_ms(updates: int, params: int = 100_000, repeat: int = 3, rul
 def rule_ms(rule: str, params: dict, n: int = 9, size: int = 1_000_000) -> float:
     rng = np.random.default_rng(0)
     model = {"w": rng.normal(size=size).astype(np.float32)}
-    updates = [Update(f"u{i}", {"w": rng.normal(scale=0.01, size=size).astype(np.float32)},
-                      10 + i) for i in range(n)]
-    strategy = make_strategy(rule, params)
+    updates = [
+        Update(f"u{i}", {"w": rng.normal(scale=0.01, size=size).astype(np.float32)}, 10 + i)
+        for i in range(n)
+    ]
+    strategy = make_rule(rule, params)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -124,8 +134,16 @@ def rule_ms(rule: str, params: dict, n: int = 9, size: int = 1_000_000) -> float
 async def ledger_ratio(quantization: str, params: int = 100_000) -> float:
     contract, ledger = FLContract(), MemoryLedger()
     await new_task(contract, ledger, spec("r", params))
-    result = await invoke(contract, "SubmitUpdate", "r", 1, delta(params, 0, quantization), 10,
-                          ledger=ledger, creator=fake_identity("EnergyMSP", role="client"))
+    result = await invoke(
+        contract,
+        "SubmitUpdate",
+        "r",
+        1,
+        delta(params, 0, quantization),
+        10,
+        ledger=ledger,
+        creator=fake_identity("EnergyMSP", role="client"),
+    )
     assert result.status == 200, result.message
     written = sum(len(k.encode()) + len(v or b"") for k, v in result.rwset.writes)
     return written / (4 * params)
@@ -136,8 +154,14 @@ async def real_submit_ms() -> dict[str, float]:
     from fedfabric.network import FabricNetwork, parse_topology
     from tests.conftest import release, topology_data
 
-    chaincodes = [{"name": "fl", "version": "1.0", "server": "python",
-                   "contract": "fedfabric.chaincode.fl:FLContract"}]
+    chaincodes = [
+        {
+            "name": "fl",
+            "version": "1.0",
+            "server": "python",
+            "contract": "fedfabric.chaincode.fl:FLContract",
+        }
+    ]
     topology = parse_topology(topology_data(PORT_SHIFT, chaincodes=chaincodes))
     fabric = release()
     try:
@@ -152,12 +176,13 @@ async def real_submit_ms() -> dict[str, float]:
             await net.deploy(["fl"])
             async with connect_profile(net.profile("transport"), "Admin") as admin_gw:
                 admin = admin_gw.get_network(topology.channel).get_contract("fl")
-                for key, params in (("submit_ms_100k_real", 100_000),
-                                    ("submit_ms_1m_real", 1_000_000)):
+                for key, params in (
+                    ("submit_ms_100k_real", 100_000),
+                    ("submit_ms_1m_real", 1_000_000),
+                ):
                     task = spec(f"e2e{params}", params)
                     initial = encode_model({"w": np.zeros(params, np.float32)}, layout(params))
                     await admin.submit("CreateTask", [json.dumps(task), initial])
-                    await admin.submit("OpenRound", [task["id"], "1"])
                     times = []
                     for user in ("User1", "User2", "User3"):
                         async with connect_profile(net.profile("transport"), user) as gw:

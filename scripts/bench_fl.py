@@ -61,9 +61,13 @@ def accuracy_table() -> dict[str, float]:
     results = {}
     for strategy in STRATEGIES:
         for fraction in FRACTIONS:
-            for attack in (ATTACKS if fraction else (None,)):
-                config = RunConfig(strategy=strategy, attack=attack, malicious=fraction,
-                                   strategy_params=strategy_params(strategy, attack, fraction))
+            for attack in ATTACKS if fraction else (None,):
+                config = RunConfig(
+                    strategy=strategy,
+                    attack=attack,
+                    malicious=fraction,
+                    strategy_params=strategy_params(strategy, attack, fraction),
+                )
                 acc = run_baseline(config).final_accuracy
                 if attack is None:
                     for a in ATTACKS:
@@ -77,44 +81,71 @@ async def ledger_measures(net: FabricNetwork, folder: Path) -> dict[str, float]:
     out: dict[str, float] = {}
 
     async def job(name: str, config: RunConfig, **options) -> object:
-        return await run_job(config, RunOptions(task=f"bench-{name}-{int(time.time())}",
-                                                report_dir=folder / name, **options), net,
-                             say=_quiet)
+        return await run_job(
+            config,
+            RunOptions(
+                task=f"bench-{name}-{int(time.time())}", report_dir=folder / name, **options
+            ),
+            net,
+            say=_quiet,
+        )
 
     plain = await job("plain", RunConfig(rounds=5))
     ledger_round = sum(r.seconds for r in plain.rounds[1:]) / (len(plain.rounds) - 1)
     memory_round = plain.baseline_seconds / len(plain.rounds)
-    out.update(round_s_ledger=round(ledger_round, 3), round_s_memory=round(memory_round, 3),
-               ratio_round_time=round(ledger_round / memory_round, 2))
+    out.update(
+        round_s_ledger=round(ledger_round, 3),
+        round_s_memory=round(memory_round, 3),
+        ratio_round_time=round(ledger_round / memory_round, 2),
+    )
     cnn = await job("cnn", RunConfig(rounds=3, epochs=5, model=CNN))
     cnn_round = sum(r.seconds for r in cnn.rounds[1:]) / (len(cnn.rounds) - 1)
     cnn_memory = cnn.baseline_seconds / len(cnn.rounds)
-    out.update(round_s_ledger_cnn=round(cnn_round, 3), round_s_memory_cnn=round(cnn_memory, 3),
-               ratio_round_time_cnn=round(cnn_round / cnn_memory, 2))
+    out.update(
+        round_s_ledger_cnn=round(cnn_round, 3),
+        round_s_memory_cnn=round(cnn_memory, 3),
+        ratio_round_time_cnn=round(cnn_round / cnn_memory, 2),
+    )
     f32 = await job("f32", RunConfig(rounds=10), baseline=False)
-    q8 = await job("int8", RunConfig(rounds=10, quantization="int8", compression="zlib"),
-                   baseline=False)
-    out.update(ratio_ledger_bytes=round(q8.ledger.ledger_update_bytes
-                                        / q8.ledger.raw_update_bytes, 3),
-               accuracy_loss_quantized=round(100 * (f32.rounds[-1].accuracy
-                                                    - q8.rounds[-1].accuracy), 2),
-               acc_float32=round(f32.rounds[-1].accuracy, 4),
-               acc_int8_zlib=round(q8.rounds[-1].accuracy, 4))
+    q8 = await job(
+        "int8", RunConfig(rounds=10, quantization="int8", compression="zlib"), baseline=False
+    )
+    out.update(
+        ratio_ledger_bytes=round(q8.ledger.ledger_update_bytes / q8.ledger.raw_update_bytes, 3),
+        accuracy_loss_quantized=round(100 * (f32.rounds[-1].accuracy - q8.rounds[-1].accuracy), 2),
+        acc_float32=round(f32.rounds[-1].accuracy, 4),
+        acc_int8_zlib=round(q8.rounds[-1].accuracy, 4),
+    )
     for total, per_org in ((10, 3), (100, 33), (1000, 333)):
-        report = await job(f"devices{total}", RunConfig(rounds=2, epochs=1), baseline=False,
-                           devices_per_org=per_org)
+        report = await job(
+            f"devices{total}",
+            RunConfig(rounds=2, epochs=1),
+            baseline=False,
+            devices_per_org=per_org,
+        )
         out[f"round_s_{total}"] = round(report.rounds[-1].seconds, 2)
-    attacked = RunConfig(strategy="multi-krum", attack="sign_flip", malicious=0.2,
-                         strategy_params=strategy_params("multi-krum", "sign_flip", 0.2))
+    attacked = RunConfig(
+        strategy="multi-krum",
+        attack="sign_flip",
+        malicious=0.2,
+        strategy_params=strategy_params("multi-krum", "sign_flip", 0.2),
+    )
     on_ledger = await job("check", attacked)
-    out["acc_check_ledger_vs_memory"] = float(on_ledger.rounds[-1].accuracy
-                                              == on_ledger.baseline_final_accuracy)
+    out["acc_check_ledger_vs_memory"] = float(
+        on_ledger.rounds[-1].accuracy == on_ledger.baseline_final_accuracy
+    )
     return out
 
 
 async def measure(folder: Path) -> dict[str, float]:
-    chaincodes = [{"name": "fl", "version": "1.0", "server": "python",
-                   "contract": "fedfabric.chaincode.fl:FLContract"}]
+    chaincodes = [
+        {
+            "name": "fl",
+            "version": "1.0",
+            "server": "python",
+            "contract": "fedfabric.chaincode.fl:FLContract",
+        }
+    ]
     topology = parse_topology(topology_data(PORT_SHIFT, chaincodes=chaincodes))
     net = FabricNetwork(topology, folder / "state", release())
     try:

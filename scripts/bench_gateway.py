@@ -97,8 +97,13 @@ async def _measure(network: FabricNetwork) -> dict[int, tuple[Run, Run]]:
                 if who == "ours":
                     runs[who] = await _ours(contract, concurrency, count, f"py-c{concurrency}")
                 else:
-                    runs[who] = await _node(profile, network.topology.channel, concurrency,
-                                            count, f"node-c{concurrency}")
+                    runs[who] = await _node(
+                        profile,
+                        network.topology.channel,
+                        concurrency,
+                        count,
+                        f"node-c{concurrency}",
+                    )
             results[concurrency] = (runs["ours"], runs["node"])
     return results
 
@@ -136,16 +141,32 @@ async def _ours(contract: Contract, concurrency: int, count: int, prefix: str) -
 
 async def _node(profile: Path, channel: str, concurrency: int, count: int, prefix: str) -> Run:
     process = await asyncio.create_subprocess_exec(
-        "node", str(NODE_DRIVER / "bench.js"), "--profile", str(profile), "--user", USER,
-        "--channel", channel, "--chaincode", CHAINCODE, "--count", str(count),
-        "--concurrency", str(concurrency), "--value-size", str(len(VALUE)),
-        "--warmup", str(WARMUP), "--prefix", prefix,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "node",
+        str(NODE_DRIVER / "bench.js"),
+        "--profile",
+        str(profile),
+        "--user",
+        USER,
+        "--channel",
+        channel,
+        "--chaincode",
+        CHAINCODE,
+        "--count",
+        str(count),
+        "--concurrency",
+        str(concurrency),
+        "--value-size",
+        str(len(VALUE)),
+        "--warmup",
+        str(WARMUP),
+        "--prefix",
+        prefix,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await process.communicate()
     if process.returncode != 0:
-        raise RuntimeError(f"Node bench driver failed ({process.returncode}):\n"
-                           f"{stderr.decode()}")
+        raise RuntimeError(f"Node bench driver failed ({process.returncode}):\n{stderr.decode()}")
     result = json.loads(stdout)
     return Run(result["elapsed_s"], result["latencies_ms"])
 
@@ -157,8 +178,12 @@ def _ensure_node_driver() -> None:
     if npm is None:
         raise RuntimeError("the Node benchmark driver needs node and npm on PATH")
     _say("installing the Node driver's pinned packages (npm ci)")
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DRIVER, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=NODE_DRIVER,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _metrics(results: dict[int, tuple[Run, Run]]) -> dict[str, float]:

@@ -45,9 +45,13 @@ async def measure(state: Path) -> dict[str, float]:
     finally:
         await net.clean()
     times.sort()
-    return {"up_s": round(up_s, 2), "deploy_s": round(deploy_s, 2),
-            "invoke_ms": round(statistics.median(times), 1),
-            "invoke_p99_ms": round(times[-1], 1), "resume_up_s": round(resume_s, 2)}
+    return {
+        "up_s": round(up_s, 2),
+        "deploy_s": round(deploy_s, 2),
+        "invoke_ms": round(statistics.median(times), 1),
+        "invoke_p99_ms": round(times[-1], 1),
+        "resume_up_s": round(resume_s, 2),
+    }
 
 
 def run() -> dict[str, float]:

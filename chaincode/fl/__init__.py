@@ -4,8 +4,10 @@
   channel ledger and checks every update at endorsement (see `_contract`).
 - `encode_update` / `decode_update` define what an update is on the wire and on the ledger
   (see `_encoding` for the byte format and the content digest).
-- `Strategy` subclasses are the aggregation rules, computed in integer fixed point so every
-  peer and every worker gets identical bytes (see `_fixedpoint` for the rule).
+- `Rule` subclasses are the aggregation rules (``aggregation.rule`` of a task), computed in
+  integer fixed point so every peer and every worker gets identical bytes (see `_fixedpoint`);
+  `Registry` is the one helper behind every by-name registry (rules here, client strategies
+  and attacks in `fedfabric.fl_worker`).
 - `check_update` runs every content check of an update (what endorsers refuse on bytes
   alone); `verify_audit` recomputes every round from ``GetAudit``.
 - `model_layout` / `build_model` / `get_weights` / `set_weights` turn a JSON model spec into
@@ -32,15 +34,15 @@ from fedfabric.chaincode.fl._aggregation import (
     Krum,
     Median,
     MultiKrum,
-    Strategy,
+    Rule,
     TrimmedMean,
     Update,
     krum_scores,
-    make_strategy,
-    register_strategy,
-    strategy_names,
+    make_rule,
+    register_rule,
+    rule_names,
 )
-from fedfabric.chaincode.fl._audit import aggregate_round, verify_audit
+from fedfabric.chaincode.fl._audit import aggregate_round, recompute_audit, verify_audit
 from fedfabric.chaincode.fl._contract import FLContract, check_update
 from fedfabric.chaincode.fl._encoding import (
     COMPRESSIONS,
@@ -61,6 +63,7 @@ from fedfabric.chaincode.fl._models import (
     model_layout,
     set_weights,
 )
+from fedfabric.chaincode.fl._registry import Registry
 from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES, TaskSpec
 from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
 
@@ -80,7 +83,8 @@ __all__ = [
     "Median",
     "MultiKrum",
     "QUANTIZATIONS",
-    "Strategy",
+    "Registry",
+    "Rule",
     "TaskError",
     "TaskSpec",
     "TrimmedMean",
@@ -96,13 +100,14 @@ __all__ = [
     "encode_update",
     "get_weights",
     "krum_scores",
-    "make_strategy",
+    "make_rule",
     "model_inputs",
     "model_layout",
     "read_header",
-    "register_strategy",
+    "recompute_audit",
+    "register_rule",
+    "rule_names",
     "set_weights",
-    "strategy_names",
     "torch_loss",
     "verify_audit",
     "write_validation_data",

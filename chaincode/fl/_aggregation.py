@@ -1,13 +1,13 @@
 """Aggregation rules: one implementation each, shared by the chaincode and the workers.
 
-A rule is a small `Strategy` subclass that overrides `Strategy.combine`: it receives the
+A rule is a small `Rule` subclass that overrides `Rule.combine`: it receives the
 round's updates as an int64 fixed-point matrix (one row per update, see `_fixedpoint`) with
 their sample counts, and returns the aggregate delta and which rows it used. The base class
 does everything else once: checks names and shapes, converts to fixed point, applies the
 optional norm-clipping pre-step (``clip_norm``), adds the delta to the global model and
 converts back to float32.
 
-Rules by name (`make_strategy`)::
+Rules by name (`make_rule`; the task JSON names them in ``aggregation.rule``)::
 
     fedavg                       mean weighted by num_samples
     median                       coordinate-wise median (even count: mean of the middle two)
@@ -23,7 +23,6 @@ ledger alone.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,6 +31,7 @@ import numpy as np
 
 from fedfabric.chaincode.fl import _fixedpoint as fx
 from fedfabric.chaincode.fl._errors import AggregationError
+from fedfabric.chaincode.fl._registry import Registry
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Exclusion:
 
 @dataclass(frozen=True)
 class Combination:
-    """What `Strategy.combine` returns: the aggregate delta and the rows it used."""
+    """What `Rule.combine` returns: the aggregate delta and the rows it used."""
 
     delta: np.ndarray
     used: tuple[int, ...]
@@ -79,7 +79,7 @@ class AggregateResult:
         }
 
 
-class Strategy:
+class Rule:
     """Base class of aggregation rules; subclasses set `name` and override `combine`.
 
     `aggregate(global_model, updates)` is the entry point. Raises `AggregationError` when
@@ -88,7 +88,7 @@ class Strategy:
 
     Example::
 
-        rule = make_strategy("trimmed-mean", {"beta": 0.2, "clip_norm": 5.0})
+        rule = make_rule("trimmed-mean", {"beta": 0.2, "clip_norm": 5.0})
         result = rule.aggregate({"w": np.zeros(3)}, [Update("a", {"w": np.ones(3)}, 10)])
     """
 
@@ -105,7 +105,7 @@ class Strategy:
         return 1
 
     def params(self) -> dict:
-        """The rule's parameters as given to `make_strategy` (for records)."""
+        """The rule's parameters as given to `make_rule` (for records)."""
         return {"clip_norm": self.clip_norm} if self.clip_norm is not None else {}
 
     def combine(self, deltas: np.ndarray, weights: tuple[int, ...]) -> Combination:
@@ -186,45 +186,29 @@ def _integer(name: str, value: Any, *, low: int) -> int:
     return value
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
+RULES: Registry[Rule] = Registry("aggregation rule", AggregationError)
 
 
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: make `cls` available to `make_strategy` under `cls.name`."""
-    if not cls.name or cls.name in _REGISTRY:
-        raise AggregationError(f"rule name {cls.name!r} is empty or already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+def register_rule(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: make `cls` available to `make_rule` under `cls.name`."""
+    return RULES.register(cls)
 
 
-def strategy_names() -> tuple[str, ...]:
+def rule_names() -> tuple[str, ...]:
     """The registered rule names, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return RULES.names()
 
 
-def make_strategy(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
+def make_rule(name: str, params: Mapping[str, Any] | None = None) -> Rule:
     """Build the rule registered as `name` with keyword `params`.
 
     Raises `AggregationError` for an unknown name, unknown parameters or bad values.
     """
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise AggregationError(f"unknown aggregation rule {name!r}; known: {strategy_names()}")
-    params = dict(params or {})
-    accepted = set(list(inspect.signature(cls.__init__).parameters)[1:])
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise AggregationError(
-            f"rule {name!r} got unknown parameters {unknown}; accepted: {sorted(accepted)}"
-        )
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise AggregationError(f"rule {name!r}: {exc}") from exc
+    return RULES.make(name, params)
 
 
-@register_strategy
-class FedAvg(Strategy):
+@register_rule
+class FedAvg(Rule):
     """Mean of the updates weighted by their sample counts (McMahan et al.)."""
 
     name = "fedavg"
@@ -233,8 +217,8 @@ class FedAvg(Strategy):
         return Combination(fx.weighted_mean(deltas, weights), tuple(range(len(weights))))
 
 
-@register_strategy
-class Median(Strategy):
+@register_rule
+class Median(Rule):
     """Coordinate-wise median; with an even count, the rounded mean of the middle two."""
 
     name = "median"
@@ -249,8 +233,8 @@ class Median(Strategy):
         return Combination(delta, tuple(range(n)))
 
 
-@register_strategy
-class TrimmedMean(Strategy):
+@register_rule
+class TrimmedMean(Rule):
     """Per coordinate, drop the floor(beta * n) lowest and highest values and average the rest."""
 
     name = "trimmed-mean"
@@ -277,8 +261,8 @@ def krum_scores(deltas: np.ndarray, f: int) -> list[int]:
     return [sum(sorted(dist[i][:i] + dist[i][i + 1 :])[:closest]) for i in range(n)]
 
 
-@register_strategy
-class MultiKrum(Strategy):
+@register_rule
+class MultiKrum(Rule):
     """Sample-weighted mean of the `m` updates with the lowest Krum scores (Blanchard et al.).
 
     Tolerates `f` Byzantine updates out of n >= 2f + 3. Scores are exact integers
@@ -317,7 +301,7 @@ class MultiKrum(Strategy):
         return Combination(delta, chosen, tuple(sorted(excluded)))
 
 
-@register_strategy
+@register_rule
 class Krum(MultiKrum):
     """Krum: the single update with the lowest Krum score (Multi-Krum with m = 1)."""
 

@@ -1,7 +1,7 @@
 """Recomputing rounds: the one function the contract and any auditor use to aggregate.
 
 `aggregate_round` turns a base model and a round's submissions into the new encoded model
-and its record; `CommitAggregate` stores exactly that. `verify_audit` takes the index of
+and its record; ``AdvanceRound`` stores exactly that. `verify_audit` takes the index of
 ``GetAudit`` with the models and updates it lists (fetched one by one, so no response grows
 with the round) and recomputes every aggregated round from the initial model, so anyone
 holding a copy of the ledger can check every global model without trusting any peer.
@@ -32,15 +32,15 @@ def aggregate_round(
         Update(e["worker"], decode_update(blob, spec.layout), e["num_samples"])
         for e, (_, blob) in zip(entries, submissions, strict=True)
     ]
-    strategy = spec.strategy()
-    result = strategy.aggregate(decode_update(base, spec.layout), updates)
+    rule = spec.build_rule()
+    result = rule.aggregate(decode_update(base, spec.layout), updates)
     model = encode_model(result.model, spec.layout)
     record = {
         **result.record(),
         "base_model_digest": read_header(base)["content_digest"],
         "model_digest": read_header(model)["content_digest"],
-        "params": strategy.params(),
-        "rule": strategy.name,
+        "params": rule.params(),
+        "rule": rule.name,
         "updates": entries,
     }
     return model, record
@@ -66,7 +66,16 @@ def verify_audit(
                    for e in audit["rounds"] for u in e["updates"]}
         assert verify_audit(audit, models, updates) == []
     """
+    return recompute_audit(audit, models, updates)[0]
+
+
+def recompute_audit(
+    audit: Mapping, models: Mapping[int, bytes], updates: Mapping[tuple[int, str], bytes]
+) -> tuple[list[str], dict[int, str]]:
+    """`verify_audit`'s problems, and the content digest of each round's recomputed model
+    (every round aggregated once)."""
     problems: list[str] = []
+    recomputed: dict[int, str] = {}
     stored = audit["task"]
     spec = TaskSpec.from_json(stored["spec"])
     previous = models.get(0, b"")
@@ -87,6 +96,7 @@ def verify_audit(
         except FLError as exc:
             problems.append(f"round {round_no}: cannot recompute: {exc}")
             continue
+        recomputed[round_no] = read_header(model)["content_digest"]
         stored_model = models.get(round_no, b"")
         if model != stored_model:
             problems.append(f"round {round_no}: stored model differs from the recomputed one")
@@ -94,4 +104,4 @@ def verify_audit(
             if aggregate.get(key) != expected[key]:
                 problems.append(f"round {round_no}: aggregate field {key!r} differs")
         previous = stored_model
-    return problems
+    return problems, recomputed

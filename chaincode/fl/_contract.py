@@ -4,7 +4,7 @@ World state (composite keys; rounds are zero-padded to six digits so they sort):
 
     fl.task      [task]                        task JSON + initial model digest
     fl.model     [task, round]                 encoded global model after `round` (0: initial)
-    fl.round     [task, round]                 {"status": "open" | "closed" | "aggregated", ...}
+    fl.round     [task, round]                 {"status": "open" | "aggregated", ...}
     fl.update    [task, round, msp, subject#]  update record (worker, samples, digests, tx)
     fl.blob      [task, round, msp, subject#]  the encoded update bytes as submitted
     fl.digest    [task, content digest]        who submitted this content first (replays)
@@ -14,6 +14,10 @@ World state (composite keys; rounds are zero-padded to six digits so they sort):
 ``subject#`` is the SHA-256 (hex) of the submitter's X.509 subject; a worker's id is
 ``"<msp id>:<subject#>"``. Concurrent submissions write disjoint keys and only read keys
 that change between rounds, so they never conflict with each other (MVCC).
+
+Rounds: ``CreateTask`` opens round 1; workers ``SubmitUpdate`` to the open round; one
+``AdvanceRound`` aggregates it, stores the new global model and opens the next round. A round
+not yet opened reads as ``{"status": "new"}``.
 
 Every refusal is a `ChaincodeError` whose message starts with the check's name
 (``round-open: ...``) and whose payload is ``{"check": name}``.
@@ -203,7 +207,8 @@ class FLContract(Contract):
 
     @submit
     async def CreateTask(self, ctx: Context, task: dict, initial_model: bytes) -> dict:
-        """Create a task (admin only) from its JSON spec and the encoded initial model."""
+        """Create a task (admin only) from its JSON spec and the encoded initial model, and
+        open its round 1."""
         self._require_admin(ctx, "CreateTask")
         try:
             spec = TaskSpec.from_json(task)
@@ -225,36 +230,8 @@ class FLContract(Contract):
         }
         await self._put_json(ctx, stored, "task", spec.id)
         await ctx.stub.put_state(self._key(ctx, "model", spec.id, _rnd(0)), model)
+        await self._open(ctx, spec.id, 1)
         return stored
-
-    @submit
-    async def OpenRound(self, ctx: Context, task: str, round_no: int) -> dict:
-        """Open round `round_no` (admin only): 1..rounds, in order, after the previous aggregate."""
-        self._require_admin(ctx, "OpenRound")
-        spec, _ = await self._task(ctx, task)
-        if not 1 <= round_no <= spec.rounds:
-            raise _refusal("round-number", f"round {round_no} is not in 1..{spec.rounds}")
-        state = await self._round(ctx, task, round_no)
-        if state["status"] != "new":
-            raise _refusal("round-state", f"round {round_no} is already {state['status']}")
-        if round_no > 1 and (await self._round(ctx, task, round_no - 1))["status"] != "aggregated":
-            raise _refusal("round-state", f"round {round_no - 1} has no committed aggregate")
-        state = {"opened_tx": ctx.stub.tx_id, "round": round_no, "status": "open", "task": task}
-        await self._put_json(ctx, state, "round", task, _rnd(round_no))
-        return state
-
-    @submit
-    async def CloseRound(self, ctx: Context, task: str, round_no: int) -> dict:
-        """Close an open round (admin only) once it holds at least `min_updates` updates."""
-        self._require_admin(ctx, "CloseRound")
-        spec, _ = await self._task(ctx, task)
-        state = await self._closed_state(ctx, spec, task, round_no)
-        updates = state["updates"]
-        await self._put_json(ctx, state, "round", task, _rnd(round_no))
-        ctx.stub.set_event(
-            "RoundClosed", canonical_json({"round": round_no, "task": task, "updates": updates})
-        )
-        return state
 
     @submit
     async def SubmitUpdate(
@@ -334,15 +311,24 @@ class FLContract(Contract):
             await self._validate(spec, round_no, base, tensors, worker)
         return record
 
-    async def _validate(self, spec: TaskSpec, round_no: int, base: bytes, tensors, worker) -> None:
+    async def _validate(
+        self,
+        spec: TaskSpec,
+        round_no: int,
+        base: bytes,
+        tensors: Mapping[str, np.ndarray],
+        worker: str,
+    ) -> None:
         key = (spec.id, round_no, hashlib.sha256(base).hexdigest())
         org = self.settings.get("msp_id", "this org")
+        validator = self._validator
+        assert validator is not None  # SubmitUpdate validates only when it has one
 
         def run() -> tuple[float, float]:
             model = decode_update(base, spec.layout)
             if key not in self._baselines:
-                self._baselines[key] = self._validator(model)
-            return self._baselines[key], self._validator(apply_update(model, tensors))
+                self._baselines[key] = validator(model)
+            return self._baselines[key], validator(apply_update(model, tensors))
 
         try:
             baseline, candidate = await asyncio.to_thread(run)
@@ -353,92 +339,74 @@ class FLContract(Contract):
             raise _refusal("private-validation", f"{org} refuses the update of {worker}: {reason}")
 
     @submit
-    async def CommitAggregate(self, ctx: Context, task: str, round_no: int) -> dict:
-        """Aggregate a closed round with the task's rule and store the new global model.
-
-        Allowed for admins and for identities allowed to submit to the task. Every endorser
-        recomputes the same bytes (fixed point, ledger key order).
-        """
-        spec, _ = await self._task(ctx, task)
-        identity = ctx.client_identity
-        if identity.role != "admin" and not spec.allows(identity.msp_id, identity.id):
-            raise _refusal("authorised", f"{identity.msp_id} {identity.id} may not aggregate")
-        state = await self._round(ctx, task, round_no)
-        if state["status"] != "closed":
-            raise _refusal("round-state", f"round {round_no} is {state['status']}, not closed")
-        return await self._aggregate(ctx, spec, task, round_no, state)
-
-    @submit
     async def AdvanceRound(self, ctx: Context, task: str, round_no: int) -> dict:
-        """Close an open round, aggregate it and open the next one, in one transaction (admin).
+        """End an open round (admin only), the only way a round ends: once it holds at least
+        `min_updates` updates, aggregate them with the task's rule, store the new global model
+        and open the next round (if the task has one), all in one transaction.
 
-        The same checks and writes as ``CloseRound`` + ``CommitAggregate`` + ``OpenRound``
-        (the next round only if the task has one), so a coordinator needs one block, not
-        three, between a round's last update and the next round's first. Emits
-        ``AggregateCommitted`` with ``"closed": true`` and ``"next_round"``.
+        Every endorser recomputes the same bytes (fixed point, ledger key order). Returns the
+        aggregate record; emits ``AggregateCommitted`` with the new model's digest, the
+        updates used and excluded and ``next_round`` (null after the last round).
         """
         self._require_admin(ctx, "AdvanceRound")
         spec, _ = await self._task(ctx, task)
-        state = await self._closed_state(ctx, spec, task, round_no)
-        nxt = round_no + 1 if round_no < spec.rounds else None
-        record = await self._aggregate(ctx, spec, task, round_no, state,
-                                       event_extra={"closed": True, "next_round": nxt})
-        if nxt is not None:  # still "new": OpenRound needs this round aggregated first
-            opened = {"opened_tx": ctx.stub.tx_id, "round": nxt, "status": "open", "task": task}
-            await self._put_json(ctx, opened, "round", task, _rnd(nxt))
-        return record
-
-    async def _closed_state(self, ctx: Context, spec: TaskSpec, task: str,
-                            round_no: int) -> dict:
-        """The state an open round takes when it closes (nothing written): its updates, once
-        there are at least `min_updates`."""
         state = await self._round(ctx, task, round_no)
         if state["status"] != "open":
             raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
-        updates = [
-            json.loads(v)["worker"]
-            for _, v in await self._scan(ctx, "update", task, _rnd(round_no))
-        ]
-        if len(updates) < spec.min_updates:
-            raise _refusal(
-                "min-updates", f"round {round_no} has {len(updates)} of {spec.min_updates} updates"
-            )
-        state = {**state, "closed_tx": ctx.stub.tx_id, "status": "closed", "updates": updates}
-        return state
-
-    async def _aggregate(self, ctx: Context, spec: TaskSpec, task: str, round_no: int,
-                         state: dict, event_extra: dict | None = None) -> dict:
-        """Aggregate a closed round (its `state` given): model, record, state, event."""
         base = await self._model_bytes(ctx, task, round_no - 1)
         submissions = []
         for parts, value in await self._scan(ctx, "update", task, _rnd(round_no)):
             blob = await ctx.stub.get_state(self._key(ctx, "blob", *parts))
             submissions.append((json.loads(value), blob))
+        if len(submissions) < spec.min_updates:
+            raise _refusal(
+                "min-updates",
+                f"round {round_no} has {len(submissions)} of {spec.min_updates} updates",
+            )
         try:
             model, result = await asyncio.to_thread(aggregate_round, spec, base, submissions)
         except FLError as exc:
             raise _translate(exc) from exc
+        nxt = round_no + 1 if round_no < spec.rounds else None
         record = {**result, "round": round_no, "task": task, "tx_id": ctx.stub.tx_id}
         await ctx.stub.put_state(self._key(ctx, "model", task, _rnd(round_no)), model)
         await self._put_json(ctx, record, "aggregate", task, _rnd(round_no))
-        state = {**state, "aggregated_tx": ctx.stub.tx_id, "status": "aggregated"}
+        updates = [r["worker"] for r, _ in submissions]
+        state = {
+            **state,
+            "aggregated_tx": ctx.stub.tx_id,
+            "status": "aggregated",
+            "updates": updates,
+        }
         await self._put_json(ctx, state, "round", task, _rnd(round_no))
+        if nxt is not None:
+            await self._open(ctx, task, nxt)
         ctx.stub.set_event(
             "AggregateCommitted",
             canonical_json(
                 {
                     "excluded": [e["id"] for e in record["excluded"]],
                     "model_digest": record["model_digest"],
+                    "next_round": nxt,
                     "round": round_no,
                     "task": task,
                     "used": record["used"],
-                    **(event_extra or {}),
                 }
             ),
         )
         return record
 
+    async def _open(self, ctx: Context, task: str, round_no: int) -> None:
+        state = {"opened_tx": ctx.stub.tx_id, "round": round_no, "status": "open", "task": task}
+        await self._put_json(ctx, state, "round", task, _rnd(round_no))
+
     # -- queries -------------------------------------------------------------------------
+
+    @evaluate
+    async def GetTask(self, ctx: Context, task: str) -> dict:
+        """The task record: spec, creator, creating transaction and initial model digest."""
+        _, stored = await self._task(ctx, task)
+        return stored
 
     @evaluate
     async def GetGlobalModel(self, ctx: Context, task: str, round_no: int) -> bytes:
@@ -448,10 +416,12 @@ class FLContract(Contract):
 
     @evaluate
     async def GetRoundUpdates(self, ctx: Context, task: str, round_no: int) -> dict:
-        """The round's state and its update records (without the update bytes)."""
+        """The round's state, its update records (without the update bytes) and its aggregate
+        record (null until the round is aggregated)."""
         await self._task(ctx, task)
         records = await self._scan(ctx, "update", task, _rnd(round_no))
         return {
+            "aggregate": await self._get_json(ctx, "aggregate", task, _rnd(round_no)),
             "round": round_no,
             "state": await self._round(ctx, task, round_no),
             "task": task,

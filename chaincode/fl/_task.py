@@ -7,7 +7,7 @@ Task JSON (fields without a default are required)::
       "layout": {"encoding": 1, "dtype": "float32",
                  "tensors": [{"name": "fc.weight", "shape": [10, 64]}, ...]},
       "rounds": 20,
-      "min_updates": 3,                            # per round, before CloseRound may close it
+      "min_updates": 3,                            # per round, before AdvanceRound may end it
       "norm_bound": 10.0,                          # L2 bound of each update, <= 32768
       "max_update_bytes": 1000000,                 # at most MAX_UPDATE_BYTES
       "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
@@ -35,15 +35,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedfabric.chaincode.fl._aggregation import Strategy, make_strategy
+from fedfabric.chaincode.fl._aggregation import Rule, make_rule
 from fedfabric.chaincode.fl._encoding import Layout, encoded_size
 from fedfabric.chaincode.fl._errors import AggregationError, TaskError, UpdateError
 from fedfabric.chaincode.fl._fixedpoint import MAX_ABS
 from fedfabric.chaincode.fl._models import model_layout
 
 # Measured on Fabric 3.1.5 and the 3.0 snapshot 695dd57e (fedfabric.chaincode.fl._contract): a
-# 50.0 MB update commits, 52 MB
-# does not, because its bytes travel twice per transaction and message.
+# 50.0 MB update commits, 52 MB does not, because its bytes travel twice per transaction and
+# message.
 MAX_UPDATE_BYTES = 50_000_000
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -176,7 +176,7 @@ class TaskSpec:
                 f"largest that fits a Fabric transaction is {MAX_UPDATE_BYTES} bytes",
             )
         try:
-            strategy = spec.strategy()
+            strategy = spec.build_rule()
         except AggregationError as exc:
             raise TaskError("aggregation", str(exc)) from exc
         if spec.min_updates < strategy.min_updates:
@@ -207,9 +207,9 @@ class TaskSpec:
             data["model"] = json.loads(json.dumps(self.model))
         return data
 
-    def strategy(self) -> Strategy:
+    def build_rule(self) -> Rule:
         """The task's aggregation rule. Raises `AggregationError` if it cannot be built."""
-        return make_strategy(self.rule, dict(self.rule_params))
+        return make_rule(self.rule, dict(self.rule_params))
 
     def allows(self, msp_id: str, subject: str) -> bool:
         """Whether the identity (MSP id, X.509 subject) may submit updates."""

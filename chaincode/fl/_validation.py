@@ -53,13 +53,14 @@ class SettingsValidator:
         self._data: dict[str, np.ndarray] | None = None
 
     def __call__(self, model: Model) -> float:
-        if self._loss is None:
+        if self._loss is None or self._data is None:
             module_name, _, attr = self.target.partition(":")
             if not module_name or not attr:
                 raise ValueError(f"validator {self.target!r} is not 'module:function'")
-            self._loss = getattr(importlib.import_module(module_name), attr)
+            loss = getattr(importlib.import_module(module_name), attr)
             with np.load(self.data_path, allow_pickle=False) as archive:
-                self._data = {k: archive[k] for k in sorted(archive.files)}
+                data = {k: archive[k] for k in sorted(archive.files)}
+            self._loss, self._data = loss, data  # both or neither
         return float(self._loss(model, self._data))
 
 

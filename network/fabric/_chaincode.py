@@ -54,13 +54,17 @@ def server_name(cc: Chaincode, peer: Peer) -> str:
     return f"cc-{cc.name}-{peer.host}"
 
 
-def server_tls_paths(layout: Layout, org: Organization, peer: Peer,
-                     cc: Chaincode) -> tuple[Path, Path, Path]:
+def server_tls_paths(
+    layout: Layout, org: Organization, peer: Peer, cc: Chaincode
+) -> tuple[Path, Path, Path]:
     """(TLS cert, key, client CA) of the chaincode server of ``cc`` next to ``peer``."""
     folder = layout.node_dir(peer.host) / "chaincode" / cc.name
     root = _crypto.org_dir(layout.crypto_dir, org)
-    return (folder / "server.crt", folder / "server.key",
-            root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem")
+    return (
+        folder / "server.crt",
+        folder / "server.key",
+        root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem",
+    )
 
 
 async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> None:
@@ -80,7 +84,7 @@ async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> Non
             continue
         for peer in t.peers:
             _write_ccaas_config(net, peer, cc)
-        say(f"{cc.name}: installing {pid[:len(cc.label) + 13]}... on {len(t.peers)} peers")
+        say(f"{cc.name}: installing {pid[: len(cc.label) + 13]}... on {len(t.peers)} peers")
         await asyncio.gather(*(_install(net, peer, pkg, pid) for peer in t.peers))
         say(f"{cc.name}: starting {len(t.peers)} chaincode servers")
         await asyncio.gather(*(_start_server(net, cc, peer, pid) for peer in t.peers))
@@ -124,8 +128,14 @@ def server_status(net: FabricNetwork) -> list[NodeStatus]:
             continue
         for peer in net.topology.peers:
             n = server_name(cc, peer)
-            out.append(NodeStatus(n, "chaincode", _process.pid_of(net.layout, n) is not None,
-                                  detail=f"{HOST}:{peer.chaincode_server_port + cc.slot}"))
+            out.append(
+                NodeStatus(
+                    n,
+                    "chaincode",
+                    _process.pid_of(net.layout, n) is not None,
+                    detail=f"{HOST}:{peer.chaincode_server_port + cc.slot}",
+                )
+            )
     return out
 
 
@@ -147,12 +157,19 @@ def _write_ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> None:
 async def _install(net: FabricNetwork, peer: Peer, pkg: Path, pid: str) -> None:
     env = net.peer_cli_env(peer)
     peer_bin = net.release.tool("peer")
-    installed = await _process.run_tool([peer_bin, "lifecycle", "chaincode", "queryinstalled"],
-                                        env, what=f"queryinstalled on {peer.host}")
+    installed = await _process.run_tool(
+        [peer_bin, "lifecycle", "chaincode", "queryinstalled"],
+        env,
+        what=f"queryinstalled on {peer.host}",
+    )
     if pid in installed:
         return
-    await _process.run_tool([peer_bin, "lifecycle", "chaincode", "install", str(pkg)], env,
-                            what=f"install on {peer.host}", timeout=300)
+    await _process.run_tool(
+        [peer_bin, "lifecycle", "chaincode", "install", str(pkg)],
+        env,
+        what=f"install on {peer.host}",
+        timeout=300,
+    )
 
 
 async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str) -> None:
@@ -167,9 +184,24 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
     address = f"{HOST}:{port}"
     env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=address)
     if cc.server == "python":
-        argv = [sys.executable, "-m", "fedfabric.chaincode", "serve", "--contract",
-                str(cc.contract), "--address", address, "--chaincode-id", pid, "--tls-cert",
-                str(cert), "--tls-key", str(key), "--tls-client-ca", str(client_ca)]
+        argv = [
+            sys.executable,
+            "-m",
+            "fedfabric.chaincode",
+            "serve",
+            "--contract",
+            str(cc.contract),
+            "--address",
+            address,
+            "--chaincode-id",
+            pid,
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--tls-client-ca",
+            str(client_ca),
+        ]
         settings = {"msp_id": org.msp_id, **cc.settings.get(org.msp_id, {})}
         for k, v in sorted(settings.items()):
             argv += ["--setting", f"{k}={v}"]
@@ -179,17 +211,33 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
         cli = cc.path / "node_modules" / "fabric-shim" / "cli.js"
         node = shutil.which("node")
         if node is None or not cli.exists():
-            raise NetworkError(f"{cc.name}: Node chaincode needs `node` and `npm install` in "
-                               f"{cc.path} (missing {cli if node else 'node'})")
-        argv = [node, str(cli), "server", "--chaincode-address", address, "--chaincode-id", pid,
-                "--chaincode-tls-cert-file", str(cert), "--chaincode-tls-key-file", str(key),
-                "--chaincode-tls-client-cacert-file", str(client_ca),
-                "--module-path", str(cc.path)]
+            raise NetworkError(
+                f"{cc.name}: Node chaincode needs `node` and `npm install` in "
+                f"{cc.path} (missing {cli if node else 'node'})"
+            )
+        argv = [
+            node,
+            str(cli),
+            "server",
+            "--chaincode-address",
+            address,
+            "--chaincode-id",
+            pid,
+            "--chaincode-tls-cert-file",
+            str(cert),
+            "--chaincode-tls-key-file",
+            str(key),
+            "--chaincode-tls-client-cacert-file",
+            str(client_ca),
+            "--module-path",
+            str(cc.path),
+        ]
         cwd = cc.path
     _process.start(net.layout, name, argv, env, cwd=cwd)
     try:
-        await _process.wait_listening(name, port, alive=lambda: bool(
-            _process.pid_of(net.layout, name)))
+        await _process.wait_listening(
+            name, port, alive=lambda: bool(_process.pid_of(net.layout, name))
+        )
     except NetworkError as exc:
         log = net.layout.log_file(name).read_text(errors="replace").strip().splitlines()
         raise NetworkError(f"chaincode server {name}: {exc}: {' | '.join(log[-3:])}") from exc
@@ -200,9 +248,21 @@ async def _next_sequence(net: FabricNetwork, cc: Chaincode) -> tuple[int, bool]:
     peer = net.topology.peers[0]
     try:
         out = await _process.run_tool(
-            [net.release.tool("peer"), "lifecycle", "chaincode", "querycommitted", "-C",
-             net.topology.channel, "-n", cc.name, "-O", "json"], net.peer_cli_env(peer),
-            what="querycommitted")
+            [
+                net.release.tool("peer"),
+                "lifecycle",
+                "chaincode",
+                "querycommitted",
+                "-C",
+                net.topology.channel,
+                "-n",
+                cc.name,
+                "-O",
+                "json",
+            ],
+            net.peer_cli_env(peer),
+            what="querycommitted",
+        )
     except NetworkError as exc:
         if "404" in str(exc) or "not found" in str(exc):
             return 1, False
@@ -216,24 +276,64 @@ async def _next_sequence(net: FabricNetwork, cc: Chaincode) -> tuple[int, bool]:
 
 async def _approve(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str, seq: int) -> None:
     await _process.run_tool(
-        [net.release.tool("peer"), "lifecycle", "chaincode", "approveformyorg",
-         *net.orderer_args(), "--channelID", net.topology.channel, "--name", cc.name,
-         "--version", cc.version, "--package-id", pid, "--sequence", str(seq),
-         "--signature-policy", cc.endorsement_policy, "--waitForEventTimeout", "60s"],
-        net.peer_cli_env(peer), what=f"approve {cc.name} for {peer.org}", timeout=120)
+        [
+            net.release.tool("peer"),
+            "lifecycle",
+            "chaincode",
+            "approveformyorg",
+            *net.orderer_args(),
+            "--channelID",
+            net.topology.channel,
+            "--name",
+            cc.name,
+            "--version",
+            cc.version,
+            "--package-id",
+            pid,
+            "--sequence",
+            str(seq),
+            "--signature-policy",
+            cc.endorsement_policy,
+            "--waitForEventTimeout",
+            "60s",
+        ],
+        net.peer_cli_env(peer),
+        what=f"approve {cc.name} for {peer.org}",
+        timeout=120,
+    )
 
 
 async def _commit(net: FabricNetwork, cc: Chaincode, seq: int) -> None:
-    cmd = [net.release.tool("peer"), "lifecycle", "chaincode", "commit", *net.orderer_args(),
-           "--channelID", net.topology.channel, "--name", cc.name, "--version", cc.version,
-           "--sequence", str(seq), "--signature-policy", cc.endorsement_policy,
-           "--waitForEventTimeout", "60s"]
+    cmd = [
+        net.release.tool("peer"),
+        "lifecycle",
+        "chaincode",
+        "commit",
+        *net.orderer_args(),
+        "--channelID",
+        net.topology.channel,
+        "--name",
+        cc.name,
+        "--version",
+        cc.version,
+        "--sequence",
+        str(seq),
+        "--signature-policy",
+        cc.endorsement_policy,
+        "--waitForEventTimeout",
+        "60s",
+    ]
     for org in net.topology.organizations:
         p = org.peers[0]
-        cmd += ["--peerAddresses", p.address, "--tlsRootCertFiles",
-                str(net.endpoint(org.name).tls_root_cert)]
-    await _process.run_tool(cmd, net.peer_cli_env(net.topology.peers[0]),
-                            what=f"commit {cc.name}", timeout=120)
+        cmd += [
+            "--peerAddresses",
+            p.address,
+            "--tlsRootCertFiles",
+            str(net.endpoint(org.name).tls_root_cert),
+        ]
+    await _process.run_tool(
+        cmd, net.peer_cli_env(net.topology.peers[0]), what=f"commit {cc.name}", timeout=120
+    )
 
 
 async def wait_endorsable(net: FabricNetwork, cc: Chaincode, timeout: float = 90) -> None:
@@ -251,13 +351,16 @@ async def wait_endorsable(net: FabricNetwork, cc: Chaincode, timeout: float = 90
             contract = gateway.get_network(net.topology.channel).get_contract(cc.name)
             while True:
                 try:
-                    await contract.new_proposal("org.hyperledger.fabric:GetMetadata",
-                                                endorsing_orgs=everyone).endorse(timeout=10)
+                    await contract.new_proposal(
+                        "org.hyperledger.fabric:GetMetadata", endorsing_orgs=everyone
+                    ).endorse(timeout=10)
                     break
                 except GatewayError as exc:
                     if time.monotonic() > deadline:
-                        raise NetworkError(f"{cc.name} cannot be endorsed through the gateway of "
-                                           f"{org.name} after {timeout:.0f}s: {exc}") from exc
+                        raise NetworkError(
+                            f"{cc.name} cannot be endorsed through the gateway of "
+                            f"{org.name} after {timeout:.0f}s: {exc}"
+                        ) from exc
                     await asyncio.sleep(0.5)
 
 
@@ -275,8 +378,12 @@ def _deployed_policy(net: FabricNetwork, cc: Chaincode) -> str | None:
 
 
 def _record(cc: Chaincode) -> dict[str, str]:
-    return {"version": cc.version, "policy": cc.endorsement_policy, "package_id": package_id(cc),
-            "settings": json.dumps(cc.settings, sort_keys=True)}
+    return {
+        "version": cc.version,
+        "policy": cc.endorsement_policy,
+        "package_id": package_id(cc),
+        "settings": json.dumps(cc.settings, sort_keys=True),
+    }
 
 
 def _record_deployed(net: FabricNetwork, cc: Chaincode) -> None:

@@ -47,8 +47,9 @@ class FabricNetwork:
             say(f"network {t.name} is already running ({len(nodes)} nodes); nothing to do")
             return False
         say(f"Fabric: {self.release.describe()}")
-        ports = [p for p in t.node_ports() if p[0] not in running
-                 and "chaincode_server" not in p[1]]
+        ports = [
+            p for p in t.node_ports() if p[0] not in running and "chaincode_server" not in p[1]
+        ]
         _process.check_ports_free(ports)
         started = time.monotonic()
         say("crypto material (CAs, MSPs, TLS)")
@@ -59,9 +60,20 @@ class FabricNetwork:
         if not block.exists():
             say(f"channel block for {t.channel!r} (configtxgen)")
             await _process.run_tool(
-                [self.release.tool("configtxgen"), "-configPath", str(self.layout.configtx_dir),
-                 "-profile", "Channel", "-channelID", t.channel, "-outputBlock", str(block)],
-                self._env(), what="configtxgen")
+                [
+                    self.release.tool("configtxgen"),
+                    "-configPath",
+                    str(self.layout.configtx_dir),
+                    "-profile",
+                    "Channel",
+                    "-channelID",
+                    t.channel,
+                    "-outputBlock",
+                    str(block),
+                ],
+                self._env(),
+                what="configtxgen",
+            )
         try:
             await self._start_nodes(running, say)
             await self._join(say)
@@ -95,8 +107,11 @@ class FabricNetwork:
 
     async def start_node(self, host: str) -> None:
         """(Re)start one stopped peer or orderer and wait until it is healthy."""
-        await self._start_nodes([n for n in self._node_names() if n != host
-                                 and _process.pid_of(self.layout, n)], _quiet, only=host)
+        await self._start_nodes(
+            [n for n in self._node_names() if n != host and _process.pid_of(self.layout, n)],
+            _quiet,
+            only=host,
+        )
         if host in [o.host for o in self.topology.orderer_org.orderers]:
             await self.wait_leader()
 
@@ -124,7 +139,10 @@ class FabricNetwork:
         """The peer's block height on the channel."""
         out = await _process.run_tool(
             [self.release.tool("peer"), "channel", "getinfo", "-c", self.topology.channel],
-            self.peer_cli_env(peer), what=f"peer channel getinfo on {peer.host}", timeout=30)
+            self.peer_cli_env(peer),
+            what=f"peer channel getinfo on {peer.host}",
+            timeout=30,
+        )
         return int(_process.json_in(out, "Blockchain info:")["height"])
 
     async def leader(self) -> str | None:
@@ -150,12 +168,20 @@ class FabricNetwork:
         return path
 
     # ----------------------------------------------------------------- chaincode
-    async def deploy(self, names: Sequence[str] | None = None,
-                     progress: Progress | None = None) -> None:
+    async def deploy(
+        self, names: Sequence[str] | None = None, progress: Progress | None = None
+    ) -> None:
         """Install, approve, commit and serve chaincodes (default: every one in the topology)."""
         self._require_running()
-        await _chaincode.deploy(self, names or [c.name for c in self.topology.chaincodes],
-                                progress or _quiet)
+        await _chaincode.deploy(
+            self, names or [c.name for c in self.topology.chaincodes], progress or _quiet
+        )
+
+    async def wait_endorsable(self, chaincode: str, timeout: float = 90.0) -> None:
+        """Until every org's gateway can get `chaincode` endorsed by every org: after `up`,
+        `deploy`, or a node restart, gossip needs a moment before gateways plan with all orgs.
+        Raises `NetworkError` after `timeout` seconds."""
+        await _chaincode.wait_endorsable(self, self.topology.chaincode(chaincode), timeout)
 
     # ----------------------------------------------------------------- identities
     def endpoint(self, org: str) -> Endpoint:
@@ -168,24 +194,34 @@ class FabricNetwork:
         o = self.topology.org(org)
         folder = _crypto.org_dir(self.layout.crypto_dir, o) / "users" / _crypto.user_name(o, user)
         if not folder.exists():
-            raise NetworkError(f"no identity {user!r} in {o.name} (users: Admin, User1.."
-                               f"User{o.users})")
+            raise NetworkError(
+                f"no identity {user!r} in {o.name} (users: Admin, User1..User{o.users})"
+            )
         msp = folder / "msp"
-        return IdentityFiles(o.msp_id, next((msp / "signcerts").glob("*.pem")),
-                             msp / "keystore" / "priv_sk", folder / "tls" / "client.crt",
-                             folder / "tls" / "client.key", msp)
+        return IdentityFiles(
+            o.msp_id,
+            next((msp / "signcerts").glob("*.pem")),
+            msp / "keystore" / "priv_sk",
+            folder / "tls" / "client.crt",
+            folder / "tls" / "client.key",
+            msp,
+        )
 
     def profile(self, org: str) -> Path:
         """The connection profile (JSON) of an organisation, for `fedfabric.gateway`."""
         return self.layout.profiles_dir / f"{self.topology.org(org).name}.json"
 
     # ----------------------------------------------------------------- CLI plumbing
-    def peer_cli_env(self, peer: Peer, *, admin: bool = True,
-                     user: str = "Admin") -> dict[str, str]:
+    def peer_cli_env(
+        self, peer: Peer, *, admin: bool = True, user: str = "Admin"
+    ) -> dict[str, str]:
         """Environment for ``peer`` CLI commands against ``peer`` as its org's admin."""
         org = self.topology.org(peer.org)
-        msp = admin_msp(self.layout, self.topology, org.name) if admin else \
-            self.identity(org.name, user).msp_dir
+        msp = (
+            admin_msp(self.layout, self.topology, org.name)
+            if admin
+            else self.identity(org.name, user).msp_dir
+        )
         return self._env(
             FABRIC_CFG_PATH=str(self.layout.node_dir(peer.host)),
             CORE_PEER_LOCALMSPID=org.msp_id,
@@ -199,8 +235,12 @@ class FabricNetwork:
         """``-o ... --tls --cafile ...`` (the first running orderer) for peer CLI commands that
         submit transactions."""
         oo = self.topology.orderer_org
-        ca = _crypto.org_dir(self.layout.crypto_dir, oo) / "msp" / "tlscacerts" / \
-            f"tlsca.{oo.domain}-cert.pem"
+        ca = (
+            _crypto.org_dir(self.layout.crypto_dir, oo)
+            / "msp"
+            / "tlscacerts"
+            / f"tlsca.{oo.domain}-cert.pem"
+        )
         running = [o for o in oo.orderers if _process.pid_of(self.layout, o.host)] or oo.orderers
         return ["-o", running[0].address, "--tls", "--cafile", str(ca)]
 
@@ -218,19 +258,25 @@ class FabricNetwork:
     def _require_running(self) -> None:
         down = [n for n in self._node_names() if not _process.pid_of(self.layout, n)]
         if len(down) == len(self._node_names()):
-            raise NotRunningError(f"network {self.topology.name} is not running; run "
-                                  "`fedfabric network up` first")
+            raise NotRunningError(
+                f"network {self.topology.name} is not running; run `fedfabric network up` first"
+            )
 
-    async def _start_nodes(self, running: list[str], say: Progress,
-                           only: str | None = None) -> None:
+    async def _start_nodes(
+        self, running: list[str], say: Progress, only: str | None = None
+    ) -> None:
         t = self.topology
         waits = []
         for o in t.orderer_org.orderers:
             if o.host in running or (only and o.host != only):
                 continue
             say(f"starting {o.host} on {o.address}")
-            _process.start(self.layout, o.host, [self.release.tool("orderer")],
-                           self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(o.host))))
+            _process.start(
+                self.layout,
+                o.host,
+                [self.release.tool("orderer")],
+                self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(o.host))),
+            )
             waits.append(self._healthy(o.host, o.operations_port, o.port))
         await asyncio.gather(*waits)
         waits = []
@@ -238,8 +284,10 @@ class FabricNetwork:
             if p.host in running or (only and p.host != only):
                 continue
             say(f"starting {p.host} on {p.address}")
-            env = self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(p.host)),
-                            **{CCAAS_DIR_ENV: str(self.layout.ccaas_dir(p.host))})
+            env = self._env(
+                FABRIC_CFG_PATH=str(self.layout.node_dir(p.host)),
+                **{CCAAS_DIR_ENV: str(self.layout.ccaas_dir(p.host))},
+            )
             _process.start(self.layout, p.host, [self.release.tool("peer"), "node", "start"], env)
             waits.append(self._healthy(p.host, p.operations_port, p.port))
         await asyncio.gather(*waits)
@@ -259,13 +307,20 @@ class FabricNetwork:
                 await self._osnadmin(o, ["join", "--channelID", t.channel, "--config-block", block])
         for p in t.peers:
             env = self.peer_cli_env(p)
-            listed = await _process.run_tool([self.release.tool("peer"), "channel", "list"], env,
-                                             what=f"peer channel list on {p.host}")
+            listed = await _process.run_tool(
+                [self.release.tool("peer"), "channel", "list"],
+                env,
+                what=f"peer channel list on {p.host}",
+            )
             if t.channel not in listed.split():
                 say(f"joining {p.host} to {t.channel}")
-                await self._retry(lambda env=env, host=p.host: _process.run_tool(
-                    [self.release.tool("peer"), "channel", "join", "-b", block], env,
-                    what=f"peer channel join on {host}"))
+                await self._retry(
+                    lambda env=env, host=p.host: _process.run_tool(
+                        [self.release.tool("peer"), "channel", "join", "-b", block],
+                        env,
+                        what=f"peer channel join on {host}",
+                    )
+                )
 
     async def _wait_heights_equal(self, timeout: float) -> None:
         """Wait until every peer has the channel and all report the same height."""
@@ -279,8 +334,10 @@ class FabricNetwork:
             except NetworkError:
                 pass
             await asyncio.sleep(0.25)
-        raise NetworkError(f"peers did not converge on one height within {timeout:.0f}s "
-                           f"(heights: {heights or 'unknown'})")
+        raise NetworkError(
+            f"peers did not converge on one height within {timeout:.0f}s "
+            f"(heights: {heights or 'unknown'})"
+        )
 
     async def _retry(self, call, attempts: int = 20, delay: float = 0.5):  # noqa: ANN001
         for i in range(attempts):
@@ -295,13 +352,30 @@ class FabricNetwork:
     async def _osnadmin(self, o: Orderer, args: list[str], timeout: float = 30) -> str:
         """``osnadmin channel ARGS`` against one orderer's admin endpoint (mutual TLS)."""
         oo = self.topology.orderer_org
-        tls = _crypto.org_dir(self.layout.crypto_dir, oo) / "users" / \
-            _crypto.user_name(oo, "Admin") / "tls"
+        tls = (
+            _crypto.org_dir(self.layout.crypto_dir, oo)
+            / "users"
+            / _crypto.user_name(oo, "Admin")
+            / "tls"
+        )
         return await _process.run_tool(
-            [self.release.tool("osnadmin"), "channel", *args, "-o", f"127.0.0.1:{o.admin_port}",
-             "--ca-file", str(tls / "ca.crt"), "--client-cert", str(tls / "client.crt"),
-             "--client-key", str(tls / "client.key")], self._env(),
-            what=f"osnadmin channel {args[0]} on {o.host}", timeout=timeout)
+            [
+                self.release.tool("osnadmin"),
+                "channel",
+                *args,
+                "-o",
+                f"127.0.0.1:{o.admin_port}",
+                "--ca-file",
+                str(tls / "ca.crt"),
+                "--client-cert",
+                str(tls / "client.crt"),
+                "--client-key",
+                str(tls / "client.key"),
+            ],
+            self._env(),
+            what=f"osnadmin channel {args[0]} on {o.host}",
+            timeout=timeout,
+        )
 
     async def _orderer_status(self, o: Orderer) -> NodeStatus:
         if not _process.pid_of(self.layout, o.host):
@@ -309,8 +383,9 @@ class FabricNetwork:
         try:
             out = await self._osnadmin(o, ["list", "--channelID", self.topology.channel], 15)
             info = _process.json_in(out)
-            return NodeStatus(o.host, "orderer", True, int(info["height"]),
-                              info.get("consensusRelation", ""))
+            return NodeStatus(
+                o.host, "orderer", True, int(info["height"]), info.get("consensusRelation", "")
+            )
         except (NetworkError, ValueError, KeyError) as exc:
             return NodeStatus(o.host, "orderer", True, None, str(exc))
 
@@ -332,9 +407,18 @@ class FabricNetwork:
         users = {}
         for user in ["Admin"] + [f"User{i}" for i in range(1, org.users + 1)]:
             ident = self.identity(org.name, user)
-            users[user] = {"cert_path": str(ident.cert), "key_path": str(ident.key),
-                           "client_tls_cert_path": str(ident.tls_cert),
-                           "client_tls_key_path": str(ident.tls_key)}
-        return {"name": org.name, "msp_id": org.msp_id, "channel": self.topology.channel,
-                "peer_endpoint": ep.address, "server_name": ep.server_name,
-                "tls_root_cert_path": str(ep.tls_root_cert), "users": users}
+            users[user] = {
+                "cert_path": str(ident.cert),
+                "key_path": str(ident.key),
+                "client_tls_cert_path": str(ident.tls_cert),
+                "client_tls_key_path": str(ident.tls_key),
+            }
+        return {
+            "name": org.name,
+            "msp_id": org.msp_id,
+            "channel": self.topology.channel,
+            "peer_endpoint": ep.address,
+            "server_name": ep.server_name,
+            "tls_root_cert_path": str(ep.tls_root_cert),
+            "users": users,
+        }

@@ -13,7 +13,6 @@ import asyncio
 import json
 import math
 import struct
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
@@ -26,7 +25,7 @@ from fedfabric.chaincode.fl import (
     decode_update,
     encode_model,
     encode_update,
-    make_strategy,
+    make_rule,
     read_header,
     verify_audit,
 )
@@ -66,25 +65,7 @@ async def fl(network: FabricNetwork) -> AsyncIterator[Contracts]:
 
 @pytest.fixture(scope="module", autouse=True)
 async def discovered(network: FabricNetwork) -> None:
-    """Wait until every org's Gateway has discovered every org's ``fl`` endorser.
-
-    Right after a network starts, a peer's gossip may not yet know the other orgs' peers;
-    the Gateway then plans endorsements without them ("failed to find any endorsing peers").
-    """
-    deadline = time.monotonic() + 60
-    for org in ORGS:
-        async with connect_profile(network.profile(org), "User1") as gateway:
-            contract = gateway.get_network(network.topology.channel).get_contract("fl")
-            for msp in ORGS.values():
-                while True:
-                    try:
-                        await contract.evaluate("org.hyperledger.fabric:GetMetadata",
-                                                endorsing_orgs=[msp])
-                        break
-                    except EvaluateError as exc:
-                        if time.monotonic() > deadline:
-                            raise AssertionError(f"{org} never discovered {msp}: {exc}") from exc
-                        await asyncio.sleep(0.25)
+    await network.wait_endorsable("fl")
 
 
 def subject(network: FabricNetwork, org: str, user: str) -> str:
@@ -116,11 +97,10 @@ def task_spec(task_id: str, **overrides) -> dict:
 
 
 async def open_task(fl: Contracts, spec: dict) -> None:
-    """Create the task as Transport's admin and open round 1."""
+    """Create the task as Transport's admin (which opens round 1)."""
     admin = await fl("transport", "Admin")
     initial = encode_model({"w": TRUE_WEIGHTS}, LAYOUT_OBJ)
     await admin.submit("CreateTask", [json.dumps(spec), initial])
-    await admin.submit("OpenRound", [spec["id"], "1"])
 
 
 async def submit(contract: Contract, task: str, update: bytes, samples: int = 10) -> dict:
@@ -167,7 +147,8 @@ async def test_update_refused_by_one_org_commits_with_the_other_two(fl) -> None:
 
 
 async def test_update_refused_by_two_orgs_never_commits_and_both_reasons_reach_the_client(
-        fl) -> None:
+    fl,
+) -> None:
     await open_task(fl, task_spec("two-refuse"))
 
     with pytest.raises(EndorseError) as info:
@@ -184,7 +165,7 @@ async def test_update_refused_by_two_orgs_never_commits_and_both_reasons_reach_t
 def with_nan(update: bytes) -> bytes:
     """The update with its first value replaced by NaN (encode_update would refuse it)."""
     offset = read_header(update)["body_offset"]
-    return update[:offset] + struct.pack("<f", math.nan) + update[offset + 4:]
+    return update[:offset] + struct.pack("<f", math.nan) + update[offset + 4 :]
 
 
 @pytest.mark.parametrize(
@@ -233,8 +214,9 @@ async def test_unauthorised_identities_are_refused(fl, network) -> None:
     spec = task_spec(
         "authorised",
         allowed_orgs=["EnergyMSP", "TransportMSP"],
-        allowed_clients=[{"msp_id": "TransportMSP", "subject": subject(network, "transport",
-                                                                       "User1")}],
+        allowed_clients=[
+            {"msp_id": "TransportMSP", "subject": subject(network, "transport", "User1")}
+        ],
     )
     await open_task(fl, spec)
 
@@ -243,42 +225,51 @@ async def test_unauthorised_identities_are_refused(fl, network) -> None:
     with pytest.raises(EndorseError) as other_org:
         await submit(await fl("health", "User1"), "authorised", delta(seed=7))
     with pytest.raises(EndorseError) as not_admin:
-        await (await fl("transport", "User1")).submit("OpenRound", ["authorised", "2"])
+        await (await fl("transport", "User1")).submit("AdvanceRound", ["authorised", "1"])
     allowed = await submit(await fl("transport", "User1"), "authorised", delta(seed=8))
 
     assert "authorised: TransportMSP CN=User2" in refusals(other_user.value)["TransportMSP"]
     assert "authorised: HealthMSP" in refusals(other_org.value)["HealthMSP"]
-    assert "role: OpenRound needs an admin" in refusals(not_admin.value)["TransportMSP"]
+    assert "role: AdvanceRound needs an admin" in refusals(not_admin.value)["TransportMSP"]
     assert await round_workers(fl, "authorised") == [allowed["worker"]]
 
 
-async def test_commit_aggregate_equals_the_aggregate_recomputed_offline(fl) -> None:
+async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(fl) -> None:
     rule = {"rule": "multi-krum", "params": {"f": 1, "m": 3}}
-    await open_task(fl, task_spec("aggregate", aggregation=rule, min_updates=5,
-                                  validation_threshold=None))
-    workers = [("transport", "User1"), ("transport", "User2"), ("energy", "User1"),
-               ("energy", "User2"), ("health", "User1")]
+    await open_task(
+        fl, task_spec("aggregate", aggregation=rule, min_updates=5, validation_threshold=None)
+    )
+    workers = [
+        ("transport", "User1"),
+        ("transport", "User2"),
+        ("energy", "User1"),
+        ("energy", "User2"),
+        ("health", "User1"),
+    ]
     updates = [delta(scale=0.01, seed=10 + i) for i in range(4)]
     updates.append(delta(seed=20, direction=ENERGY_AND_HEALTH))  # the outlier Krum drops
     contracts = [await fl(org, user) for org, user in workers]
-    sent = await asyncio.gather(*(
-        submit(contract, "aggregate", update, samples=10 * (i + 1))
-        for i, (contract, update) in enumerate(zip(contracts, updates, strict=True))
-    ))
+    sent = await asyncio.gather(
+        *(
+            submit(contract, "aggregate", update, samples=10 * (i + 1))
+            for i, (contract, update) in enumerate(zip(contracts, updates, strict=True))
+        )
+    )
     admin = await fl("energy", "Admin")
-    await admin.submit("CloseRound", ["aggregate", "1"])
 
-    record = json.loads(await admin.submit("CommitAggregate", ["aggregate", "1"]))
+    record = json.loads(await admin.submit("AdvanceRound", ["aggregate", "1"]))
 
     contract = await fl()
     base = await contract.evaluate("GetGlobalModel", ["aggregate", "0"])
     stored = await contract.evaluate("GetGlobalModel", ["aggregate", "1"])
     by_digest = {read_header(u)["content_digest"]: u for u in updates}
     ledger_order = json.loads(await contract.evaluate("GetRoundUpdates", ["aggregate", "1"]))
-    offline = make_strategy(rule["rule"], rule["params"]).aggregate(
+    offline = make_rule(rule["rule"], rule["params"]).aggregate(
         decode_update(base, LAYOUT_OBJ),
-        [Update(r["worker"], decode_update(by_digest[r["digest"]], LAYOUT_OBJ), r["num_samples"])
-         for r in ledger_order["updates"]],
+        [
+            Update(r["worker"], decode_update(by_digest[r["digest"]], LAYOUT_OBJ), r["num_samples"])
+            for r in ledger_order["updates"]
+        ],
     )
     assert stored == encode_model(offline.model, LAYOUT_OBJ)
     assert record["used"] == list(offline.used) and len(offline.used) == 3
@@ -289,31 +280,34 @@ async def test_commit_aggregate_equals_the_aggregate_recomputed_offline(fl) -> N
 
 
 async def test_paginated_audit_recomputes_every_round(fl) -> None:
-    await open_task(fl, task_spec("audit", validation_threshold=None))
+    await open_task(fl, task_spec("audit", validation_threshold=None, rounds=2))
     admin = await fl("transport", "Admin")
     workers = [await fl(org, "User1") for org in ORGS]
     for round_no in (1, 2):
-        if round_no > 1:
-            await admin.submit("OpenRound", ["audit", str(round_no)])
-        await asyncio.gather(*(
-            worker.submit(
-                "SubmitUpdate", ["audit", str(round_no), delta(seed=30 + 3 * round_no + i), "7"])
-            for i, worker in enumerate(workers)
-        ))
-        await admin.submit("CloseRound", ["audit", str(round_no)])
-        await admin.submit("CommitAggregate", ["audit", str(round_no)])
+        await asyncio.gather(
+            *(
+                worker.submit(
+                    "SubmitUpdate", ["audit", str(round_no), delta(seed=30 + 3 * round_no + i), "7"]
+                )
+                for i, worker in enumerate(workers)
+            )
+        )
+        await admin.submit("AdvanceRound", ["audit", str(round_no)])
     contract = await fl("health", "User2")
 
     audit = json.loads(await contract.evaluate("GetAudit", ["audit"]))
     models = {r: await contract.evaluate("GetGlobalModel", ["audit", str(r)]) for r in (0, 1, 2)}
     updates = {
         (entry["round"], u["worker"]): await contract.evaluate(
-            "GetUpdate", ["audit", str(entry["round"]), u["worker"]])
-        for entry in audit["rounds"] for u in entry["updates"]
+            "GetUpdate", ["audit", str(entry["round"]), u["worker"]]
+        )
+        for entry in audit["rounds"]
+        for u in entry["updates"]
     }
 
     assert [len(entry["updates"]) for entry in audit["rounds"]] == [3, 3]
     assert verify_audit(audit, models, updates) == []
     models[2] = models[1]
     assert verify_audit(audit, models, updates) == [
-        "round 2: stored model differs from the recomputed one"]
+        "round 2: stored model differs from the recomputed one"
+    ]

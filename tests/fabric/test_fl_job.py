@@ -16,8 +16,7 @@ import yaml
 from fedfabric.fl_worker.config import RunConfig
 from fedfabric.fl_worker.run import RunOptions, run_job
 from fedfabric.network import FabricNetwork
-from tests.conftest import topology_data
-from tests.fabric.conftest import PORT_SHIFT
+from tests.conftest import PORT_SHIFT, topology_data
 
 SMALL = {"rounds": 2, "workers_per_org": 2, "epochs": 1}
 
@@ -30,8 +29,12 @@ def topology_file(network: FabricNetwork, folder: Path) -> Path:
     """The session network's topology as a file, for the CLI."""
     chaincodes = []
     for cc in network.topology.chaincodes:
-        entry = {"name": cc.name, "version": cc.version, "server": cc.server,
-                 "settings": cc.settings}
+        entry = {
+            "name": cc.name,
+            "version": cc.version,
+            "server": cc.server,
+            "settings": cc.settings,
+        }
         entry.update({"contract": cc.contract} if cc.contract else {"path": str(cc.path)})
         chaincodes.append(entry)
     path = folder / "topology.yaml"
@@ -40,8 +43,16 @@ def topology_file(network: FabricNetwork, folder: Path) -> Path:
 
 
 def cli(network: FabricNetwork, folder: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "fedfabric.fl_worker.cli", *args, "--topology",
-            str(topology_file(network, folder)), "--state-dir", str(network.layout.root)]
+    return [
+        sys.executable,
+        "-m",
+        "fedfabric.fl_worker.cli",
+        *args,
+        "--topology",
+        str(topology_file(network, folder)),
+        "--state-dir",
+        str(network.layout.root),
+    ]
 
 
 def final_digest(report: Path) -> str:
@@ -49,17 +60,19 @@ def final_digest(report: Path) -> str:
 
 
 async def test_small_run_learns_and_equals_the_run_without_ledger(
-        network: FabricNetwork, tmp_path: Path) -> None:
+    network: FabricNetwork, tmp_path: Path
+) -> None:
     config = RunConfig(**SMALL)
 
-    report = await run_job(config, RunOptions(task="job-small", report_dir=tmp_path), network,
-                           say=say)
+    report = await run_job(
+        config, RunOptions(task="job-small", report_dir=tmp_path), network, say=say
+    )
 
     assert report.rounds[-1].accuracy > report.initial_accuracy + 0.3
     assert report.rounds[-1].accuracy == report.baseline_final_accuracy
     assert [r.committed for r in report.rounds] == [6, 6]
-    # OpenRound, then per round 6 updates and one AdvanceRound (the task was created before).
-    assert report.ledger.transactions == report.ledger.valid_transactions == 1 + 2 * (6 + 1)
+    # Per round 6 updates and one AdvanceRound (CreateTask, which opened round 1, came before).
+    assert report.ledger.transactions == report.ledger.valid_transactions == 2 * (6 + 1)
     assert report.ledger.bytes > report.ledger.ledger_update_bytes > 0
     for name in ("report.md", "rounds.csv", "summary.json", "accuracy.png", "final_model.bin"):
         assert (tmp_path / name).stat().st_size > 0
@@ -67,36 +80,59 @@ async def test_small_run_learns_and_equals_the_run_without_ledger(
 
 
 async def test_a_robust_strategy_keeps_accuracy_under_sign_flip_where_fedavg_drops(
-        network: FabricNetwork, tmp_path: Path) -> None:
+    network: FabricNetwork, tmp_path: Path
+) -> None:
     attacked = {"rounds": 3, "attack": "sign_flip", "malicious": 0.3}
     accuracy = {}
     for strategy, params in [("fedavg", {}), ("multi-krum", {"f": 3, "m": 5})]:
         config = RunConfig(strategy=strategy, strategy_params=params, **attacked)
-        report = await run_job(config, RunOptions(task=f"job-{strategy}", baseline=False,
-                                                  report_dir=tmp_path / strategy),
-                               network, say=say)
+        report = await run_job(
+            config,
+            RunOptions(task=f"job-{strategy}", baseline=False, report_dir=tmp_path / strategy),
+            network,
+            say=say,
+        )
         accuracy[strategy] = report.rounds[-1].accuracy
         if strategy == "multi-krum":
             assert report.rounds[-1].excluded >= 3  # the three attackers
-    clean = (await run_job(RunConfig(rounds=3), RunOptions(task="job-clean", baseline=False,
-                                                           report_dir=tmp_path / "clean"),
-                           network, say=say)).rounds[-1].accuracy
+    clean = (
+        (
+            await run_job(
+                RunConfig(rounds=3),
+                RunOptions(task="job-clean", baseline=False, report_dir=tmp_path / "clean"),
+                network,
+                say=say,
+            )
+        )
+        .rounds[-1]
+        .accuracy
+    )
 
     assert accuracy["multi-krum"] > accuracy["fedavg"] + 0.1
     assert accuracy["multi-krum"] > clean - 0.1
 
 
 def test_kill_9_then_resume_gives_the_same_final_model_and_audit_checks_it(
-        network: FabricNetwork, tmp_path: Path) -> None:
+    network: FabricNetwork, tmp_path: Path
+) -> None:
     flags = ["run", "--rounds", "3", "--workers-per-org", "2", "--no-baseline"]
-    whole = subprocess.run(cli(network, tmp_path, *flags, "--task", "job-whole", "--report",
-                               str(tmp_path / "whole")), capture_output=True, text=True,
-                           timeout=600, check=False)
+    whole = subprocess.run(
+        cli(network, tmp_path, *flags, "--task", "job-whole", "--report", str(tmp_path / "whole")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert whole.returncode == 0, whole.stdout + whole.stderr
 
-    proc = subprocess.Popen(cli(network, tmp_path, *flags, "--task", "job-killed", "--report",
-                                str(tmp_path / "killed")), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cli(
+            network, tmp_path, *flags, "--task", "job-killed", "--report", str(tmp_path / "killed")
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     assert proc.stdout is not None
     for line in proc.stdout:  # kill -9 right after round 1 committed, mid-run
@@ -108,38 +144,76 @@ def test_kill_9_then_resume_gives_the_same_final_model_and_audit_checks_it(
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "summary.json").exists()
 
-    resumed = subprocess.run(cli(network, tmp_path, *flags, "--task", "job-killed", "--resume",
-                                 "--report", str(tmp_path / "killed")),
-                             capture_output=True, text=True, timeout=600, check=False)
+    resumed = subprocess.run(
+        cli(
+            network,
+            tmp_path,
+            *flags,
+            "--task",
+            "job-killed",
+            "--resume",
+            "--report",
+            str(tmp_path / "killed"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming at round 2" in resumed.stdout
     assert final_digest(tmp_path / "killed") == final_digest(tmp_path / "whole")
 
     model = tmp_path / "killed" / "final_model.bin"
-    audit = subprocess.run(cli(network, tmp_path, "audit", "--task", "job-killed", "--model",
-                               str(model)), capture_output=True, text=True, timeout=300,
-                           check=False)
+    audit = subprocess.run(
+        cli(network, tmp_path, "audit", "--task", "job-killed", "--model", str(model)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert audit.returncode == 0 and "audit passed" in audit.stdout, audit.stdout + audit.stderr
     tampered = bytearray(model.read_bytes())
     tampered[-1] ^= 1
     (tmp_path / "tampered.bin").write_bytes(bytes(tampered))
-    audit = subprocess.run(cli(network, tmp_path, "audit", "--task", "job-killed", "--model",
-                               str(tmp_path / "tampered.bin")), capture_output=True, text=True,
-                           timeout=300, check=False)
+    audit = subprocess.run(
+        cli(
+            network,
+            tmp_path,
+            "audit",
+            "--task",
+            "job-killed",
+            "--model",
+            str(tmp_path / "tampered.bin"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert audit.returncode == 1 and "DOES NOT MATCH" in audit.stdout
 
 
-@pytest.mark.parametrize(("flags", "words"), [
-    (["--strategy", "bogus"], "unknown strategy 'bogus'"),
-    (["--malicious", "1.5"], "'malicious'"),
-    (["--dataset", "/no/such/file.npz"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--strategy", "bogus"], "unknown strategy 'bogus'"),
+        (["--malicious", "1.5"], "'malicious'"),
+        (["--dataset", "/no/such/file.npz"], "does not exist"),
+    ],
+)
 async def test_bad_input_is_refused_before_anything_is_submitted(
-        network: FabricNetwork, tmp_path: Path, flags: list[str], words: str) -> None:
+    network: FabricNetwork, tmp_path: Path, flags: list[str], words: str
+) -> None:
     before = await network.height(network.topology.peers[0])
 
-    result = subprocess.run(cli(network, tmp_path, "run", *flags), capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        cli(network, tmp_path, "run", *flags),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
     assert result.returncode == 2 and words in result.stderr
     assert await network.height(network.topology.peers[0]) == before
@@ -147,9 +221,22 @@ async def test_bad_input_is_refused_before_anything_is_submitted(
 
 def test_a_network_that_is_not_running_is_named(network: FabricNetwork, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "fedfabric.fl_worker.cli", "run", "--no-up", "--topology",
-         str(topology_file(network, tmp_path)), "--state-dir", str(tmp_path / "elsewhere")],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "fedfabric.fl_worker.cli",
+            "run",
+            "--no-up",
+            "--topology",
+            str(topology_file(network, tmp_path)),
+            "--state-dir",
+            str(tmp_path / "elsewhere"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
     assert result.returncode == 1
     assert "is not running" in result.stdout + result.stderr

@@ -64,14 +64,6 @@ async def poll(attempt: Callable[[], Awaitable[Any]], *, what: str, timeout: flo
         await asyncio.sleep(0.5)
 
 
-async def every_org_endorses(contract: Contract) -> None:
-    """Wait until the gateway peer knows a live peer of every org (gossip needs a while)."""
-    await poll(
-        lambda: contract.new_proposal("Put", ["ready", "1"], endorsing_orgs=ORGS).endorse(),
-        what="every organisation to endorse",
-    )
-
-
 async def commit(transaction: Transaction) -> Status:
     """Submit an endorsed transaction and wait for its status."""
     return await (await transaction.submit()).status()
@@ -116,12 +108,20 @@ def envelope_of(block_: common_pb2.Block, transaction_id: str) -> common_pb2.Env
 
 
 def peer_of(network: FabricNetwork, msp_id: str) -> str:
-    return next(p.host for p in network.topology.peers
-                if network.topology.org(p.org).msp_id == msp_id)
+    return next(
+        p.host for p in network.topology.peers if network.topology.org(p.org).msp_id == msp_id
+    )
 
 
-def connect_as(network: FabricNetwork, *, cert: Path, key: Path, tls_root: Path | None = None,
-               sign: bool = True, via: str = "transport") -> Gateway:
+def connect_as(
+    network: FabricNetwork,
+    *,
+    cert: Path,
+    key: Path,
+    tls_root: Path | None = None,
+    sign: bool = True,
+    via: str = "transport",
+) -> Gateway:
     """Connect to the peer of org ``via`` with a chosen Transport signing identity (Transport
     User1's TLS client pair)."""
     endpoint = network.endpoint(via)
@@ -141,9 +141,10 @@ def connect_as(network: FabricNetwork, *, cert: Path, key: Path, tls_root: Path 
 # ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 async def gateway(network: FabricNetwork) -> AsyncIterator[Gateway]:
-    async with connect_org(network.layout.profiles_dir, "transport", "User1",
-                           timeouts=TIMEOUTS) as gw:
-        await every_org_endorses(gw.get_network(network.topology.channel).get_contract("kv"))
+    async with connect_org(
+        network.layout.profiles_dir, "transport", "User1", timeouts=TIMEOUTS
+    ) as gw:
+        await network.wait_endorsable("kv")
         yield gw
 
 
@@ -170,14 +171,17 @@ async def test_transient_data_reaches_the_chaincode(contract: Contract) -> None:
 
 
 async def test_transient_data_is_not_recorded_on_the_ledger(
-        gateway: Gateway, contract: Contract, channel: str) -> None:
-    status = await submit_for_status(contract, "Put", ["with-transient", "public"],
-                                     transient={"secret": SECRET})
+    gateway: Gateway, contract: Contract, channel: str
+) -> None:
+    status = await submit_for_status(
+        contract, "Put", ["with-transient", "public"], transient={"secret": SECRET}
+    )
 
     committed = await block(gateway, channel, status.block_number)
     envelope = envelope_of(committed, status.transaction_id)
     proposal_payload = proposal_pb2.ChaincodeProposalPayload.FromString(
-        _action(envelope).chaincode_proposal_payload)
+        _action(envelope).chaincode_proposal_payload
+    )
     assert status.successful
     assert dict(proposal_payload.TransientMap) == {}
     assert SECRET not in committed.SerializeToString()
@@ -210,11 +214,14 @@ async def test_offline_signing_with_a_separate_signer(network: FabricNetwork, ch
         transaction = offline.new_signed_transaction(endorsed.bytes(), sign(endorsed.digest()))
         submitted = await transaction.submit()
         status = await offline.new_signed_commit(
-            submitted.bytes(), sign(submitted.digest())).status()
+            submitted.bytes(), sign(submitted.digest())
+        ).status()
         request = offline.get_network(channel).new_chaincode_events_request(
-            "kv", start_block=status.block_number)
+            "kv", start_block=status.block_number
+        )
         events = offline.new_signed_chaincode_events_request(
-            request.bytes(), sign(request.digest())).events()
+            request.bytes(), sign(request.digest())
+        ).events()
         async with asyncio.timeout(BOUND), events:
             event = await anext(events)
 
@@ -225,9 +232,11 @@ async def test_offline_signing_with_a_separate_signer(network: FabricNetwork, ch
 # ------------------------------------------------------------------------------------ endorsement
 @pytest.mark.parametrize("orgs", [("TransportMSP", "HealthMSP"), ("EnergyMSP", "HealthMSP")])
 async def test_endorsing_orgs_pinned_are_the_orgs_that_endorse(
-        contract: Contract, orgs: tuple[str, str]) -> None:
+    contract: Contract, orgs: tuple[str, str]
+) -> None:
     transaction = await contract.new_proposal(
-        "Put", ["pinned", "-".join(orgs)], endorsing_orgs=orgs).endorse()
+        "Put", ["pinned", "-".join(orgs)], endorsing_orgs=orgs
+    ).endorse()
 
     assert endorser_msp_ids(transaction) == set(orgs)
     assert (await commit(transaction)).successful
@@ -255,7 +264,8 @@ async def test_chaincode_error_message_reaches_the_caller_unchanged(contract: Co
 
 
 async def test_mvcc_conflict_between_concurrent_submits_is_a_commit_error(
-        contract: Contract) -> None:
+    contract: Contract,
+) -> None:
     # Both read version v of the key before either commits (a commit takes a 250 ms batch),
     # so whichever the orderer puts second is invalidated.
     results = await asyncio.gather(
@@ -273,20 +283,23 @@ async def test_mvcc_conflict_between_concurrent_submits_is_a_commit_error(
 
 # ------------------------------------------------------------------------------------ events
 async def test_chaincode_events_resume_exactly_once_after_the_listener_is_killed(
-        gateway: Gateway, contract: Contract, channel: str, tmp_path: Path) -> None:
+    gateway: Gateway, contract: Contract, channel: str, tmp_path: Path
+) -> None:
     start = (await submit_for_status(contract, "Put", ["events-start", "x"])).block_number + 1
     statuses: list[Status] = []
     for batch in (["ev-0", "ev-1", "ev-2", "ev-3"], ["ev-4", "ev-5", "ev-6"]):  # several per block
         statuses += await asyncio.gather(
-            *(submit_for_status(contract, "Put", [key, "v"]) for key in batch))
+            *(submit_for_status(contract, "Put", [key, "v"]) for key in batch)
+        )
     network = gateway.get_network(channel)
     checkpoint_file = tmp_path / "chaincode-events.json"
     seen: list[Any] = []
     killed = asyncio.Event()
 
     async def listener(checkpointer: FileCheckpointer, stop_after: int) -> None:
-        async with network.chaincode_events("kv", start_block=start,
-                                            checkpoint=checkpointer) as events:
+        async with network.chaincode_events(
+            "kv", start_block=start, checkpoint=checkpointer
+        ) as events:
             async for event in events:
                 seen.append(event)
                 await checkpointer.checkpoint_chaincode_event(event)
@@ -302,7 +315,8 @@ async def test_chaincode_events_resume_exactly_once_after_the_listener_is_killed
         await first
     killed.clear()
     second = asyncio.create_task(
-        listener(FileCheckpointer(checkpoint_file), stop_after=len(statuses)))
+        listener(FileCheckpointer(checkpoint_file), stop_after=len(statuses))
+    )
     async with asyncio.timeout(BOUND):
         await killed.wait()
     second.cancel()
@@ -317,7 +331,8 @@ async def test_chaincode_events_resume_exactly_once_after_the_listener_is_killed
 
 @pytest.mark.parametrize("kind", ["block_events", "filtered_block_events"])
 async def test_block_events_resume_exactly_once_after_the_stream_is_closed(
-        gateway: Gateway, contract: Contract, channel: str, tmp_path: Path, kind: str) -> None:
+    gateway: Gateway, contract: Contract, channel: str, tmp_path: Path, kind: str
+) -> None:
     statuses = [await submit_for_status(contract, "Put", [f"{kind}-{i}", "v"]) for i in range(4)]
     first, last = statuses[0].block_number, statuses[-1].block_number
     open_stream = getattr(gateway.get_network(channel), kind)
@@ -329,8 +344,10 @@ async def test_block_events_resume_exactly_once_after_the_stream_is_closed(
 
     for stop_after in (2, last - first + 1):  # closed after two blocks, then resumed
         checkpointer = FileCheckpointer(checkpoint_file)
-        async with asyncio.timeout(BOUND), open_stream(start_block=first,
-                                                       checkpoint=checkpointer) as blocks:
+        async with (
+            asyncio.timeout(BOUND),
+            open_stream(start_block=first, checkpoint=checkpointer) as blocks,
+        ):
             async for b in blocks:
                 received.append(number(b))
                 await checkpointer.checkpoint_block(number(b))
@@ -338,8 +355,7 @@ async def test_block_events_resume_exactly_once_after_the_stream_is_closed(
                     break
 
     assert received == list(range(first, last + 1))
-    assert json.loads(checkpoint_file.read_text()) == {"blockNumber": last + 1,
-                                                      "transactionId": ""}
+    assert json.loads(checkpoint_file.read_text()) == {"blockNumber": last + 1, "transactionId": ""}
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -362,15 +378,17 @@ async def test_unknown_chaincode_is_a_clear_error(gateway: Gateway, channel: str
     async with asyncio.timeout(BOUND):
         with pytest.raises(EvaluateError, match="no-such-chaincode") as evaluate:
             await contract.evaluate("Get", ["k"])
-        with pytest.raises(EndorseError, match="No metadata was found for chaincode "
-                                               "no-such-chaincode") as endorse:
+        with pytest.raises(
+            EndorseError, match="No metadata was found for chaincode no-such-chaincode"
+        ) as endorse:
             await contract.submit("Put", ["k", "v"])
 
     assert evaluate.value.code == endorse.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_corrupt_key_file_is_named_before_any_call(
-        network: FabricNetwork, tmp_path: Path) -> None:
+    network: FabricNetwork, tmp_path: Path
+) -> None:
     corrupt = tmp_path / "priv_sk"
     corrupt.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
     profile = json.loads(network.profile("transport").read_text())
@@ -383,7 +401,8 @@ async def test_corrupt_key_file_is_named_before_any_call(
 
 
 async def test_key_not_matching_the_certificate_is_refused_by_the_peer(
-        network: FabricNetwork, channel: str) -> None:
+    network: FabricNetwork, channel: str
+) -> None:
     user = network.identity("transport", "User1")
     other_key = network.identity("energy", "User1").key
     async with connect_as(network, cert=user.cert, key=other_key) as gw:
@@ -397,15 +416,22 @@ async def test_key_not_matching_the_certificate_is_refused_by_the_peer(
 
 
 async def test_expired_certificate_is_refused_by_every_org_and_nothing_commits(
-        network: FabricNetwork, channel: str, contract: Contract) -> None:
+    network: FabricNetwork, channel: str, contract: Contract
+) -> None:
     past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
-    folder = issue_identity(network.layout.crypto_dir, network.topology.org("transport"),
-                            "Expired", not_before=past, not_after=past + dt.timedelta(days=1))
+    folder = issue_identity(
+        network.layout.crypto_dir,
+        network.topology.org("transport"),
+        "Expired",
+        not_before=past,
+        not_after=past + dt.timedelta(days=1),
+    )
     cert = next((folder / "msp" / "signcerts").glob("*.pem"))
     refusals: dict[str, list[GatewayError]] = {}
     for org, msp_id in zip(("transport", "energy", "health"), ORGS, strict=True):
-        async with connect_as(network, cert=cert, key=folder / "msp" / "keystore" / "priv_sk",
-                              via=org) as gw:
+        async with connect_as(
+            network, cert=cert, key=folder / "msp" / "keystore" / "priv_sk", via=org
+        ) as gw:
             expired = gw.get_network(channel).get_contract("kv")
             async with asyncio.timeout(BOUND):
                 with pytest.raises(EndorseError) as endorse:
@@ -425,7 +451,8 @@ async def test_expired_certificate_is_refused_by_every_org_and_nothing_commits(
 
 
 async def test_wrong_tls_root_fails_the_handshake_without_hanging(
-        network: FabricNetwork, channel: str) -> None:
+    network: FabricNetwork, channel: str
+) -> None:
     user = network.identity("transport", "User1")
     wrong_root = network.endpoint("energy").tls_root_cert
     async with connect_as(network, cert=user.cert, key=user.key, tls_root=wrong_root) as gw:
@@ -452,16 +479,17 @@ async def test_one_orgs_peer_down_still_commits(network: FabricNetwork, contract
             result = await contract.submit("Put", ["health-down", "committed"])
     finally:
         await network.start_node(health)
-        await every_org_endorses(contract)
+        await network.wait_endorsable("kv")
 
     assert result == b"committed"
     assert await contract.evaluate("Get", ["health-down"]) == b"committed"
 
 
 async def test_policy_unsatisfiable_is_an_endorse_error_with_per_peer_details(
-        network: FabricNetwork, contract: Contract) -> None:
+    network: FabricNetwork, contract: Contract
+) -> None:
     down = [peer_of(network, "EnergyMSP"), peer_of(network, "HealthMSP")]
-    await every_org_endorses(contract)  # the gateway believes all three orgs are up
+    await network.wait_endorsable("kv")  # the gateway believes all three orgs are up
     for host in down:  # crash both at once: gossip has not yet told the gateway they are gone
         network.kill_node(host)
     try:
@@ -475,22 +503,31 @@ async def test_policy_unsatisfiable_is_an_endorse_error_with_per_peer_details(
     finally:
         for host in down:
             await network.start_node(host)
-        await every_org_endorses(contract)
+        await network.wait_endorsable("kv")
 
     # First the gateway tries the stopped peers and reports what each one did...
     assert first.code == grpc.StatusCode.ABORTED and first.transaction_id
     assert {d.msp_id for d in first.details} == {"EnergyMSP", "HealthMSP"}
-    assert all(any(w in d.message for w in CONNECTION_FAILURES) for d in first.details), \
+    assert all(any(w in d.message for w in CONNECTION_FAILURES) for d in first.details), (
         first.details
+    )
     # ...then drops them from its plan: the policy cannot be met (as anchors.md records).
-    assert "no combination of peers can be derived which satisfy the endorsement policy" \
+    assert (
+        "no combination of peers can be derived which satisfy the endorsement policy"
         in later.grpc_message
+    )
 
 
 # How a crashed peer's failure reads: refused (already gone) or reset / EOF / closing (it
 # died with the gateway's connection open).
-CONNECTION_FAILURES = ("connection refused", "connection reset", "EOF", "transport is closing",
-                       "Unavailable", "unavailable")
+CONNECTION_FAILURES = (
+    "connection refused",
+    "connection reset",
+    "EOF",
+    "transport is closing",
+    "Unavailable",
+    "unavailable",
+)
 
 
 async def endorse_error(call: Awaitable[Any]) -> EndorseError:
@@ -500,7 +537,8 @@ async def endorse_error(call: Awaitable[Any]) -> EndorseError:
 
 
 async def test_stopped_gateway_peer_is_a_clear_unavailable_error(
-        network: FabricNetwork, contract: Contract, gateway: Gateway, channel: str) -> None:
+    network: FabricNetwork, contract: Contract, gateway: Gateway, channel: str
+) -> None:
     transport = peer_of(network, "TransportMSP")
     await network.stop_node(transport)
     try:
@@ -514,7 +552,7 @@ async def test_stopped_gateway_peer_is_a_clear_unavailable_error(
     finally:
         await network.start_node(transport)
         await poll(lambda: contract.evaluate("Get", ["round-trip"]), what="the peer to be back")
-        await every_org_endorses(contract)
+        await network.wait_endorsable("kv")
 
     for err in (endorse.value, evaluate.value, events.value):
         assert err.code == grpc.StatusCode.UNAVAILABLE

@@ -15,8 +15,7 @@ import pytest
 
 from fedfabric.gateway import CommitError, EvaluateError, Timeouts, connect_org
 from fedfabric.network import FabricNetwork, PortInUseError
-from tests.conftest import release
-from tests.fabric.conftest import PORT_SHIFT, kv_topology
+from tests.conftest import PORT_SHIFT, kv_topology, release
 
 TIMEOUTS = Timeouts(evaluate=15, endorse=15, submit=15, commit_status=30)
 
@@ -24,8 +23,9 @@ TIMEOUTS = Timeouts(evaluate=15, endorse=15, submit=15, commit_status=30)
 async def invoke(net: FabricNetwork, *args: str, orgs: tuple[int, ...] = (0, 1)) -> None:
     """Submit ``kv`` through the first org's gateway, endorsed by exactly the orgs ``orgs``."""
     chosen = [net.topology.organizations[i] for i in orgs]
-    async with connect_org(net.layout.profiles_dir, chosen[0].name, "User1",
-                           timeouts=TIMEOUTS) as gateway:
+    async with connect_org(
+        net.layout.profiles_dir, chosen[0].name, "User1", timeouts=TIMEOUTS
+    ) as gateway:
         contract = gateway.get_network(net.topology.channel).get_contract("kv")
         await contract.submit(args[0], list(args[1:]), endorsing_orgs=[o.msp_id for o in chosen])
 
@@ -35,8 +35,9 @@ async def query(net: FabricNetwork, *args: str, org: int = 2) -> str:
     o = net.topology.organizations[org]
     async with connect_org(net.layout.profiles_dir, o.name, "User1", timeouts=TIMEOUTS) as gw:
         contract = gw.get_network(net.topology.channel).get_contract("kv")
-        return (await contract.evaluate(args[0], list(args[1:]),
-                                        endorsing_orgs=[o.msp_id])).decode()
+        return (
+            await contract.evaluate(args[0], list(args[1:]), endorsing_orgs=[o.msp_id])
+        ).decode()
 
 
 async def heights(net: FabricNetwork) -> list[int | None]:
@@ -80,7 +81,8 @@ async def test_invoke_endorsed_by_two_of_three_orgs_commits(network: FabricNetwo
 
 
 async def test_invoke_endorsed_by_one_org_is_invalidated_by_the_policy(
-        network: FabricNetwork) -> None:
+    network: FabricNetwork,
+) -> None:
     with pytest.raises(CommitError) as info:
         await invoke(network, "Put", "one-org", "x", orgs=(0,))
 

@@ -27,7 +27,7 @@ def calls(text: str) -> list[tuple[str, list[str]]]:
     found = []
     for match in CALL.finditer(text):
         args, depth, current = [], 0, ""
-        for ch in text[match.end():]:
+        for ch in text[match.end() :]:
             if ch in "([{":
                 depth += 1
             elif ch in ")]}":
@@ -44,9 +44,11 @@ def calls(text: str) -> list[tuple[str, list[str]]]:
 
 
 def fl_arity() -> dict[str, int]:
-    return {name: len(inspect.signature(fn).parameters) - 2  # self, ctx
-            for name, fn in inspect.getmembers(FLContract, inspect.isfunction)
-            if name[0].isupper()}
+    return {
+        name: len(inspect.signature(fn).parameters) - 2  # self, ctx
+        for name, fn in inspect.getmembers(FLContract, inspect.isfunction)
+        if name[0].isupper()
+    }
 
 
 @pytest.mark.parametrize(("where", "text"), texts(), ids=[w for w, _ in texts()])
@@ -54,8 +56,9 @@ def test_example_calls_of_the_fl_contract_pass_its_arguments(where: str, text: s
     arity = fl_arity()
     for name, args in calls(text):
         if name in arity:
-            assert len(args) == arity[name], \
+            assert len(args) == arity[name], (
                 f"{where}: {name} takes {arity[name]} arguments, the example passes {args}"
+            )
 
 
 def test_readme_uses_only_chaincodes_of_the_default_topology() -> None:

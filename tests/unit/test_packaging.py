@@ -13,16 +13,22 @@ TOP = ("network", "chaincode", "gateway", "fl_worker")
 
 
 def test_every_package_folder_is_listed_in_pyproject() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "packages"])
-    found = {"fedfabric." + ".".join(p.parent.relative_to(ROOT).parts)
-             for top in TOP for p in (ROOT / top).rglob("__init__.py")}
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        "fedfabric." + ".".join(p.parent.relative_to(ROOT).parts)
+        for top in TOP
+        for p in (ROOT / top).rglob("__init__.py")
+    }
 
     assert listed == found
 
 
-@pytest.mark.parametrize("name", ["fedfabric.network", "fedfabric.chaincode",
-                                  "fedfabric.chaincode.fl", "fedfabric.gateway"])
+@pytest.mark.parametrize(
+    "name",
+    ["fedfabric.network", "fedfabric.chaincode", "fedfabric.chaincode.fl", "fedfabric.gateway"],
+)
 def test_public_api_is_a_sorted_all_of_documented_names(name: str) -> None:
     module = importlib.import_module(name)
 

@@ -26,8 +26,9 @@ CHANNEL = "mychannel"
 class FakePeer:
     """Peer side of one chaincode stream. Use ``async with FakePeer(channel) as peer``."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, batch: int = 100,
-                 ready_payload: bytes = b"") -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, *, batch: int = 100, ready_payload: bytes = b""
+    ) -> None:
         self.state: dict[str, bytes] = {}
         self.private: dict[tuple[str, str], bytes] = {}
         self.metadata: dict[tuple[str, str], dict[str, bytes]] = {}
@@ -37,8 +38,9 @@ class FakePeer:
         self.seen: dict[str, asyncio.Event] = defaultdict(asyncio.Event)  # key -> GET_STATE seen
         self.requests: list[tuple[str, str]] = []  # (txid, type name)
         self.writes: dict[str, list[tuple[str, str, bytes | None]]] = defaultdict(list)
-        self.metadata_writes: dict[str, list[chaincode_shim_pb2.PutStateMetadata]] = (
-            defaultdict(list))
+        self.metadata_writes: dict[str, list[chaincode_shim_pb2.PutStateMetadata]] = defaultdict(
+            list
+        )
         self.registered_name = ""
         self._stub = chaincode_shim_pb2_grpc.ChaincodeStub(channel)
         self._batch = batch
@@ -67,25 +69,51 @@ class FakePeer:
             await self._call.done_writing()
         await self._reader
 
-    async def execute(self, function: str, *args: bytes | str, txid: str, init: bool = False,
-                      creator: bytes = b"creator", transient: dict[str, bytes] | None = None,
-                      proposal: proposal_pb2.SignedProposal | None = None) -> Msg:
+    async def execute(
+        self,
+        function: str,
+        *args: bytes | str,
+        txid: str,
+        init: bool = False,
+        creator: bytes = b"creator",
+        transient: dict[str, bytes] | None = None,
+        proposal: proposal_pb2.SignedProposal | None = None,
+    ) -> Msg:
         """Send INIT/TRANSACTION and return the COMPLETED or ERROR that ends it."""
-        future = self.start(function, *args, txid=txid, init=init, creator=creator,
-                            transient=transient, proposal=proposal)
+        future = self.start(
+            function,
+            *args,
+            txid=txid,
+            init=init,
+            creator=creator,
+            transient=transient,
+            proposal=proposal,
+        )
         return await future
 
-    def start(self, function: str, *args: bytes | str, txid: str, init: bool = False,
-              creator: bytes = b"creator", transient: dict[str, bytes] | None = None,
-              proposal: proposal_pb2.SignedProposal | None = None) -> asyncio.Task[Msg]:
+    def start(
+        self,
+        function: str,
+        *args: bytes | str,
+        txid: str,
+        init: bool = False,
+        creator: bytes = b"creator",
+        transient: dict[str, bytes] | None = None,
+        proposal: proposal_pb2.SignedProposal | None = None,
+    ) -> asyncio.Task[Msg]:
         raw = [a.encode() if isinstance(a, str) else a for a in (function, *args)]
         chaincode_input = chaincode_pb2.ChaincodeInput(args=raw, is_init=init)
         if proposal is None:
             proposal = signed_proposal(txid, creator, transient or {}, chaincode_input)
         future = asyncio.get_running_loop().create_future()
         self._results[(CHANNEL, txid)] = future
-        msg = Msg(type=Msg.INIT if init else Msg.TRANSACTION, txid=txid, channel_id=CHANNEL,
-                  payload=chaincode_input.SerializeToString(), proposal=proposal)
+        msg = Msg(
+            type=Msg.INIT if init else Msg.TRANSACTION,
+            txid=txid,
+            channel_id=CHANNEL,
+            payload=chaincode_input.SerializeToString(),
+            proposal=proposal,
+        )
         return asyncio.create_task(self._send_and_wait(msg, future))
 
     async def _write(self, msg: Msg) -> None:
@@ -158,7 +186,8 @@ class FakePeer:
         if msg.type == Msg.GET_STATE_MULTIPLE:
             req = p.GetStateMultiple.FromString(msg.payload)
             return p.GetStateMultipleResult(
-                values=[self.state.get(k, b"") for k in req.keys]).SerializeToString()
+                values=[self.state.get(k, b"") for k in req.keys]
+            ).SerializeToString()
         if msg.type == Msg.PUT_STATE:
             req = p.PutState.FromString(msg.payload)
             self.writes[msg.txid].append((req.collection, req.key, req.value))
@@ -169,12 +198,12 @@ class FakePeer:
             return b""
         if msg.type == Msg.GET_STATE_BY_RANGE:
             req = p.GetStateByRange.FromString(msg.payload)
-            keys = sorted(k for k in self.state
-                          if req.startKey <= k and (not req.endKey or k < req.endKey))
+            keys = sorted(
+                k for k in self.state if req.startKey <= k and (not req.endKey or k < req.endKey)
+            )
             if req.metadata:
                 return self._page(req, keys)
-            kvs = [kv_query_result_pb2.KV(namespace="cc", key=k, value=self.state[k])
-                   for k in keys]
+            kvs = [kv_query_result_pb2.KV(namespace="cc", key=k, value=self.state[k]) for k in keys]
             return self._open_query(msg.txid, [kv.SerializeToString() for kv in kvs])
         if msg.type == Msg.QUERY_STATE_NEXT:
             return self._next(p.QueryStateNext.FromString(msg.payload).id)
@@ -184,8 +213,9 @@ class FakePeer:
             return p.QueryResponse(has_more=False, id=query_id).SerializeToString()
         if msg.type == Msg.GET_HISTORY_FOR_KEY:
             key = p.GetHistoryForKey.FromString(msg.payload).key
-            return self._open_query(msg.txid, [m.SerializeToString()
-                                               for m in self.history.get(key, [])])
+            return self._open_query(
+                msg.txid, [m.SerializeToString() for m in self.history.get(key, [])]
+            )
         if msg.type == Msg.GET_PRIVATE_DATA_HASH:
             req = p.GetState.FromString(msg.payload)
             value = self.private.get((req.collection, req.key))
@@ -193,9 +223,9 @@ class FakePeer:
         if msg.type == Msg.GET_STATE_METADATA:
             req = p.GetStateMetadata.FromString(msg.payload)
             entries = self.metadata.get((req.collection, req.key), {})
-            return p.StateMetadataResult(entries=[
-                p.StateMetadata(metakey=k, value=v) for k, v in sorted(entries.items())
-            ]).SerializeToString()
+            return p.StateMetadataResult(
+                entries=[p.StateMetadata(metakey=k, value=v) for k, v in sorted(entries.items())]
+            ).SerializeToString()
         if msg.type == Msg.PUT_STATE_METADATA:
             self.metadata_writes[msg.txid].append(p.PutStateMetadata.FromString(msg.payload))
             return b""
@@ -210,52 +240,70 @@ class FakePeer:
         if query_id not in self._iterators:
             raise LookupError(f"query iterator {query_id} not found")
         pending = self._iterators[query_id]
-        batch, rest = pending[:self._batch], pending[self._batch:]
+        batch, rest = pending[: self._batch], pending[self._batch :]
         if rest:
             self._iterators[query_id] = rest
         else:
             del self._iterators[query_id]  # exhausted queries are closed by the peer
         return chaincode_shim_pb2.QueryResponse(
             results=[chaincode_shim_pb2.QueryResultBytes(resultBytes=r) for r in batch],
-            has_more=bool(rest), id=query_id).SerializeToString()
+            has_more=bool(rest),
+            id=query_id,
+        ).SerializeToString()
 
     def _page(self, req: chaincode_shim_pb2.GetStateByRange, keys: list[str]) -> bytes:
         meta = chaincode_shim_pb2.QueryMetadata.FromString(req.metadata)
         if meta.bookmark:
             keys = [k for k in keys if k >= meta.bookmark]
-        page, rest = keys[:meta.pageSize], keys[meta.pageSize:]
+        page, rest = keys[: meta.pageSize], keys[meta.pageSize :]
         kvs = [kv_query_result_pb2.KV(namespace="cc", key=k, value=self.state[k]) for k in page]
         response_meta = chaincode_shim_pb2.QueryResponseMetadata(
-            fetched_records_count=len(page), bookmark=rest[0] if rest else "")
+            fetched_records_count=len(page), bookmark=rest[0] if rest else ""
+        )
         return chaincode_shim_pb2.QueryResponse(
-            results=[chaincode_shim_pb2.QueryResultBytes(resultBytes=kv.SerializeToString())
-                     for kv in kvs],
-            has_more=False, metadata=response_meta.SerializeToString()).SerializeToString()
+            results=[
+                chaincode_shim_pb2.QueryResultBytes(resultBytes=kv.SerializeToString())
+                for kv in kvs
+            ],
+            has_more=False,
+            metadata=response_meta.SerializeToString(),
+        ).SerializeToString()
 
     @property
     def open_queries(self) -> list[str]:
         return list(self._iterators)
 
 
-def signed_proposal(txid: str, creator: bytes, transient: dict[str, bytes],
-                    chaincode_input: chaincode_pb2.ChaincodeInput,
-                    seconds: int = 1_700_000_000) -> proposal_pb2.SignedProposal:
+def signed_proposal(
+    txid: str,
+    creator: bytes,
+    transient: dict[str, bytes],
+    chaincode_input: chaincode_pb2.ChaincodeInput,
+    seconds: int = 1_700_000_000,
+) -> proposal_pb2.SignedProposal:
     """A client proposal the way fabric-gateway builds one (signature left empty)."""
-    channel_header = common_pb2.ChannelHeader(type=common_pb2.ENDORSER_TRANSACTION,
-                                              channel_id=CHANNEL, tx_id=txid)
+    channel_header = common_pb2.ChannelHeader(
+        type=common_pb2.ENDORSER_TRANSACTION, channel_id=CHANNEL, tx_id=txid
+    )
     channel_header.timestamp.seconds = seconds
     header = common_pb2.Header(
         channel_header=channel_header.SerializeToString(),
-        signature_header=common_pb2.SignatureHeader(creator=creator,
-                                                    nonce=b"n" * 24).SerializeToString())
+        signature_header=common_pb2.SignatureHeader(
+            creator=creator, nonce=b"n" * 24
+        ).SerializeToString(),
+    )
     spec = chaincode_pb2.ChaincodeInvocationSpec(
-        chaincode_spec=chaincode_pb2.ChaincodeSpec(input=chaincode_input))
-    payload = proposal_pb2.ChaincodeProposalPayload(input=spec.SerializeToString(),
-                                                    TransientMap=transient)
-    proposal = proposal_pb2.Proposal(header=header.SerializeToString(),
-                                     payload=payload.SerializeToString())
-    return proposal_pb2.SignedProposal(proposal_bytes=proposal.SerializeToString(),
-                                       signature=b"sig")
+        chaincode_spec=chaincode_pb2.ChaincodeSpec(input=chaincode_input)
+    )
+    payload = proposal_pb2.ChaincodeProposalPayload(
+        input=spec.SerializeToString(), TransientMap=transient
+    )
+    proposal = proposal_pb2.Proposal(
+        header=header.SerializeToString(), payload=payload.SerializeToString()
+    )
+    return proposal_pb2.SignedProposal(
+        proposal_bytes=proposal.SerializeToString(), signature=b"sig"
+    )
 
 
 def response_of(msg: Msg) -> proposal_response_pb2.Response:

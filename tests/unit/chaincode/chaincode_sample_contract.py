@@ -37,7 +37,8 @@ class Sample(Contract):
     @evaluate
     async def Page(self, ctx: Context, start: str, end: str, size: int, bookmark: str) -> dict:
         page, next_bookmark = await ctx.stub.get_state_by_range_with_pagination(
-            start, end, size, bookmark)
+            start, end, size, bookmark
+        )
         return {"keys": [k for k, _ in page], "bookmark": next_bookmark}
 
     @evaluate
@@ -49,9 +50,15 @@ class Sample(Contract):
 
     @evaluate
     async def History(self, ctx: Context, key: str) -> list:
-        return [{"tx": m.tx_id, "value": m.value.decode(), "delete": m.is_delete,
-                 "ts": m.timestamp.isoformat() if m.timestamp else None}
-                async for m in ctx.stub.get_history_for_key(key)]
+        return [
+            {
+                "tx": m.tx_id,
+                "value": m.value.decode(),
+                "delete": m.is_delete,
+                "ts": m.timestamp.isoformat() if m.timestamp else None,
+            }
+            async for m in ctx.stub.get_history_for_key(key)
+        ]
 
     @submit
     async def PutPrivate(self, ctx: Context, collection: str, key: str) -> None:
@@ -87,11 +94,15 @@ class Sample(Contract):
 
     @evaluate
     async def Info(self, ctx: Context) -> dict:
-        return {"tx_id": ctx.stub.tx_id, "channel": ctx.stub.channel_id,
-                "creator": ctx.stub.creator.decode(), "function": ctx.stub.function,
-                "transient": sorted(ctx.stub.transient),
-                "timestamp": ctx.stub.timestamp.isoformat(),
-                "setting": self.settings.get("org", "")}
+        return {
+            "tx_id": ctx.stub.tx_id,
+            "channel": ctx.stub.channel_id,
+            "creator": ctx.stub.creator.decode(),
+            "function": ctx.stub.function,
+            "transient": sorted(ctx.stub.transient),
+            "timestamp": ctx.stub.timestamp.isoformat(),
+            "setting": self.settings.get("org", ""),
+        }
 
     @evaluate
     async def Fail(self, ctx: Context, status: int, message: str) -> None:

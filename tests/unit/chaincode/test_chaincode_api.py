@@ -47,10 +47,17 @@ class Assets(Contract):
         return int(raw)
 
     @evaluate
-    def Types(self, ctx: Context, f: float, b: bool, raw: bytes, d: dict, items: list,
-              asset: Asset) -> dict:
-        return {"f": f, "b": b, "raw": raw.hex(), "d": d, "items": items,
-                "asset": dataclasses.asdict(asset)}
+    def Types(
+        self, ctx: Context, f: float, b: bool, raw: bytes, d: dict, items: list, asset: Asset
+    ) -> dict:
+        return {
+            "f": f,
+            "b": b,
+            "raw": raw.hex(),
+            "d": d,
+            "items": items,
+            "asset": dataclasses.asdict(asset),
+        }
 
     @evaluate
     async def AsAsset(self, ctx: Context, id: str) -> Asset:
@@ -88,8 +95,10 @@ def test_public_names_are_sorted_and_resolve():
 
 
 def test_the_contract_api_imports_no_grpc():
-    code = ("import sys, fedfabric.chaincode, fedfabric.chaincode.testing; "
-            "sys.exit('grpc' in sys.modules)")
+    code = (
+        "import sys, fedfabric.chaincode, fedfabric.chaincode.testing; "
+        "sys.exit('grpc' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -141,20 +150,30 @@ async def test_wrong_argument_count_is_refused():
 
 
 async def test_arguments_are_converted_from_type_hints():
-    result = await invoke(Assets(), "Types", "1.5", "true", b"\x00\xff", '{"x":1}', "[1,2]",
-                          '{"id":"a1","size":2}')
+    result = await invoke(
+        Assets(), "Types", "1.5", "true", b"\x00\xff", '{"x":1}', "[1,2]", '{"id":"a1","size":2}'
+    )
 
     assert result.status == 200, result.message
-    assert json.loads(result.payload) == {"f": 1.5, "b": True, "raw": "00ff", "d": {"x": 1},
-                                          "items": [1, 2], "asset": {"id": "a1", "size": 2}}
+    assert json.loads(result.payload) == {
+        "f": 1.5,
+        "b": True,
+        "raw": "00ff",
+        "d": {"x": 1},
+        "items": [1, 2],
+        "asset": {"id": "a1", "size": 2},
+    }
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("1.5", "yes", b"", "{}", "[]", "{}"), "argument b: cannot convert b'yes' to bool"),
-    (("x", "true", b"", "{}", "[]", "{}"), "argument f: cannot convert b'x' to float"),
-    (("1", "true", b"", "[]", "[]", "{}"), "argument d: cannot convert b'[]' to dict"),
-    (("1", "true", b"", "{}", "[]", '{"id":"a"}'), "argument asset: cannot convert"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("1.5", "yes", b"", "{}", "[]", "{}"), "argument b: cannot convert b'yes' to bool"),
+        (("x", "true", b"", "{}", "[]", "{}"), "argument f: cannot convert b'x' to float"),
+        (("1", "true", b"", "[]", "[]", "{}"), "argument d: cannot convert b'[]' to dict"),
+        (("1", "true", b"", "{}", "[]", '{"id":"a"}'), "argument asset: cannot convert"),
+    ],
+)
 async def test_bad_arguments_name_the_parameter(args, message):
     result = await invoke(Assets(), "Types", *args)
 
@@ -162,12 +181,15 @@ async def test_bad_arguments_name_the_parameter(args, message):
     assert result.message.startswith(message)
 
 
-@pytest.mark.parametrize(("function", "payload"), [
-    ("AsAsset", b'{"id":"x","size":3}'),
-    ("Flag", b"true"),
-    ("Text", "héllo".encode()),
-    ("Put", b""),
-])
+@pytest.mark.parametrize(
+    ("function", "payload"),
+    [
+        ("AsAsset", b'{"id":"x","size":3}'),
+        ("Flag", b"true"),
+        ("Text", "héllo".encode()),
+        ("Put", b""),
+    ],
+)
 async def test_results_are_converted_to_bytes(function, payload):
     args = ("x",) if function == "AsAsset" else ("k", 1) if function == "Put" else ()
 
@@ -219,7 +241,10 @@ async def test_chaincode_error_carries_status_message_payload():
     result = await invoke(Assets(), "Get", "missing")
 
     assert (result.status, result.message, result.payload) == (
-        404, "asset missing does not exist", b"")
+        404,
+        "asset missing does not exist",
+        b"",
+    )
 
 
 def test_chaincode_error_status_must_be_an_error():
@@ -234,9 +259,14 @@ async def test_metadata_describes_the_contracts():
     assert metadata["default_contract"] == "assets"
     assert sorted(metadata["contracts"]) == ["Other", "assets"]
     put = next(t for t in metadata["contracts"]["assets"]["transactions"] if t["name"] == "Put")
-    assert put == {"name": "Put", "tag": ["submit"], "parameters": [
-        {"name": "key", "schema": {"type": "string"}},
-        {"name": "value", "schema": {"type": "integer"}}]}
+    assert put == {
+        "name": "Put",
+        "tag": ["submit"],
+        "parameters": [
+            {"name": "key", "schema": {"type": "string"}},
+            {"name": "value", "schema": {"type": "integer"}},
+        ],
+    }
 
 
 def test_contract_name_and_settings():
@@ -273,8 +303,10 @@ class Ledgerish(Contract):
 
     @evaluate
     async def Keys(self, ctx: Context, object_type: str) -> list:
-        return [ctx.stub.split_composite_key(k) async for k, _ in
-                ctx.stub.get_state_by_partial_composite_key(object_type, [])]
+        return [
+            ctx.stub.split_composite_key(k)
+            async for k, _ in ctx.stub.get_state_by_partial_composite_key(object_type, [])
+        ]
 
     @evaluate
     async def History(self, ctx: Context, key: str) -> list:
@@ -296,8 +328,9 @@ async def test_reads_see_committed_state_and_writes_are_sorted():
 async def test_a_transaction_is_deterministic():
     ledger = MemoryLedger()
     ledger.put("x", b"1")
-    runs = [await invoke(Ledgerish(), "Swap", "x", "y", ledger=ledger, commit=False)
-            for _ in range(2)]
+    runs = [
+        await invoke(Ledgerish(), "Swap", "x", "y", ledger=ledger, commit=False) for _ in range(2)
+    ]
 
     assert runs[0] == runs[1]
 
@@ -314,12 +347,15 @@ async def test_successful_submits_are_committed():
     assert json.loads(history.payload) == [["!", False], ["1", False]]
 
 
-@pytest.mark.parametrize(("which", "message"), [
-    ("put", "key must not be an empty string"),
-    ("composite", "input contains unicode U+0000 starting at position [1]"),
-    ("range", "first character of the key [\x00x] contains a null character"),
-    ("event", "event name can not be empty string"),
-])
+@pytest.mark.parametrize(
+    ("which", "message"),
+    [
+        ("put", "key must not be an empty string"),
+        ("composite", "input contains unicode U+0000 starting at position [1]"),
+        ("range", "first character of the key [\x00x] contains a null character"),
+        ("event", "event name can not be empty string"),
+    ],
+)
 async def test_key_rules(which, message):
     result = await invoke(Ledgerish(), "Bad", which)
 
@@ -344,11 +380,11 @@ async def test_partial_composite_key_range_ends_at_u10ffff():
 
 
 def test_client_identity_reads_msp_role_and_attributes():
-    identity = ClientIdentity(fake_identity("Org2MSP", role="admin", name="boss",
-                                            attributes={"team": "ml"}))
+    identity = ClientIdentity(
+        fake_identity("Org2MSP", role="admin", name="boss", attributes={"team": "ml"})
+    )
 
-    assert (identity.msp_id, identity.role, identity.id) == ("Org2MSP", "admin",
-                                                             "CN=boss,OU=admin")
+    assert (identity.msp_id, identity.role, identity.id) == ("Org2MSP", "admin", "CN=boss,OU=admin")
     assert identity.organizational_units == ("admin",)
     assert (identity.attribute("team"), identity.attribute("nope")) == ("ml", None)
     assert identity.cert_pem.startswith(b"-----BEGIN CERTIFICATE-----")

@@ -29,11 +29,17 @@ def pem_files(tmp_path, tls_material):
 
 
 async def _start(*args: str, env: dict[str, str] | None = None):
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]),
-               **(env or {})}
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]), **(env or {})}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fedfabric.chaincode", "serve", *args,
-        env=environ, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "fedfabric.chaincode",
+        "serve",
+        *args,
+        env=environ,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
 
 
 async def _serving_address(proc) -> tuple[str, str, str]:
@@ -53,17 +59,29 @@ async def _stop(proc) -> int:
 
 
 async def test_serves_with_mutual_tls_and_stops_on_sigterm(pem_files, tls_material):
-    proc = await _start("--contract", CONTRACT, "--address", "127.0.0.1:0",
-                        "--chaincode-id", "sample_1.0:abc",
-                        "--tls-cert", str(pem_files["server_cert"]),
-                        "--tls-key", str(pem_files["server_key"]),
-                        "--tls-client-ca", str(pem_files["ca"]),
-                        "--setting", "org=Org3MSP")
+    proc = await _start(
+        "--contract",
+        CONTRACT,
+        "--address",
+        "127.0.0.1:0",
+        "--chaincode-id",
+        "sample_1.0:abc",
+        "--tls-cert",
+        str(pem_files["server_cert"]),
+        "--tls-key",
+        str(pem_files["server_key"]),
+        "--tls-client-ca",
+        str(pem_files["ca"]),
+        "--setting",
+        "org=Org3MSP",
+    )
     try:
         address, ccid, mode = await _serving_address(proc)
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=tls_material.ca, private_key=tls_material.client_key,
-            certificate_chain=tls_material.client_cert)
+            root_certificates=tls_material.ca,
+            private_key=tls_material.client_key,
+            certificate_chain=tls_material.client_cert,
+        )
         async with grpc.aio.secure_channel(address, credentials) as channel:
             async with FakePeer(channel) as peer:
                 async with asyncio.timeout(10):
@@ -78,9 +96,11 @@ async def test_serves_with_mutual_tls_and_stops_on_sigterm(pem_files, tls_materi
 
 
 async def test_environment_gives_chaincode_id_and_address():
-    proc = await _start("--contract", CONTRACT,
-                        env={"CHAINCODE_ID": "env_1.0:def",
-                             "CHAINCODE_SERVER_ADDRESS": "127.0.0.1:0"})
+    proc = await _start(
+        "--contract",
+        CONTRACT,
+        env={"CHAINCODE_ID": "env_1.0:def", "CHAINCODE_SERVER_ADDRESS": "127.0.0.1:0"},
+    )
     try:
         address, ccid, mode = await _serving_address(proc)
     finally:
@@ -92,16 +112,23 @@ async def test_environment_gives_chaincode_id_and_address():
     assert code == 0
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--contract", "no_such_module:X"], "cannot import contract module 'no_such_module'"),
-    (["--contract", "chaincode_sample_contract:NotAContract"],
-     "chaincode_sample_contract:NotAContract is not a fedfabric.chaincode.Contract subclass"),
-    (["--contract", "chaincode_sample_contract"], "is not MODULE:CLASS"),
-    (["--contract", CONTRACT, "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "k"],
-     "--tls-cert: cannot read /nonexistent/cert.pem"),
-    (["--contract", CONTRACT, "--tls-cert", __file__], "--tls-cert and --tls-key go together"),
-    (["--contract", CONTRACT, "--setting", "novalue"], "--setting 'novalue' is not KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--contract", "no_such_module:X"], "cannot import contract module 'no_such_module'"),
+        (
+            ["--contract", "chaincode_sample_contract:NotAContract"],
+            "chaincode_sample_contract:NotAContract is not a fedfabric.chaincode.Contract subclass",
+        ),
+        (["--contract", "chaincode_sample_contract"], "is not MODULE:CLASS"),
+        (
+            ["--contract", CONTRACT, "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "k"],
+            "--tls-cert: cannot read /nonexistent/cert.pem",
+        ),
+        (["--contract", CONTRACT, "--tls-cert", __file__], "--tls-cert and --tls-key go together"),
+        (["--contract", CONTRACT, "--setting", "novalue"], "--setting 'novalue' is not KEY=VALUE"),
+    ],
+)
 def test_bad_arguments_exit_2_naming_the_problem(args, message, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.delenv("CHAINCODE_ID", raising=False)

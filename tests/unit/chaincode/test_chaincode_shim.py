@@ -17,8 +17,7 @@ from fedfabric.chaincode import ChaincodeServer, ServerTLS
 
 CCID = "sample_1.0:5f0e3f1a"
 BIG = 100 * 1024 * 1024
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", BIG),
-                   ("grpc.max_receive_message_length", BIG)]
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", BIG), ("grpc.max_receive_message_length", BIG)]
 
 
 async def within(awaitable, seconds: float = 10):
@@ -28,8 +27,9 @@ async def within(awaitable, seconds: float = 10):
 
 @pytest.fixture
 async def server():
-    async with ChaincodeServer([Sample({"org": "Org1MSP"})], chaincode_id=CCID,
-                               address="127.0.0.1:0") as server:
+    async with ChaincodeServer(
+        [Sample({"org": "Org1MSP"})], chaincode_id=CCID, address="127.0.0.1:0"
+    ) as server:
         yield server
 
 
@@ -64,12 +64,19 @@ async def test_get_state_and_delete(peer):
 
 
 async def test_transaction_context_comes_from_the_signed_proposal(peer):
-    done = await within(peer.execute("Info", txid="tx1", creator=b"alice",
-                                     transient={"secret": b"s", "price": b"1"}))
+    done = await within(
+        peer.execute(
+            "Info", txid="tx1", creator=b"alice", transient={"secret": b"s", "price": b"1"}
+        )
+    )
 
     assert json.loads(response_of(done).payload) == {
-        "tx_id": "tx1", "channel": "mychannel", "creator": "alice", "function": "Info",
-        "transient": ["price", "secret"], "timestamp": "2023-11-14T22:13:20+00:00",
+        "tx_id": "tx1",
+        "channel": "mychannel",
+        "creator": "alice",
+        "function": "Info",
+        "transient": ["price", "secret"],
+        "timestamp": "2023-11-14T22:13:20+00:00",
         "setting": "Org1MSP",
     }
 
@@ -154,14 +161,17 @@ async def test_history_for_key(peer):
 async def test_private_data_uses_the_collection_field(peer):
     peer.private[("secrets", "k")] = b"hidden"
 
-    put = await within(peer.execute("PutPrivate", "secrets", "k2", txid="tx1",
-                                    transient={"value": b"new"}))
+    put = await within(
+        peer.execute("PutPrivate", "secrets", "k2", txid="tx1", transient={"value": b"new"})
+    )
     got = await within(peer.execute("GetPrivate", "secrets", "k", txid="tx2"))
 
     assert response_of(put).status == 200
     assert peer.writes["tx1"] == [("secrets", "k2", b"new")]
     assert json.loads(response_of(got).payload) == {
-        "value": "hidden", "hash": hashlib.sha256(b"hidden").hexdigest()}
+        "value": "hidden",
+        "hash": hashlib.sha256(b"hidden").hexdigest(),
+    }
 
 
 async def test_state_based_endorsement_metadata(peer):
@@ -173,8 +183,7 @@ async def test_state_based_endorsement_metadata(peer):
     assert response_of(put).status == 200
     [write] = peer.metadata_writes["tx1"]
     assert (write.key, write.collection) == ("k2", "")
-    assert (write.metadata.metakey, write.metadata.value) == ("VALIDATION_PARAMETER",
-                                                              b"new-policy")
+    assert (write.metadata.metakey, write.metadata.value) == ("VALIDATION_PARAMETER", b"new-policy")
     assert response_of(got).payload == b"policy-bytes"
 
 
@@ -188,8 +197,9 @@ async def test_get_state_multiple_falls_back_to_get_state(peer):
 
 
 async def test_get_state_multiple_batches_when_the_peer_offers_it(server):
-    params = chaincode_pb2.ChaincodeAdditionalParams(use_get_multiple_keys=True,
-                                                     max_size_get_multiple_keys=100)
+    params = chaincode_pb2.ChaincodeAdditionalParams(
+        use_get_multiple_keys=True, max_size_get_multiple_keys=100
+    )
     keys = [f"k{i:03}" for i in range(150)]
     async with grpc.aio.insecure_channel(server.address) as channel:
         async with FakePeer(channel, ready_payload=params.SerializeToString()) as peer:
@@ -225,14 +235,16 @@ async def test_chaincode_error_sets_status_message_and_payload(peer):
 
     response = response_of(done)
     assert (response.status, response.message, response.payload) == (
-        404, "asset a1 not found", b"details")
+        404,
+        "asset a1 not found",
+        b"details",
+    )
 
 
 async def test_unexpected_exception_is_status_500_with_its_text(peer):
     done = await within(peer.execute("Crash", txid="tx1"))
 
-    assert (response_of(done).status, response_of(done).message) == (500,
-                                                                     "boom: something broke")
+    assert (response_of(done).status, response_of(done).message) == (500, "boom: something broke")
 
 
 async def test_unknown_function_is_refused(peer):
@@ -341,8 +353,9 @@ async def test_stream_end_cancels_transactions_in_flight(server):
 
 async def test_tls(tls_material):
     tls = ServerTLS(cert=tls_material.server_cert, key=tls_material.server_key)
-    async with ChaincodeServer([Sample()], chaincode_id=CCID, address="127.0.0.1:0",
-                               tls=tls) as server:
+    async with ChaincodeServer(
+        [Sample()], chaincode_id=CCID, address="127.0.0.1:0", tls=tls
+    ) as server:
         credentials = grpc.ssl_channel_credentials(root_certificates=tls_material.ca)
         async with grpc.aio.secure_channel(server.address, credentials) as channel:
             async with FakePeer(channel) as peer:
@@ -352,13 +365,17 @@ async def test_tls(tls_material):
 
 
 async def test_mutual_tls_accepts_a_client_certificate_from_the_ca(tls_material):
-    tls = ServerTLS(cert=tls_material.server_cert, key=tls_material.server_key,
-                    client_ca=tls_material.ca)
-    async with ChaincodeServer([Sample()], chaincode_id=CCID, address="127.0.0.1:0",
-                               tls=tls) as server:
+    tls = ServerTLS(
+        cert=tls_material.server_cert, key=tls_material.server_key, client_ca=tls_material.ca
+    )
+    async with ChaincodeServer(
+        [Sample()], chaincode_id=CCID, address="127.0.0.1:0", tls=tls
+    ) as server:
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=tls_material.ca, private_key=tls_material.client_key,
-            certificate_chain=tls_material.client_cert)
+            root_certificates=tls_material.ca,
+            private_key=tls_material.client_key,
+            certificate_chain=tls_material.client_cert,
+        )
         async with grpc.aio.secure_channel(server.address, credentials) as channel:
             async with FakePeer(channel) as peer:
                 done = await within(peer.execute("Put", "k", "v", txid="tx1"))
@@ -368,17 +385,21 @@ async def test_mutual_tls_accepts_a_client_certificate_from_the_ca(tls_material)
 
 @pytest.mark.parametrize("with_cert", [False, True], ids=["no-client-cert", "untrusted-ca"])
 async def test_mutual_tls_refuses_other_clients(tls_material, with_cert):
-    tls = ServerTLS(cert=tls_material.server_cert, key=tls_material.server_key,
-                    client_ca=tls_material.other_ca)
+    tls = ServerTLS(
+        cert=tls_material.server_cert, key=tls_material.server_key, client_ca=tls_material.other_ca
+    )
     if not with_cert:
-        tls = ServerTLS(cert=tls_material.server_cert, key=tls_material.server_key,
-                        client_ca=tls_material.ca)
+        tls = ServerTLS(
+            cert=tls_material.server_cert, key=tls_material.server_key, client_ca=tls_material.ca
+        )
     credentials = grpc.ssl_channel_credentials(
         root_certificates=tls_material.ca,
         private_key=tls_material.client_key if with_cert else None,
-        certificate_chain=tls_material.client_cert if with_cert else None)
-    async with ChaincodeServer([Sample()], chaincode_id=CCID, address="127.0.0.1:0",
-                               tls=tls) as server:
+        certificate_chain=tls_material.client_cert if with_cert else None,
+    )
+    async with ChaincodeServer(
+        [Sample()], chaincode_id=CCID, address="127.0.0.1:0", tls=tls
+    ) as server:
         async with grpc.aio.secure_channel(server.address, credentials) as channel:
             from fabric_protos.peer import chaincode_shim_pb2_grpc
 

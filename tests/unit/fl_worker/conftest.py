@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedfabric.fl_worker.task import Dataset, load_dataset
+from fedfabric.fl_worker.ml import Dataset, load_dataset
 
 
 @pytest.fixture(scope="session")

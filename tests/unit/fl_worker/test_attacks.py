@@ -13,11 +13,13 @@ from fedfabric.fl_worker.attacks import (
     make_attack,
     malicious_count,
 )
-from fedfabric.fl_worker.task import Dataset
+from fedfabric.fl_worker.ml import Dataset
 
 DELTA = {"w": np.array([1.0, -2.0, 0.5], np.float32), "b": np.array([0.25], np.float32)}
-HONEST = [{"w": np.array([1.0, 0.0, 2.0], np.float32), "b": np.array([1.0], np.float32)},
-          {"w": np.array([3.0, 0.0, 2.0], np.float32), "b": np.array([3.0], np.float32)}]
+HONEST = [
+    {"w": np.array([1.0, 0.0, 2.0], np.float32), "b": np.array([1.0], np.float32)},
+    {"w": np.array([3.0, 0.0, 2.0], np.float32), "b": np.array([3.0], np.float32)},
+]
 VIEW = RoundView(honest=HONEST, num_workers=9, num_malicious=3)
 
 
@@ -79,7 +81,7 @@ def test_nan_injection_is_refused_by_the_update_encoder():
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("poison", {}, "unknown attack 'poison'; valid names: alie, gaussian, label_flip, nan"),
+        ("poison", {}, "unknown attack 'poison'; known: alie, gaussian, label_flip, nan"),
         ("scaling", {"k": 3}, "'scaling' got unknown parameters ['k']; accepted: ['factor']"),
         ("scaling", {"factor": -1}, "attack 'scaling': parameter 'factor' must be > 0"),
         ("gaussian", {"std": "big"}, "parameter 'std' must be a number"),

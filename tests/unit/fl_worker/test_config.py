@@ -14,7 +14,11 @@ def test_the_defaults_are_the_main_jobs_run():
     config = RunConfig()
 
     assert (config.dataset, config.orgs, config.workers_per_org, config.rounds) == (
-        "digits", 3, 3, 10)
+        "digits",
+        3,
+        3,
+        10,
+    )
     assert config.num_workers == 9 and config.alpha is None and config.attack is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.rounds = 3
@@ -32,7 +36,9 @@ def test_a_yaml_file_sets_every_field(tmp_path):
 
     assert (config.rounds, config.alpha, config.quantization) == (3, 0.5, "int8")
     assert config.make_strategy().aggregation() == {
-        "rule": "multi-krum", "params": {"f": 2, "m": 4}}
+        "rule": "multi-krum",
+        "params": {"f": 2, "m": 4},
+    }
     assert RunConfig.from_dict(config.to_dict()) == config
 
 
@@ -51,8 +57,11 @@ def test_a_yaml_file_sets_every_field(tmp_path):
         ({"quantization": "int4"}, "quantization", "must be one of ['float32', 'fp16', 'int8']"),
         ({"compression": "gzip"}, "compression", "must be one of ['none', 'zlib']"),
         ({"model": {"arch": "mlp"}}, "model", "lacks ['sizes']"),
-        ({"strategy": "krum", "strategy_params": {"f": 4}}, "strategy",
-         "needs at least 11 updates per round but the run has 9 workers"),
+        (
+            {"strategy": "krum", "strategy_params": {"f": 4}},
+            "strategy",
+            "needs at least 11 updates per round but the run has 9 workers",
+        ),
         ({"min_updates": 10}, "min_updates", "exceeds the 9 workers"),
         ({"norm_bound": 1e9}, "norm_bound", "must be <= 32768"),
     ],
@@ -82,8 +91,9 @@ def test_a_missing_config_file_is_a_config_error(tmp_path):
 
 
 def test_the_task_json_is_a_valid_task_for_the_contract():
-    config = RunConfig(strategy="trimmed-mean", strategy_params={"beta": 0.2},
-                       validation_threshold=0.05)
+    config = RunConfig(
+        strategy="trimmed-mean", strategy_params={"beta": 0.2}, validation_threshold=0.05
+    )
     layout = fl.model_layout({"arch": "mlp", "sizes": [64, 32, 10]})
 
     spec = fl.TaskSpec.from_json(config.task_json("digits", layout, ["Org1MSP", "Org2MSP"]))

@@ -116,8 +116,10 @@ def test_torch_loss_works_as_the_contracts_settings_validator(tmp_path):
         tmp_path / "val.npz", rng.normal(size=(20, 64)), rng.integers(0, 10, 20), MLP
     )
     validator = validator_from_settings(
-        {"validator": "fedfabric.chaincode.fl:torch_loss",
-         "validation_data": str(tmp_path / "val.npz")}
+        {
+            "validator": "fedfabric.chaincode.fl:torch_loss",
+            "validation_data": str(tmp_path / "val.npz"),
+        }
     )
 
     assert validator(fl.get_weights(fl.build_model(MLP, seed=0))) > 0

@@ -14,14 +14,35 @@ HEADERS = ("round", "accuracy", "no ledger", "committed", "refused", "used", "ex
 
 
 def report() -> Report:
-    rows = [RoundRow(round=r, accuracy=0.9, loss=0.3, submitted=9, committed=123456,
-                     refused=123456, used=123456, excluded=123456, update_bytes=9_999_999,
-                     seconds=1234.5, baseline_accuracy=0.9) for r in range(1, 4)]
-    return Report(task="digits-0123456789", config={}, initial_accuracy=0.1, rounds=rows,
-                  ledger=LedgerFigures(10, 40, 39, 123_456_789, 1_000_000, 250_000),
-                  contributions={"TransportMSP": {"used": 3}}, final_model=b"m",
-                  final_model_digest="ab" * 32, baseline_final_accuracy=0.9,
-                  wall_seconds=12.0, baseline_seconds=1.0)
+    rows = [
+        RoundRow(
+            round=r,
+            accuracy=0.9,
+            loss=0.3,
+            submitted=9,
+            committed=123456,
+            refused=123456,
+            used=123456,
+            excluded=123456,
+            update_bytes=9_999_999,
+            seconds=1234.5,
+            baseline_accuracy=0.9,
+        )
+        for r in range(1, 4)
+    ]
+    return Report(
+        task="digits-0123456789",
+        config={},
+        initial_accuracy=0.1,
+        rounds=rows,
+        ledger=LedgerFigures(10, 40, 39, 123_456_789, 1_000_000, 250_000),
+        contributions={"TransportMSP": {"used": 3}},
+        final_model=b"m",
+        final_model_digest="ab" * 32,
+        baseline_final_accuracy=0.9,
+        wall_seconds=12.0,
+        baseline_seconds=1.0,
+    )
 
 
 def test_round_table_in_a_log_keeps_every_header_whole() -> None:

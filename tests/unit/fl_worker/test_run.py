@@ -10,8 +10,8 @@ class Ledger:
     def __init__(self, *tasks: str) -> None:
         self.tasks = set(tasks)
 
-    async def task_exists(self, task: str) -> bool:
-        return task in self.tasks
+    async def task(self, task: str) -> dict | None:
+        return {"spec": {"id": task}} if task in self.tasks else None
 
 
 async def test_a_new_run_takes_the_next_free_task_and_resume_the_latest() -> None:

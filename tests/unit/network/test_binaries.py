@@ -66,7 +66,8 @@ async def test_install_on_a_supplied_release_only_checks_it(tmp_path: Path) -> N
 
 
 async def test_install_on_a_supplied_folder_that_is_no_release_names_what_is_missing(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "half"
     (folder / "bin").mkdir(parents=True)
 
@@ -89,9 +90,13 @@ def test_installer_with_a_supplied_release_reports_it_and_builds_nothing(tmp_pat
     folder = fake_release(tmp_path / "mine", version="3.1.5")
     before = digest(folder)
 
-    run = subprocess.run(["bash", str(INSTALLER)], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "FEDFABRIC_FABRIC_HOME": str(folder),
-                              "PATH": "/usr/bin:/bin"})  # no Go on PATH: nothing may build
+    run = subprocess.run(
+        ["bash", str(INSTALLER)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FEDFABRIC_FABRIC_HOME": str(folder), "PATH": "/usr/bin:/bin"},
+    )  # no Go on PATH: nothing may build
 
     assert run.returncode == 0, run.stderr
     assert f"FEDFABRIC_FABRIC_HOME={folder}" in run.stderr
@@ -100,8 +105,13 @@ def test_installer_with_a_supplied_release_reports_it_and_builds_nothing(tmp_pat
 
 
 def test_installer_refuses_a_supplied_folder_that_is_no_release(tmp_path: Path) -> None:
-    run = subprocess.run(["bash", str(INSTALLER)], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "FEDFABRIC_FABRIC_HOME": str(tmp_path / "none")})
+    run = subprocess.run(
+        ["bash", str(INSTALLER)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FEDFABRIC_FABRIC_HOME": str(tmp_path / "none")},
+    )
 
     assert run.returncode == 1
     assert "is not a Fabric release folder" in run.stderr and "bin/peer" in run.stderr

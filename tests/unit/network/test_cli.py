@@ -14,9 +14,13 @@ from tests.conftest import topology_data
 
 
 def fedfabric(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedfabric.fl_worker.cli", *args],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "fedfabric.fl_worker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
@@ -33,22 +37,31 @@ def write_topology(path: Path, **overrides: object) -> Path:
 
 
 def test_up_with_an_unknown_org_in_the_policy_names_the_field(tmp_path: Path) -> None:
-    bad = write_topology(tmp_path / "bad.yaml", endorsement_policy="OutOf(2, 'TransportMSP.peer', "
-                         "'WaterMSP.peer')")
+    bad = write_topology(
+        tmp_path / "bad.yaml", endorsement_policy="OutOf(2, 'TransportMSP.peer', 'WaterMSP.peer')"
+    )
 
     result = fedfabric("network", "up", "--topology", str(bad), "--state-dir", str(tmp_path))
 
-    assert_one_error(result, "endorsement_policy", "unknown organization 'WaterMSP'",
-                     "TransportMSP, EnergyMSP, HealthMSP")
+    assert_one_error(
+        result,
+        "endorsement_policy",
+        "unknown organization 'WaterMSP'",
+        "TransportMSP, EnergyMSP, HealthMSP",
+    )
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (None, "cannot read topology file"),
-    ("name: [unclosed", "is not valid YAML"),
-    ("name: smartcity\n", "channel"),
-])
-def test_up_with_an_unreadable_topology_says_why(tmp_path: Path, content: str | None,
-                                                 expected: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read topology file"),
+        ("name: [unclosed", "is not valid YAML"),
+        ("name: smartcity\n", "channel"),
+    ],
+)
+def test_up_with_an_unreadable_topology_says_why(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
     path = tmp_path / "topology.yaml"
     if content is not None:
         path.write_text(content)
@@ -59,11 +72,17 @@ def test_up_with_an_unreadable_topology_says_why(tmp_path: Path, content: str | 
 
 
 def test_up_with_a_fabric_home_that_is_no_release_names_what_is_missing(tmp_path: Path) -> None:
-    result = fedfabric("network", "up", "--state-dir", str(tmp_path / "state"),
-                       env={"FEDFABRIC_FABRIC_HOME": str(tmp_path / "nothing")})
+    result = fedfabric(
+        "network",
+        "up",
+        "--state-dir",
+        str(tmp_path / "state"),
+        env={"FEDFABRIC_FABRIC_HOME": str(tmp_path / "nothing")},
+    )
 
-    assert_one_error(result, f"FEDFABRIC_FABRIC_HOME={tmp_path / 'nothing'}", "bin/peer",
-                     "config/core.yaml")
+    assert_one_error(
+        result, f"FEDFABRIC_FABRIC_HOME={tmp_path / 'nothing'}", "bin/peer", "config/core.yaml"
+    )
     assert not (tmp_path / "nothing").exists()  # a folder the user names is never built into
 
 

@@ -86,8 +86,13 @@ def test_ccaas_package_is_reproducible_and_its_id_is_label_and_sha256() -> None:
 
 def run(builder: str, *args: Path, env: dict[str, str] | None = None):
     script = ROOT / "network" / "fabric" / "ccaas_builder" / "bin" / builder
-    return subprocess.run([str(script), *map(str, args)], env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [str(script), *map(str, args)],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_external_builder_detect_build_release(tmp_path: Path) -> None:
@@ -104,7 +109,8 @@ def test_external_builder_detect_build_release(tmp_path: Path) -> None:
     assert run("build", src, meta, out, env={"FEDFABRIC_CCAAS_DIR": str(conns)}).returncode == 0
     assert run("release", out, rel).returncode == 0
     assert json.loads((rel / "chaincode" / "server" / "connection.json").read_text()) == {
-        "address": "127.0.0.1:7160"}
+        "address": "127.0.0.1:7160"
+    }
     (meta / "metadata.json").write_text('{"type": "golang", "label": "x"}')
     assert run("detect", src, meta).returncode == 1
 

@@ -30,20 +30,30 @@ def test_msp_layout_nodeous_and_roles(tmp_path: Path) -> None:
     config = yaml.safe_load((root / "msp" / "config.yaml").read_text())
     assert config["NodeOUs"]["Enable"] is True
     assert config["NodeOUs"]["PeerOUIdentifier"] == {
-        "Certificate": f"cacerts/ca.{org.domain}-cert.pem", "OrganizationalUnitIdentifier": "peer"}
+        "Certificate": f"cacerts/ca.{org.domain}-cert.pem",
+        "OrganizationalUnitIdentifier": "peer",
+    }
     ca = cert(root / "msp" / "cacerts" / f"ca.{org.domain}-cert.pem")
     tlsca = cert(root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem")
     assert ca.subject != tlsca.subject
-    roles = {"peers/peer0.energy.smartcity.example": "peer",
-             f"users/Admin@{org.domain}": "admin", f"users/User3@{org.domain}": "client"}
+    roles = {
+        "peers/peer0.energy.smartcity.example": "peer",
+        f"users/Admin@{org.domain}": "admin",
+        f"users/User3@{org.domain}": "client",
+    }
     for folder, role in roles.items():
         msp = root / folder / "msp"
         signcert = cert(next((msp / "signcerts").glob("*.pem")))
-        assert signcert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value \
+        assert (
+            signcert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
             == role
+        )
         assert signcert.issuer == ca.subject
-        ca.public_key().verify(signcert.signature, signcert.tbs_certificate_bytes,
-                               ec.ECDSA(signcert.signature_hash_algorithm))
+        ca.public_key().verify(
+            signcert.signature,
+            signcert.tbs_certificate_bytes,
+            ec.ECDSA(signcert.signature_hash_algorithm),
+        )
         key = load_pem_private_key((msp / "keystore" / "priv_sk").read_bytes(), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
         assert key.public_key().public_numbers() == signcert.public_key().public_numbers()
@@ -77,8 +87,13 @@ def test_issue_an_expired_identity(tmp_path: Path) -> None:
     generate(TOPOLOGY, tmp_path)
     past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 
-    folder = issue_identity(tmp_path, TOPOLOGY.org("health"), "Expired", not_before=past,
-                            not_after=past + dt.timedelta(days=1))
+    folder = issue_identity(
+        tmp_path,
+        TOPOLOGY.org("health"),
+        "Expired",
+        not_before=past,
+        not_after=past + dt.timedelta(days=1),
+    )
 
     signcert = cert(next((folder / "msp" / "signcerts").glob("*.pem")))
     assert signcert.not_valid_after_utc < dt.datetime.now(dt.UTC)

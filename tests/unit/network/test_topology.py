@@ -31,13 +31,21 @@ def test_default_topology_is_three_orgs_three_raft_orderers_majority_policy() ->
 def test_any_number_of_peers_per_org() -> None:
     data = topology_data()
     data["organizations"][0]["peers"].append(
-        {"name": "peer1", "port": 7451, "chaincode_port": 7452, "operations_port": 9454,
-         "chaincode_server_port": 7460})
+        {
+            "name": "peer1",
+            "port": 7451,
+            "chaincode_port": 7452,
+            "operations_port": 9454,
+            "chaincode_server_port": 7460,
+        }
+    )
 
     t = parse_topology(data)
 
     assert [p.host for p in t.org("transport").peers] == [
-        "peer0.transport.smartcity.example", "peer1.transport.smartcity.example"]
+        "peer0.transport.smartcity.example",
+        "peer1.transport.smartcity.example",
+    ]
 
 
 def test_policy_defaults_to_majority_of_the_orgs() -> None:
@@ -49,30 +57,59 @@ def test_policy_defaults_to_majority_of_the_orgs() -> None:
     assert t.endorsement_policy == majority_policy(["TransportMSP", "EnergyMSP", "HealthMSP"])
 
 
-@pytest.mark.parametrize(("change", "field", "words"), [
-    (lambda d: d.update(endorsement_policy="OutOf(2, 'TransportMSP.peer', 'WaterMSP.peer')"),
-     "endorsement_policy", "unknown organization 'WaterMSP'"),
-    (lambda d: d.update(endorsement_policy="OutOf(4, 'TransportMSP.peer', 'EnergyMSP.peer', "
-                                           "'HealthMSP.peer')"),
-     "endorsement_policy", "1 <= n <= 3"),
-    (lambda d: d["organizations"][1].update(name="transport"), "organizations",
-     "duplicate name 'transport'"),
-    (lambda d: d["organizations"][1].update(msp_id="TransportMSP"), "msp_id",
-     "duplicate name 'TransportMSP'"),
-    (lambda d: d["organizations"][2]["peers"][0].update(port=7050), "port clash",
-     "= 7050 is also orderer0.ordering.smartcity.example port"),
-    (lambda d: d["orderer_org"]["orderers"][1].update(name="orderer0"), "orderer_org.orderers",
-     "duplicate name"),
-    (lambda d: d["organizations"][0]["peers"][0].update(port=80), "organizations[0].peers[0].port",
-     "[1024, 65535]"),
-    (lambda d: d["organizations"][0].pop("msp_id"), "organizations[0].msp_id", "missing"),
-    (lambda d: d.update(organizations=[]), "topology.organizations", "at least 1"),
-    (lambda d: d["consensus"].update(type="BFT"), "consensus.type", "only 'etcdraft'"),
-    (lambda d: d["chaincodes"][0].update(server="java"), "chaincodes[0].server", "'python'"),
-    (lambda d: d["chaincodes"][0].update(endorsement_policy="OR('Nope.peer')"),
-     "chaincodes[0].endorsement_policy", "unknown organization 'Nope'"),
-    (lambda d: d.update(name="Smart City"), "topology.name", "lowercase"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        (
+            lambda d: d.update(endorsement_policy="OutOf(2, 'TransportMSP.peer', 'WaterMSP.peer')"),
+            "endorsement_policy",
+            "unknown organization 'WaterMSP'",
+        ),
+        (
+            lambda d: d.update(
+                endorsement_policy="OutOf(4, 'TransportMSP.peer', 'EnergyMSP.peer', "
+                "'HealthMSP.peer')"
+            ),
+            "endorsement_policy",
+            "1 <= n <= 3",
+        ),
+        (
+            lambda d: d["organizations"][1].update(name="transport"),
+            "organizations",
+            "duplicate name 'transport'",
+        ),
+        (
+            lambda d: d["organizations"][1].update(msp_id="TransportMSP"),
+            "msp_id",
+            "duplicate name 'TransportMSP'",
+        ),
+        (
+            lambda d: d["organizations"][2]["peers"][0].update(port=7050),
+            "port clash",
+            "= 7050 is also orderer0.ordering.smartcity.example port",
+        ),
+        (
+            lambda d: d["orderer_org"]["orderers"][1].update(name="orderer0"),
+            "orderer_org.orderers",
+            "duplicate name",
+        ),
+        (
+            lambda d: d["organizations"][0]["peers"][0].update(port=80),
+            "organizations[0].peers[0].port",
+            "[1024, 65535]",
+        ),
+        (lambda d: d["organizations"][0].pop("msp_id"), "organizations[0].msp_id", "missing"),
+        (lambda d: d.update(organizations=[]), "topology.organizations", "at least 1"),
+        (lambda d: d["consensus"].update(type="BFT"), "consensus.type", "only 'etcdraft'"),
+        (lambda d: d["chaincodes"][0].update(server="java"), "chaincodes[0].server", "'python'"),
+        (
+            lambda d: d["chaincodes"][0].update(endorsement_policy="OR('Nope.peer')"),
+            "chaincodes[0].endorsement_policy",
+            "unknown organization 'Nope'",
+        ),
+        (lambda d: d.update(name="Smart City"), "topology.name", "lowercase"),
+    ],
+)
 def test_invalid_topology_names_the_field(change, field: str, words: str) -> None:  # noqa: ANN001
     data = topology_data()
     change(data)
@@ -96,10 +133,15 @@ def test_unreadable_and_malformed_files_are_reported(tmp_path: Path) -> None:
 
 
 def test_policy_language() -> None:
-    assert parse_policy("AND('A.peer', OR('B.admin', 'C.member'))") == OutOf(2, (
-        Principal("A", "peer"), OutOf(1, (Principal("B", "admin"), Principal("C", "member")))))
-    for bad, words in [("OutOf(2, 'A.peer')", "1 <= n <= 1"), ("OR('A.boss')", "role"),
-                       ("OR('A.peer'", "expected ')'"), ("XOR('A.peer')", "unexpected 'XOR'"),
-                       ("OR('A.peer')) ", "after the end")]:
+    assert parse_policy("AND('A.peer', OR('B.admin', 'C.member'))") == OutOf(
+        2, (Principal("A", "peer"), OutOf(1, (Principal("B", "admin"), Principal("C", "member"))))
+    )
+    for bad, words in [
+        ("OutOf(2, 'A.peer')", "1 <= n <= 1"),
+        ("OR('A.boss')", "role"),
+        ("OR('A.peer'", "expected ')'"),
+        ("XOR('A.peer')", "unexpected 'XOR'"),
+        ("OR('A.peer')) ", "after the end"),
+    ]:
         with pytest.raises(PolicyError, match=words.replace("(", r"\(").replace(")", r"\)")):
             parse_policy(bad)

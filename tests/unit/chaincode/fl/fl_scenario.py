@@ -1,4 +1,5 @@
-"""A two-round FL scenario whose every transaction is fingerprinted (for determinism tests).
+"""An FL scenario per aggregation rule whose every transaction is fingerprinted (for the
+determinism tests).
 
 Run as ``python fl_scenario.py IDENTITIES.json``: prints one JSON list of SHA-256
 fingerprints, one per transaction (status, message, payload, event, read/write set).
@@ -31,32 +32,38 @@ def fingerprint(result) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Parameters for every registered rule (a rule added without an entry here fails the test).
+RULES = {
+    "fedavg": {},
+    "median": {"clip_norm": 1.0},
+    "trimmed-mean": {"beta": 0.2},
+    "krum": {"f": 1},
+    "multi-krum": {"f": 1, "m": 3, "clip_norm": 2.0},
+}
+
+
 async def run(identities: dict[str, bytes]) -> list[str]:
-    """Two tasks (multi-krum with clipping; trimmed mean), two rounds each, mixed encodings."""
+    """One task per aggregation rule, two rounds each (AdvanceRound ends them), mixed
+    encodings from five workers."""
     world = World(identities)
     rng = np.random.default_rng(7)
     prints = []
-    rules = [
-        ("mk", {"rule": "multi-krum", "params": {"f": 1, "m": 3, "clip_norm": 2.0}}),
-        ("tm", {"rule": "trimmed-mean", "params": {"beta": 0.2}}),
-    ]
-    for task_id, aggregation in rules:
-        task = task_json(id=task_id, min_updates=5, aggregation=aggregation)
+    for rule, params in RULES.items():
+        task_id = f"t-{rule}"
+        task = task_json(id=task_id, min_updates=5, aggregation={"rule": rule, "params": params})
         task["allowed_orgs"] = ["Org1MSP", "Org2MSP", "Org3MSP", "Org9MSP"]
         initial = {"w": rng.standard_normal((2, 2)), "b": rng.standard_normal(2)}
         prints.append(
             fingerprint(await world.ok("CreateTask", task, encode_update(initial, LAYOUT)))
         )
         for round_no in (1, 2):
-            prints.append(fingerprint(await world.ok("OpenRound", task_id, round_no)))
             for who, options in zip(WORKERS, OPTIONS, strict=True):
                 delta = {"w": rng.standard_normal((2, 2)), "b": rng.standard_normal(2)}
                 data = encode_update(delta, LAYOUT, **options)
                 samples = int(rng.integers(1, 1000))
                 result = await world.ok("SubmitUpdate", task_id, round_no, data, samples, who=who)
                 prints.append(fingerprint(result))
-            prints.append(fingerprint(await world.ok("CloseRound", task_id, round_no)))
-            prints.append(fingerprint(await world.ok("CommitAggregate", task_id, round_no)))
+            prints.append(fingerprint(await world.ok("AdvanceRound", task_id, round_no)))
         prints.append(fingerprint(await world.ok("GetAudit", task_id)))
     return prints
 

@@ -81,9 +81,8 @@ class World:
         return json.loads((await self.ok(function, *args, who=who)).payload)
 
     async def start(self, task: dict | None = None, initial: float = 0.0) -> None:
-        """Create the task with a constant initial model and open round 1."""
+        """Create the task with a constant initial model (which opens round 1)."""
         await self.ok("CreateTask", task or task_json(), update(initial))
-        await self.ok("OpenRound", (task or task_json())["id"], 1)
 
 
 def assert_refused(result: InvokeResult, check: str, *fragments: str) -> None:

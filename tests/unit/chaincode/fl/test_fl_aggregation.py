@@ -10,12 +10,12 @@ import pytest
 from fedfabric.chaincode.fl import (
     AggregationError,
     Combination,
-    Strategy,
+    Rule,
     Update,
     krum_scores,
-    make_strategy,
-    register_strategy,
-    strategy_names,
+    make_rule,
+    register_rule,
+    rule_names,
 )
 from fedfabric.chaincode.fl import _fixedpoint as fx
 
@@ -35,7 +35,7 @@ def zeros(n: int) -> dict[str, np.ndarray]:
 
 
 def test_fedavg_weights_by_samples():
-    result = make_strategy("fedavg").aggregate(
+    result = make_rule("fedavg").aggregate(
         {"w": np.array([1.0, 1.0], dtype=np.float32)},
         updates([1.0, 2.0], [4.0, -1.0], samples=[1, 3]),
     )
@@ -44,14 +44,14 @@ def test_fedavg_weights_by_samples():
 
 
 def test_median_odd_and_even_counts():
-    odd = make_strategy("median").aggregate(zeros(2), updates([1, -7], [5, 0], [3, 2]))
+    odd = make_rule("median").aggregate(zeros(2), updates([1, -7], [5, 0], [3, 2]))
     np.testing.assert_array_equal(odd.model["w"], [3, 0])
-    even = make_strategy("median").aggregate(zeros(1), updates([1], [2], [3], [10]))
+    even = make_rule("median").aggregate(zeros(1), updates([1], [2], [3], [10]))
     np.testing.assert_array_equal(even.model["w"], [2.5])
 
 
 def test_trimmed_mean_drops_beta_n_from_each_side_per_coordinate():
-    rule = make_strategy("trimmed-mean", {"beta": 0.2})
+    rule = make_rule("trimmed-mean", {"beta": 0.2})
     result = rule.aggregate(zeros(2), updates([1, 50], [2, -50], [3, 1], [4, 2], [100, 3]))
     np.testing.assert_array_equal(result.model["w"], [3, 2])
     assert result.used == ("u0", "u1", "u2", "u3", "u4")
@@ -67,7 +67,7 @@ def test_krum_scores_are_exact_integers():
 
 
 def test_krum_picks_the_lowest_score_and_breaks_ties_by_order():
-    result = make_strategy("krum", {"f": 1}).aggregate(zeros(1), updates(*KRUM_ROWS))
+    result = make_rule("krum", {"f": 1}).aggregate(zeros(1), updates(*KRUM_ROWS))
     np.testing.assert_array_equal(result.model["w"], [1.0])
     assert result.used == ("u1",)
     assert [e.update_id for e in result.excluded] == ["u0", "u2", "u3", "u4"]
@@ -75,7 +75,7 @@ def test_krum_picks_the_lowest_score_and_breaks_ties_by_order():
 
 
 def test_multi_krum_averages_the_m_best_weighted_by_samples():
-    rule = make_strategy("multi-krum", {"f": 1, "m": 3})
+    rule = make_rule("multi-krum", {"f": 1, "m": 3})
     result = rule.aggregate(zeros(1), updates(*KRUM_ROWS, samples=[1, 1, 2, 1, 50]))
     np.testing.assert_array_equal(result.model["w"], [(0 + 1 + 4) / 4])
     assert result.used == ("u0", "u1", "u2")
@@ -84,7 +84,7 @@ def test_multi_krum_averages_the_m_best_weighted_by_samples():
 
 
 def test_norm_clipping_pre_step_bounds_each_update():
-    rule = make_strategy("fedavg", {"clip_norm": 1.0})
+    rule = make_rule("fedavg", {"clip_norm": 1.0})
     result = rule.aggregate(zeros(2), updates([3, 4], [0.3, 0.4]))
     assert result.clipped == ("u0",)
     np.testing.assert_allclose(result.model["w"], [(0.6 + 0.3) / 2, (0.8 + 0.4) / 2], atol=4 * ULP)
@@ -132,7 +132,7 @@ def test_order_independent_rules_give_identical_bytes_for_any_order():
     rng = np.random.default_rng(6)
     rows = [list(rng.standard_normal(64)) for _ in range(7)]
     for name, params in [("fedavg", {}), ("median", {}), ("trimmed-mean", {"beta": 0.3})]:
-        rule = make_strategy(name, params)
+        rule = make_rule(name, params)
         forward = rule.aggregate(zeros(64), updates(*rows, samples=list(range(1, 8))))
         backward = rule.aggregate(zeros(64), updates(*rows[::-1], samples=list(range(7, 0, -1))))
         assert forward.model["w"].tobytes() == backward.model["w"].tobytes(), name
@@ -156,20 +156,20 @@ def test_fixed_point_round_trip_of_float32_is_exact_above_the_resolution():
 )
 def test_registry_refuses_unknown_rules_and_bad_parameters(name, params, message):
     with pytest.raises(AggregationError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        make_strategy(name, params)
+        make_rule(name, params)
 
 
 def test_registry_lists_every_rule():
-    assert strategy_names() == ("fedavg", "krum", "median", "multi-krum", "trimmed-mean")
+    assert rule_names() == ("fedavg", "krum", "median", "multi-krum", "trimmed-mean")
 
 
 def test_a_user_rule_overrides_one_method(monkeypatch):
     from fedfabric.chaincode.fl import _aggregation
 
-    monkeypatch.setattr(_aggregation, "_REGISTRY", dict(_aggregation._REGISTRY))
+    monkeypatch.setattr(_aggregation.RULES, "_classes", dict(_aggregation.RULES._classes))
 
-    @register_strategy
-    class FirstOnly(Strategy):
+    @register_rule
+    class FirstOnly(Rule):
         name = "first-only"
 
         def combine(self, deltas, weights):
@@ -177,26 +177,26 @@ def test_a_user_rule_overrides_one_method(monkeypatch):
                 deltas[0], (0,), tuple((i, "not first") for i in range(1, len(weights)))
             )
 
-    result = make_strategy("first-only").aggregate(zeros(1), updates([2.0], [9.0]))
+    result = make_rule("first-only").aggregate(zeros(1), updates([2.0], [9.0]))
     np.testing.assert_array_equal(result.model["w"], [2.0])
     assert result.record()["excluded"] == [{"id": "u1", "reason": "not first"}]
 
 
 def test_too_few_updates_for_krum():
     with pytest.raises(AggregationError, match="needs at least 5 updates, got 4"):
-        make_strategy("krum", {"f": 1}).aggregate(zeros(1), updates(*KRUM_ROWS[:4]))
+        make_rule("krum", {"f": 1}).aggregate(zeros(1), updates(*KRUM_ROWS[:4]))
 
 
 def test_mismatched_update_is_refused():
     bad = [Update("x", {"w": np.zeros(3, dtype=np.float32)}, 1)]
     with pytest.raises(AggregationError, match="wrong shape"):
-        make_strategy("fedavg").aggregate(zeros(2), bad)
+        make_rule("fedavg").aggregate(zeros(2), bad)
 
 
 def test_leaving_the_fixed_point_range_is_refused():
     big = {"w": np.array([30000.0], dtype=np.float32)}
     with pytest.raises(AggregationError, match="fixed-point range"):
-        make_strategy("fedavg").aggregate(big, updates([30000.0]))
+        make_rule("fedavg").aggregate(big, updates([30000.0]))
     with pytest.raises(AggregationError, match="fixed-point range"):
         fx.to_fixed(np.array([40000.0]))
 
@@ -204,14 +204,16 @@ def test_leaving_the_fixed_point_range_is_refused():
 def reference_distances(rows: np.ndarray) -> list[list[int]]:
     """Squared distances the slow, obviously exact way (Python ints)."""
     as_ints = [[int(v) for v in row] for row in rows]
-    return [[sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) for b in as_ints]
-            for a in as_ints]
+    return [
+        [sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) for b in as_ints] for a in as_ints
+    ]
 
 
 @pytest.mark.parametrize("magnitude", [1, 2**20, 2**30, 2**39])
 def test_squared_distances_are_exact_for_every_limb_count(magnitude):
     rows = np.random.default_rng(magnitude).integers(
-        -magnitude, magnitude + 1, size=(5, 2000), dtype=np.int64)
+        -magnitude, magnitude + 1, size=(5, 2000), dtype=np.int64
+    )
     rows[0, 0] = magnitude
 
     assert fx.squared_distances(rows) == reference_distances(rows)
@@ -219,18 +221,17 @@ def test_squared_distances_are_exact_for_every_limb_count(magnitude):
 
 def test_squared_distances_are_exact_across_column_chunks(monkeypatch):
     monkeypatch.setattr(fx, "_GRAM_BLOCK", 4096)
-    rows = np.random.default_rng(3).integers(-2**39, 2**39, size=(4, 9000), dtype=np.int64)
+    rows = np.random.default_rng(3).integers(-(2**39), 2**39, size=(4, 9000), dtype=np.int64)
 
     assert fx.squared_distances(rows) == reference_distances(rows)
 
 
 @pytest.mark.parametrize("weights", [[3, 5, 7], [2**38, 2**38 - 1, 5]], ids=["direct", "split"])
 def test_weighted_mean_direct_and_split_sums_agree_with_python_ints(weights):
-    rows = np.random.default_rng(4).integers(-2**39, 2**39, size=(3, 500), dtype=np.int64)
+    rows = np.random.default_rng(4).integers(-(2**39), 2**39, size=(3, 500), dtype=np.int64)
     total = sum(weights)
     expected = [
-        (2 * sum(w * int(r[j]) for w, r in zip(weights, rows, strict=True)) + total)
-        // (2 * total)
+        (2 * sum(w * int(r[j]) for w, r in zip(weights, rows, strict=True)) + total) // (2 * total)
         for j in range(rows.shape[1])
     ]
 

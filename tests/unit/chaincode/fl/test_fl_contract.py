@@ -23,10 +23,7 @@ async def test_a_round_from_submission_to_aggregate(world):
     assert json.loads(first.event[1])["num_samples"] == 10
     await world.ok("SubmitUpdate", "digits", 1, update(-1.0), 30, who="w2")
 
-    closed = await world.ok("CloseRound", "digits", 1)
-    assert closed.event[0] == "RoundClosed"
-    assert len(json.loads(closed.event[1])["updates"]) == 2
-    committed = await world.ok("CommitAggregate", "digits", 1, who="w3")
+    committed = await world.ok("AdvanceRound", "digits", 1)
     record = json.loads(committed.payload)
 
     model = decode_update(await world_model(world, 1), LAYOUT)
@@ -59,12 +56,9 @@ async def fetch_audit(world: World, task: str = "digits"):
 async def test_two_rounds_audit_contributions_and_worker_history(world):
     await world.start(task_json(aggregation={"rule": "median", "params": {"clip_norm": 1.0}}))
     await submit_round(world, 1, {"w1": 0.25, "w2": 4.0, "w3": -0.125})
-    await world.ok("CloseRound", "digits", 1)
-    await world.ok("CommitAggregate", "digits", 1)
-    await world.ok("OpenRound", "digits", 2)
+    await world.ok("AdvanceRound", "digits", 1)
     await submit_round(world, 2, {"w1": 0.5, "w2": 0.0625})
-    await world.ok("CloseRound", "digits", 2)
-    await world.ok("CommitAggregate", "digits", 2)
+    await world.ok("AdvanceRound", "digits", 2)
 
     audit, models, updates = await fetch_audit(world)
     assert [r["round"] for r in audit["rounds"]] == [1, 2]
@@ -86,8 +80,7 @@ async def test_two_rounds_audit_contributions_and_worker_history(world):
 async def test_audit_detects_a_tampered_model(world):
     await world.start()
     await submit_round(world, 1, {"w1": 0.5, "w2": 1.0})
-    await world.ok("CloseRound", "digits", 1)
-    await world.ok("CommitAggregate", "digits", 1)
+    await world.ok("AdvanceRound", "digits", 1)
     audit, models, updates = await fetch_audit(world)
     models[1] = models[1][:-1] + b"\x00"
     assert verify_audit(audit, models, updates) == [
@@ -98,8 +91,7 @@ async def test_audit_detects_a_tampered_model(world):
 async def test_audit_detects_an_altered_update(world):
     await world.start()
     await submit_round(world, 1, {"w1": 0.5, "w2": 1.0})
-    await world.ok("CloseRound", "digits", 1)
-    await world.ok("CommitAggregate", "digits", 1)
+    await world.ok("AdvanceRound", "digits", 1)
     audit, models, updates = await fetch_audit(world)
     key = next(iter(updates))
     updates[key] = update(0.75)
@@ -110,7 +102,7 @@ async def test_audit_detects_an_altered_update(world):
 async def test_get_update_returns_the_submitted_bytes_or_refuses(world):
     await world.start()
     data = update(0.5)
-    record = (await world.json("SubmitUpdate", "digits", 1, data, 10, who="w1"))
+    record = await world.json("SubmitUpdate", "digits", 1, data, 10, who="w1")
     assert (await world.ok("GetUpdate", "digits", 1, record["worker"])).payload == data
     assert_refused(await world.call("GetUpdate", "digits", 2, record["worker"]), "not-found")
     assert_refused(await world.call("GetUpdate", "digits", 1, "nobody"), "worker")
@@ -121,8 +113,7 @@ async def test_krum_excludes_the_outlier_and_says_why(world):
     task["allowed_orgs"] = ["Org1MSP", "Org2MSP", "Org3MSP", "Org9MSP"]
     await world.start(task)
     await submit_round(world, 1, {"w1": 0.1, "w1b": 0.2, "w2": 0.3, "w3": 0.4, "outsider": 4.0})
-    await world.ok("CloseRound", "digits", 1)
-    record = json.loads((await world.ok("CommitAggregate", "digits", 1)).payload)
+    record = json.loads((await world.ok("AdvanceRound", "digits", 1)).payload)
     assert len(record["used"]) == 1 and len(record["excluded"]) == 4
     reasons = {e["id"].split(":")[0]: e["reason"] for e in record["excluded"]}
     assert "ranks 5 of 5" in reasons["Org9MSP"]
@@ -170,40 +161,16 @@ async def test_create_task_refuses_duplicates_and_bad_initial_models(world):
 # -- rounds ----------------------------------------------------------------------------------
 
 
-async def test_open_round_rules(world):
-    assert_refused(await world.call("OpenRound", "digits", 1), "not-found", "'digits'")
+async def test_create_task_opens_round_1_and_only_round_1(world):
     await world.ok("CreateTask", task_json(), update(0.0))
-    assert_refused(await world.call("OpenRound", "digits", 1, who="w1"), "role")
-    assert_refused(await world.call("OpenRound", "digits", 0), "round-number", "1..2")
-    assert_refused(await world.call("OpenRound", "digits", 3), "round-number")
-    assert_refused(await world.call("OpenRound", "digits", 2), "round-state", "round 1 has no")
-    await world.ok("OpenRound", "digits", 1)
-    assert_refused(await world.call("OpenRound", "digits", 1), "round-state", "already open")
+
+    assert (await world.json("GetRoundUpdates", "digits", 1))["state"]["status"] == "open"
+    assert (await world.json("GetRoundUpdates", "digits", 2))["state"]["status"] == "new"
+    assert_refused(await world.call("AdvanceRound", "digits", 2), "round-state", "new")
+    assert_refused(await world.call("AdvanceRound", "nothing", 1), "not-found", "'nothing'")
 
 
-async def test_close_round_rules(world):
-    await world.start()
-    assert_refused(await world.call("CloseRound", "digits", 1, who="w1"), "role")
-    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
-    assert_refused(await world.call("CloseRound", "digits", 1), "min-updates", "1 of 2")
-    await world.ok("SubmitUpdate", "digits", 1, update(0.25), 10, who="w2")
-    await world.ok("CloseRound", "digits", 1)
-    assert_refused(await world.call("CloseRound", "digits", 1), "round-state", "closed")
-
-
-async def test_commit_aggregate_rules(world):
-    await world.start()
-    assert_refused(await world.call("CommitAggregate", "digits", 1), "round-state", "open")
-    await submit_round(world, 1, {"w1": 0.5, "w2": 0.25})
-    await world.ok("CloseRound", "digits", 1)
-    assert_refused(
-        await world.call("CommitAggregate", "digits", 1, who="outsider"), "authorised", "Org9MSP"
-    )
-    await world.ok("CommitAggregate", "digits", 1)
-    assert_refused(await world.call("CommitAggregate", "digits", 1), "round-state", "aggregated")
-
-
-async def test_advance_round_closes_aggregates_and_opens_the_next_round_in_one_transaction(world):
+async def test_advance_round_aggregates_and_opens_the_next_round_in_one_transaction(world):
     await world.start()
     assert_refused(await world.call("AdvanceRound", "digits", 1, who="w1"), "role")
     await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
@@ -213,12 +180,18 @@ async def test_advance_round_closes_aggregates_and_opens_the_next_round_in_one_t
     first = await world.ok("AdvanceRound", "digits", 1)
 
     event = json.loads(first.event[1])
-    assert first.event[0] == "AggregateCommitted" and event["closed"] is True
+    assert first.event[0] == "AggregateCommitted"
     assert event["next_round"] == 2 and len(json.loads(first.payload)["used"]) == 2
-    state = (await world.json("GetRoundUpdates", "digits", 1))["state"]
-    assert state["status"] == "aggregated" and state["closed_tx"] == state["aggregated_tx"]
+    page = await world.json("GetRoundUpdates", "digits", 1)
+    assert page["state"]["status"] == "aggregated" and len(page["state"]["updates"]) == 2
+    assert page["aggregate"] == json.loads(first.payload)
     assert (await world.json("GetRoundUpdates", "digits", 2))["state"]["status"] == "open"
     assert_refused(await world.call("AdvanceRound", "digits", 1), "round-state", "aggregated")
+    assert_refused(
+        await world.call("SubmitUpdate", "digits", 1, update(0.1), 10, who="w3"),
+        "round-open",
+        "is aggregated",
+    )
     await submit_round(world, 2, {"w1": 0.125, "w2": 0.0625})
     last = await world.ok("AdvanceRound", "digits", 2)
     assert json.loads(last.event[1])["next_round"] is None
@@ -229,14 +202,13 @@ async def test_advance_round_closes_aggregates_and_opens_the_next_round_in_one_t
 
 
 async def test_submit_needs_an_open_round(world):
-    await world.ok("CreateTask", task_json(), update(0.0))
-    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
-    assert_refused(result, "round-open", "round 1 of 'digits' is new")
-    await world.ok("OpenRound", "digits", 1)
+    await world.start()
+    result = await world.call("SubmitUpdate", "digits", 2, update(0.5), 10, who="w1")
+    assert_refused(result, "round-open", "round 2 of 'digits' is new")
     await submit_round(world, 1, {"w1": 0.5, "w2": 0.25})
-    await world.ok("CloseRound", "digits", 1)
+    await world.ok("AdvanceRound", "digits", 1)
     result = await world.call("SubmitUpdate", "digits", 1, update(0.1), 10, who="w3")
-    assert_refused(result, "round-open", "is closed")
+    assert_refused(result, "round-open", "is aggregated")
 
 
 async def test_submit_from_an_org_outside_the_task(world):

@@ -1,8 +1,8 @@
-"""The machine-learning task: data, partitions, local training and evaluation.
+"""Machine learning, framework-free: data, partitions, local training and evaluation.
 
 Pure torch and numpy; nothing here knows about Fabric, the ledger or asyncio. Models are
 built from JSON model specs by `fedfabric.chaincode.fl.build_model`, so the worker, the
-baseline and an org's private validator all build the same network.
+in-memory run and an org's private validator all build the same network.
 
 Every random choice is drawn from a generator seeded by the caller: the same seed gives the
 same partition, the same batches and the same weights, in any process.
@@ -235,8 +235,10 @@ def partition(
     """
     if orgs < 1 or workers_per_org < 1:
         raise ValueError(f"orgs and workers_per_org must be >= 1, got {orgs}, {workers_per_org}")
-    for name, value in (("test_fraction", test_fraction), ("validation_fraction",
-                                                            validation_fraction)):
+    for name, value in (
+        ("test_fraction", test_fraction),
+        ("validation_fraction", validation_fraction),
+    ):
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value}")
     if alpha is not None and not alpha > 0:

@@ -1,0 +1,219 @@
+"""Client identities and connections for a run: org workers, and fleets of simulated devices.
+
+`Clients` owns one gRPC channel per organisation (mutual TLS as the org's ``User1``) and
+builds a `Gateway` per identity on it, so a thousand identities cost a thousand signers,
+not a thousand connections. It makes:
+
+- `Clients.admin_ledger(org)`: the org admin's `FLLedger` (coordinators drive rounds);
+- `Clients.federation_workers(fed)`: one `Worker` per worker of the federation, worker
+  ``j`` of org ``k`` signing as ``User<j>`` of the k-th organisation of the topology
+  (an extra identity ``worker<j>`` is issued when the org has fewer users);
+- `Clients.device_workers(fed, devices_per_org)`: simulated IoT devices, each a `Worker`
+  with its own identity (``device<n>``, issued by the org's CA on first use and kept in
+  the network's state directory). The org's training data is split across its devices;
+  each device trains one tiny local step set, so per-device CPU work stays small.
+
+Example::
+
+    async with Clients(network) as clients:
+        admin = await clients.admin_ledger("transport")
+        workers = await clients.device_workers(fed, devices_per_org=100)
+        coordinator = Coordinator(fed, admin, task="city", allowed_orgs=clients.msp_ids(3))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import grpc.aio
+from fabric_protos.msp import identities_pb2
+
+from fedfabric.fl_worker.federation import Federation, device_trainers, federation_workers
+from fedfabric.fl_worker.ledger import FLLedger
+from fedfabric.fl_worker.worker import Retry, Worker, WorkerResources
+from fedfabric.gateway import Gateway, Timeouts, connect, load_identity, load_private_key
+from fedfabric.gateway.signers import new_private_key_signer
+from fedfabric.network import IdentityFiles, NetworkError
+from fedfabric.network._crypto import issue_identity
+
+_MAX_MESSAGE = 100 * 1024 * 1024
+
+
+class Clients:
+    """Connections to every org's gateway peer for many identities; an async context manager.
+
+    `network` is a running `FabricNetwork` (its topology, state directory and connection
+    profiles). `timeouts` apply to every gateway built here.
+    """
+
+    def __init__(self, network: Any, *, timeouts: Timeouts | None = None) -> None:
+        self.network = network
+        self.topology = network.topology
+        self.channel_name: str = network.topology.channel
+        self.timeouts = timeouts
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._tls_cert: dict[str, bytes] = {}
+
+    async def __aenter__(self) -> Clients:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every gRPC channel (and so every gateway built on them)."""
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(c.close() for c in channels.values()))
+
+    def org_names(self, count: int) -> list[str]:
+        """The first `count` organisations of the topology (ConfigError-like ValueError)."""
+        orgs = self.topology.organizations
+        if count > len(orgs):
+            raise ValueError(f"the run needs {count} organisations; the topology has {len(orgs)}")
+        return [o.name for o in orgs[:count]]
+
+    def msp_ids(self, count: int) -> list[str]:
+        """MSP ids of the first `count` organisations (a task's ``allowed_orgs``)."""
+        return [self.topology.org(name).msp_id for name in self.org_names(count)]
+
+    def gateway(self, org: str, identity: IdentityFiles) -> Gateway:
+        """A gateway for `identity` on the org's shared channel (closed by `close`)."""
+        channel = self._channel(org)
+        return connect(
+            identity=load_identity(identity.msp_id, identity.cert),
+            signer=new_private_key_signer(load_private_key(identity.key)),
+            channel=channel,
+            client_cert=self._tls_cert[org],
+            timeouts=self.timeouts,
+        )
+
+    def ledger(self, org: str, identity: IdentityFiles) -> FLLedger:
+        """The `FLLedger` of `identity` (an `IdentityFiles` of `org`)."""
+        return FLLedger.for_gateway(self.gateway(org, identity), self.channel_name)
+
+    async def admin_ledger(self, org: str) -> FLLedger:
+        """The org admin's ledger: the identity a `Coordinator` needs."""
+        return self.ledger(org, self.network.identity(org, "Admin"))
+
+    async def identities(self, org: str, names: Sequence[str]) -> list[IdentityFiles]:
+        """The identities `names` of `org`, issuing the missing ones (off the event loop)."""
+        return await asyncio.to_thread(self._identities, org, list(names))
+
+    def _identities(self, org: str, names: list[str]) -> list[IdentityFiles]:
+        found = []
+        organization = self.topology.org(org)
+        for name in names:
+            try:
+                found.append(self.network.identity(org, name))
+            except NetworkError:
+                issue_identity(self.network.layout.crypto_dir, organization, name)
+                found.append(self.network.identity(org, name))
+        return found
+
+    async def federation_workers(
+        self,
+        fed: Federation,
+        *,
+        resources: WorkerResources | None = None,
+        retry: Retry | None = None,
+    ) -> list[Worker]:
+        """One `Worker` per worker of `fed`, org by org (see the module doc)."""
+        return federation_workers(
+            fed,
+            [
+                self.ledger(org, identity)
+                for org, identity in await self.worker_identities(fed.config)
+            ],
+            resources=resources,
+            retry=retry,
+        )
+
+    async def worker_identities(self, config: Any) -> list[tuple[str, IdentityFiles]]:
+        """(org, identity) of every worker of a run with `config`, org by org: worker ``j``
+        of org ``k`` is ``User<j>`` of the k-th organisation (``worker<j>`` when it has
+        fewer users; issued on first use)."""
+        found = []
+        for org in self.org_names(config.orgs):
+            users = self.topology.org(org).users
+            names = [
+                f"User{j}" if j <= users else f"worker{j}"
+                for j in range(1, config.workers_per_org + 1)
+            ]
+            found += [(org, identity) for identity in await self.identities(org, names)]
+        return found
+
+    async def creators(self, config: Any) -> tuple[bytes, list[bytes]]:
+        """``SerializedIdentity`` bytes (what the contract sees) of the first org's admin and
+        of every worker of a run with `config`: the in-memory run signs as them, so its
+        ledger orders updates exactly as this network's does."""
+
+        def creator(identity: IdentityFiles) -> bytes:
+            return identities_pb2.SerializedIdentity(
+                mspid=identity.msp_id, id_bytes=identity.cert.read_bytes()
+            ).SerializeToString()
+
+        admin = self.network.identity(self.org_names(1)[0], "Admin")
+        return creator(admin), [creator(i) for _, i in await self.worker_identities(config)]
+
+    async def device_workers(
+        self,
+        fed: Federation,
+        devices_per_org: int,
+        *,
+        resources: WorkerResources | None = None,
+        retry: Retry | None = None,
+    ) -> list[Worker]:
+        """`devices_per_org` simulated devices per org of `fed`, each with its own identity
+        (``device<n>``). Raises ValueError as `device_trainers` does."""
+        resources = resources if resources is not None else WorkerResources()
+        trainers = device_trainers(fed, devices_per_org)
+        workers = []
+        for k, org in enumerate(self.org_names(fed.config.orgs)):
+            names = [f"device{k * devices_per_org + d + 1:05d}" for d in range(devices_per_org)]
+            for d, identity in enumerate(await self.identities(org, names)):
+                workers.append(
+                    Worker(
+                        names[d],
+                        self.ledger(org, identity),
+                        trainers[k * devices_per_org + d],
+                        resources=resources,
+                        retry=retry,
+                    )
+                )
+        return workers
+
+    def _channel(self, org: str) -> grpc.aio.Channel:
+        if org not in self._channels:
+            profile_path = Path(self.network.profile(org))
+            profile = json.loads(profile_path.read_text())
+            user = self.network.identity(org, "User1")
+            self._tls_cert[org] = user.tls_cert.read_bytes()
+            credentials = grpc.ssl_channel_credentials(
+                (profile_path.parent / profile["tls_root_cert_path"]).read_bytes(),
+                user.tls_key.read_bytes(),
+                self._tls_cert[org],
+            )
+            options: list[tuple[str, Any]] = [
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ]
+            if profile.get("server_name"):
+                options.append(("grpc.ssl_target_name_override", profile["server_name"]))
+            self._channels[org] = grpc.aio.secure_channel(
+                profile["peer_endpoint"], credentials, options=options
+            )
+        return self._channels[org]
+
+
+__all__ = ["Clients"]
