@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from fedfabric.network._cli import add_network_options
+    from fedfabric.network.cli import add_network_options
 
     p = sub.add_parser(
         "audit",
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 async def _audit(args: argparse.Namespace) -> int:
     from fedfabric.fl_worker.audit import audit_task, verify_model
     from fedfabric.fl_worker.clients import Clients
-    from fedfabric.network._cli import open_network
+    from fedfabric.network.cli import open_network
 
     network = open_network(args)
     org = args.org or network.topology.organizations[0].name

@@ -24,9 +24,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -37,22 +35,26 @@ from fabric_protos.msp import identities_pb2
 from fedfabric.fl_worker.federation import Federation, device_trainers, federation_workers
 from fedfabric.fl_worker.ledger import FLLedger
 from fedfabric.fl_worker.worker import Retry, Worker, WorkerResources
-from fedfabric.gateway import Gateway, Timeouts, connect, load_identity, load_private_key
+from fedfabric.gateway import (
+    Gateway,
+    Timeouts,
+    connect,
+    load_identity,
+    load_private_key,
+    profile_channel,
+)
 from fedfabric.gateway.signers import new_private_key_signer
-from fedfabric.network import IdentityFiles, NetworkError
-from fedfabric.network._crypto import issue_identity
-
-_MAX_MESSAGE = 100 * 1024 * 1024
+from fedfabric.network import Backend, IdentityFiles
 
 
 class Clients:
     """Connections to every org's gateway peer for many identities; an async context manager.
 
-    `network` is a running `FabricNetwork` (its topology, state directory and connection
+    `network` is a running network `Backend` (its topology, identities and connection
     profiles). `timeouts` apply to every gateway built here.
     """
 
-    def __init__(self, network: Any, *, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, network: Backend, *, timeouts: Timeouts | None = None) -> None:
         self.network = network
         self.topology = network.topology
         self.channel_name: str = network.topology.channel
@@ -111,15 +113,7 @@ class Clients:
         return await asyncio.to_thread(self._identities, org, list(names))
 
     def _identities(self, org: str, names: list[str]) -> list[IdentityFiles]:
-        found = []
-        organization = self.topology.org(org)
-        for name in names:
-            try:
-                found.append(self.network.identity(org, name))
-            except NetworkError:
-                issue_identity(self.network.layout.crypto_dir, organization, name)
-                found.append(self.network.identity(org, name))
-        return found
+        return [self.network.issue_identity(org, name) for name in names]
 
     async def federation_workers(
         self,
@@ -195,24 +189,8 @@ class Clients:
 
     def _channel(self, org: str) -> grpc.aio.Channel:
         if org not in self._channels:
-            profile_path = Path(self.network.profile(org))
-            profile = json.loads(profile_path.read_text())
-            user = self.network.identity(org, "User1")
-            self._tls_cert[org] = user.tls_cert.read_bytes()
-            credentials = grpc.ssl_channel_credentials(
-                (profile_path.parent / profile["tls_root_cert_path"]).read_bytes(),
-                user.tls_key.read_bytes(),
-                self._tls_cert[org],
-            )
-            options: list[tuple[str, Any]] = [
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-            ]
-            if profile.get("server_name"):
-                options.append(("grpc.ssl_target_name_override", profile["server_name"]))
-            self._channels[org] = grpc.aio.secure_channel(
-                profile["peer_endpoint"], credentials, options=options
-            )
+            channel, cert = profile_channel(self.network.profile(org), "User1")
+            self._channels[org], self._tls_cert[org] = channel, cert or b""
         return self._channels[org]
 
 

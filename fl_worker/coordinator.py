@@ -58,8 +58,6 @@ from fedfabric.fl_worker.worker import (
 )
 from fedfabric.gateway import CommitError, EndorseError, GatewayError
 
-PHASES = ("new", "open", "aggregated")
-
 
 class CoordinatorError(Exception):
     """A round or task cannot proceed as this coordinator needs."""
@@ -565,7 +563,6 @@ class Coordinator:
 
 
 __all__ = [
-    "PHASES",
     "Coordinator",
     "CoordinatorError",
     "OrgSummary",

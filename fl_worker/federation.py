@@ -127,18 +127,27 @@ def local_update(
     if worker in fed.malicious and fed.attack is not None:
         rng = np.random.default_rng(ml.derive_seed(config.seed, _STREAM_DATA, worker))
         data = fed.attack.poison_data(data, rng)
-    model = fl.build_model(fed.model_spec)
-    fl.set_weights(model, global_model)
+    seed = ml.derive_seed(config.seed, _STREAM_TRAIN, round_no, worker)
+    delta, loss = _train(fed, fl.build_model(fed.model_spec), global_model, data, fit, seed)
+    return delta, len(data), loss
+
+
+def _train(
+    fed: Federation, model: Any, base: Tensors, data: ml.Dataset, fit: FitConfig, seed: int
+) -> tuple[dict[str, np.ndarray], float]:
+    """Train `model` from `base` on `data` with the run's settings; the delta and the loss."""
+    config = fed.config
+    fl.set_weights(model, base)
     loss = ml.train(
         model,
         data,
         epochs=config.epochs,
         lr=config.lr,
         batch_size=config.batch_size,
-        seed=ml.derive_seed(config.seed, _STREAM_TRAIN, round_no, worker),
+        seed=seed,
         proximal_mu=fit.proximal_mu,
     )
-    return ml.weight_delta(fl.get_weights(model), global_model), len(data), loss
+    return ml.weight_delta(fl.get_weights(model), base), loss
 
 
 def poison_updates(
@@ -315,25 +324,15 @@ class DeviceTrainer:
         self, base: Mapping[str, np.ndarray], base_digest: str, round_no: int
     ) -> LocalUpdate:
         config, attack = self.fed.config, self.fed.attack
-        model = self._model()
-        fl.set_weights(model, base)
         data = self.data
         if self.malicious and attack is not None:
             rng = np.random.default_rng(
                 ml.derive_seed(config.seed, _STREAM_DEVICE_ATTACK, 0, self.index)
             )
             data = attack.poison_data(data, rng)
+        seed = ml.derive_seed(config.seed, _STREAM_DEVICE_TRAIN, round_no, self.index)
         fit = self.fed.strategy.fit_config(round_no)
-        loss = ml.train(
-            model,
-            data,
-            epochs=config.epochs,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            proximal_mu=fit.proximal_mu,
-            seed=ml.derive_seed(config.seed, _STREAM_DEVICE_TRAIN, round_no, self.index),
-        )
-        delta = ml.weight_delta(fl.get_weights(model), base)
+        delta, loss = _train(self.fed, self._model(), base, data, fit, seed)
         if self.malicious and attack is not None:
             rng = np.random.default_rng(
                 ml.derive_seed(config.seed, _STREAM_DEVICE_ATTACK, round_no, self.index)

@@ -25,6 +25,7 @@ from typing import Any
 
 from fedfabric.chaincode import fl
 from fedfabric.fl_worker.config import ConfigError, RunConfig
+from fedfabric.network import Backend
 
 Say = Callable[[str], None]
 
@@ -54,12 +55,12 @@ def task_id(config: RunConfig) -> str:
 async def run_job(
     config: RunConfig,
     options: RunOptions,
-    network: Any,
+    network: Backend,
     *,
     say: Say,
     on_round: Callable[[Any], None] | None = None,
 ) -> Any:
-    """Run (or resume) the job on ``network`` (a `FabricNetwork`); return the `Report`.
+    """Run (or resume) the job on ``network`` (any network `Backend`); return the `Report`.
 
     Raises `RunError` for anything a user must fix, before any transaction when possible.
     """
@@ -182,16 +183,10 @@ async def _default_task(admin: Any, base: str, resume: bool) -> str:
         latest, n = candidate, n + 1
 
 
-async def _network_ready(network: Any, options: RunOptions, say: Say) -> None:
-    from fedfabric.network import FabricNotInstalledError, NetworkError, install_fabric
+async def _network_ready(network: Backend, options: RunOptions, say: Say) -> None:
+    from fedfabric.network import NetworkError
 
-    try:
-        network.release.check()
-    except FabricNotInstalledError:
-        if not options.bring_up:
-            raise
-        say("Hyperledger Fabric is not installed yet: installing it (first run only)")
-        await install_fabric(network.release, progress=say)
+    await network.install(say)
     running = [n for n in await network.status() if n.running and n.kind != "chaincode"]
     if not options.bring_up:
         if not running:
@@ -292,7 +287,7 @@ async def _ledger_figures(admin: Any, start: int, rows: list[Any], fed: Any) -> 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from fedfabric.network._cli import add_network_options
+    from fedfabric.network.cli import add_network_options
 
     p = sub.add_parser(
         "run",
@@ -390,7 +385,7 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from fedfabric.network import NetworkError
-    from fedfabric.network._cli import open_network
+    from fedfabric.network.cli import open_network
 
     try:
         config = config_from_args(args)

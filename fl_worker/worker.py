@@ -194,8 +194,7 @@ class WorkerResult:
 class Worker:
     """One client identity (its `Ledger`) and its local training (its `Trainer`).
 
-    Build one per worker of a federation with `Worker.for_federation`; device fleets build
-    theirs with a small trainer (`fedfabric.fl_worker.clients`).
+    `fedfabric.fl_worker.federation` builds them for a federation's workers and for devices.
     """
 
     def __init__(

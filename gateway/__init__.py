@@ -36,7 +36,7 @@ from fedfabric.gateway._events import (
     ChaincodeEventsRequest,
     EventStream,
 )
-from fedfabric.gateway._gateway import Gateway, connect
+from fedfabric.gateway._gateway import MAX_MESSAGE_SIZE, Gateway, connect, open_channel
 from fedfabric.gateway._identity import (
     Identity,
     X509Identity,
@@ -44,7 +44,7 @@ from fedfabric.gateway._identity import (
     load_msp,
     load_private_key,
 )
-from fedfabric.gateway._profile import connect_org, connect_profile
+from fedfabric.gateway._profile import connect_org, connect_profile, profile_channel
 from fedfabric.gateway._proposal import Proposal
 from fedfabric.gateway._transaction import Commit, Status, Transaction
 
@@ -67,6 +67,7 @@ __all__ = [
     "GatewayError",
     "Identity",
     "InMemoryCheckpointer",
+    "MAX_MESSAGE_SIZE",
     "Network",
     "Proposal",
     "Status",
@@ -82,5 +83,7 @@ __all__ = [
     "load_identity",
     "load_msp",
     "load_private_key",
+    "open_channel",
+    "profile_channel",
     "signers",
 ]

@@ -22,7 +22,30 @@ from fedfabric.gateway._proposal import Proposal
 from fedfabric.gateway._transaction import Commit, Transaction
 from fedfabric.gateway.signers import Signer
 
+# The largest gRPC message either way: Fabric peers' own default limit (a model update of up
+# to `fedfabric.chaincode.fl.MAX_UPDATE_BYTES` travels twice in one transaction).
 MAX_MESSAGE_SIZE = 100 * 1024 * 1024
+
+
+def open_channel(
+    endpoint: str,
+    *,
+    tls_root_cert: bytes,
+    client_cert: bytes | None = None,
+    client_key: bytes | None = None,
+    server_name_override: str | None = None,
+) -> grpc.aio.Channel:
+    """A TLS gRPC channel to a peer (mutual TLS with `client_cert`/`client_key`), with message
+    limits raised to `MAX_MESSAGE_SIZE`. The caller closes it; any number of `connect`
+    gateways (one per identity) can share it."""
+    credentials = grpc.ssl_channel_credentials(tls_root_cert, client_key, client_cert)
+    options: list[tuple[str, str | int]] = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+    ]
+    if server_name_override:
+        options.append(("grpc.ssl_target_name_override", server_name_override))
+    return grpc.aio.secure_channel(endpoint, credentials, options=options)
 
 
 def connect(
@@ -60,16 +83,16 @@ def connect(
         raise ValueError("mutual TLS needs both client_cert= and client_key=")
     owns_channel = channel is None
     if channel is None:
+        assert endpoint is not None  # exactly one of channel= and endpoint=, checked above
         if tls_root_cert is None:
             raise ValueError("endpoint= needs tls_root_cert=")
-        credentials = grpc.ssl_channel_credentials(tls_root_cert, client_key, client_cert)
-        options: list[tuple[str, str | int]] = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-        ]
-        if server_name_override:
-            options.append(("grpc.ssl_target_name_override", server_name_override))
-        channel = grpc.aio.secure_channel(endpoint, credentials, options=options)
+        channel = open_channel(
+            endpoint,
+            tls_root_cert=tls_root_cert,
+            client_cert=client_cert,
+            client_key=client_key,
+            server_name_override=server_name_override,
+        )
     context = Context(
         client=GatewayClient(channel),
         signing=SigningIdentity(identity, signer, hash),

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import grpc.aio
 
 from fedfabric.gateway._context import Timeouts
-from fedfabric.gateway._gateway import Gateway, connect
+from fedfabric.gateway._gateway import Gateway, connect, open_channel
 from fedfabric.gateway._identity import load_identity, load_private_key
 from fedfabric.gateway.signers import new_private_key_signer
 
@@ -34,30 +37,56 @@ def connect_profile(
         async with connect_profile(state_dir / "org1.json", "User1") as gateway:
             ...
     """
-    path = Path(profile_path)
-    profile = json.loads(path.read_text())
-    users = profile["users"]
-    if user not in users:
-        raise ValueError(f"{path}: no user {user!r} (have: {', '.join(sorted(users))})")
-
-    def file(key: str, entry: dict[str, str] = profile) -> Path:
-        return path.parent / entry[key]
-
-    client_cert = client_key = None
-    tls_entry = users[user] if users[user].get("client_tls_cert_path") else profile
-    if tls_entry.get("client_tls_cert_path"):
-        client_cert = file("client_tls_cert_path", tls_entry).read_bytes()
-        client_key = file("client_tls_key_path", tls_entry).read_bytes()
+    profile = _Profile(profile_path)
     return connect(
-        identity=load_identity(profile["msp_id"], file("cert_path", users[user])),
-        signer=new_private_key_signer(load_private_key(file("key_path", users[user]))),
-        endpoint=profile["peer_endpoint"],
-        tls_root_cert=file("tls_root_cert_path").read_bytes(),
-        client_cert=client_cert,
-        client_key=client_key,
-        server_name_override=profile.get("server_name"),
+        identity=load_identity(profile.msp_id, profile.file("cert_path", user)),
+        signer=new_private_key_signer(load_private_key(profile.file("key_path", user))),
         timeouts=timeouts,
+        **profile.endpoint(user),
     )
+
+
+def profile_channel(profile_path: str | Path, user: str) -> tuple[grpc.aio.Channel, bytes | None]:
+    """A channel to the profile's peer with ``user``'s TLS client pair (see `open_channel`),
+    and that pair's certificate: pass it as ``connect(channel=..., client_cert=...)`` for each
+    identity that shares the channel. Raises as `connect_profile` does."""
+    settings = _Profile(profile_path).endpoint(user)
+    return open_channel(**settings), settings["client_cert"]
+
+
+class _Profile:
+    """A profile file read once; paths in it are relative to the file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text())
+        self.msp_id: str = self.data["msp_id"]
+
+    def user(self, name: str) -> dict[str, str]:
+        users = self.data["users"]
+        if name not in users:
+            raise ValueError(f"{self.path}: no user {name!r} (have: {', '.join(sorted(users))})")
+        return users[name]
+
+    def file(self, key: str, user: str | None = None) -> Path:
+        entry = self.data if user is None else self.user(user)
+        return self.path.parent / entry[key]
+
+    def endpoint(self, user: str) -> dict[str, Any]:
+        """`open_channel`'s arguments for ``user`` (its TLS pair, or a profile-wide one)."""
+        tls_user = user if self.user(user).get("client_tls_cert_path") else None
+        has_pair = bool((self.user(user) if tls_user else self.data).get("client_tls_cert_path"))
+        return {
+            "endpoint": self.data["peer_endpoint"],
+            "tls_root_cert": self.file("tls_root_cert_path").read_bytes(),
+            "client_cert": self.file("client_tls_cert_path", tls_user).read_bytes()
+            if has_pair
+            else None,
+            "client_key": self.file("client_tls_key_path", tls_user).read_bytes()
+            if has_pair
+            else None,
+            "server_name_override": self.data.get("server_name"),
+        }
 
 
 def connect_org(

@@ -14,11 +14,10 @@ from typing import Any
 
 import yaml
 
-from fedfabric.network import _crypto
+from fedfabric.network._ccaas import package_id, server_name, server_tls_paths
 from fedfabric.network._config import CCAAS_DIR_ENV
 from fedfabric.network._layout import Layout
 from fedfabric.network._topology import HOST, Topology
-from fedfabric.network.fabric._chaincode import package_id, server_name, server_tls_paths
 
 # The official images; the native backend runs the pinned build or a release you bring.
 IMAGE_VERSION = "3.1.5"
@@ -117,16 +116,3 @@ def compose_yaml(topology: Topology) -> str:
         f"{topology.name} docker compose up -d\n"
     )
     return header + yaml.safe_dump(compose_document(topology), sort_keys=False, width=100)
-
-
-def node_tls_files(layout: Layout, topology: Topology, host: str) -> tuple[Path, Path, Path]:
-    """(server.crt, server.key, ca.crt) of a peer or orderer, as the native backend uses them."""
-    for o in topology.orderer_org.orderers:
-        if o.host == host:
-            tls = _crypto.org_dir(layout.crypto_dir, topology.orderer_org) / "orderers" / host
-            return tls / "tls" / "server.crt", tls / "tls" / "server.key", tls / "tls" / "ca.crt"
-    for p in topology.peers:
-        if p.host == host:
-            tls = _crypto.org_dir(layout.crypto_dir, topology.org(p.org)) / "peers" / host / "tls"
-            return tls / "server.crt", tls / "server.key", tls / "ca.crt"
-    raise KeyError(host)

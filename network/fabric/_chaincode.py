@@ -1,7 +1,7 @@
-"""Chaincode as a service on real Fabric: package, install, approve, commit, serve.
+"""Chaincode as a service on real Fabric: install, approve, commit, serve.
 
-One package per chaincode serves every peer: the package's ``connection.json`` holds only what
-all peers share, and fedfabric's external builder takes each peer's own ``connection.json``
+One package per chaincode (`fedfabric.network._ccaas`) serves every peer, and fedfabric's
+external builder takes each peer's own ``connection.json``
 (server address, TLS root, the peer's TLS client pair) from ``nodes/<peer>/ccaas/<label>.json``.
 Each peer gets its own chaincode server process, listening on
 ``peer.chaincode_server_port + chaincode.slot`` with mutual TLS.
@@ -10,13 +10,9 @@ Each peer gets its own chaincode server process, listening on
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
-import io
 import json
 import shutil
 import sys
-import tarfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,46 +21,18 @@ from typing import TYPE_CHECKING
 from fedfabric.gateway import GatewayError, connect_org
 from fedfabric.network import _crypto, _process
 from fedfabric.network._backend import NodeStatus, Progress
+from fedfabric.network._ccaas import (
+    CONNECTION,
+    package_bytes,
+    package_id,
+    server_name,
+    server_tls_paths,
+)
 from fedfabric.network._errors import NetworkError
-from fedfabric.network._layout import Layout
-from fedfabric.network._topology import HOST, Chaincode, Organization, Peer
+from fedfabric.network._topology import HOST, Chaincode, Peer
 
 if TYPE_CHECKING:
     from fedfabric.network.fabric._network import FabricNetwork
-
-_CONNECTION = {"dial_timeout": "10s", "tls_required": True, "client_auth_required": True}
-
-
-def package_bytes(cc: Chaincode) -> bytes:
-    """The install package: metadata.json (type ccaas) + code.tar.gz (connection.json).
-
-    Byte-for-byte reproducible (fixed mtimes, no gzip timestamp), so the package id is stable.
-    """
-    code = _targz({"connection.json": json.dumps(_CONNECTION, indent=2).encode()})
-    meta = json.dumps({"type": "ccaas", "label": cc.label}).encode()
-    return _targz({"metadata.json": meta, "code.tar.gz": code})
-
-
-def package_id(cc: Chaincode) -> str:
-    """``<label>:<sha256 of the package>``, exactly as the peer computes it."""
-    return f"{cc.label}:{hashlib.sha256(package_bytes(cc)).hexdigest()}"
-
-
-def server_name(cc: Chaincode, peer: Peer) -> str:
-    return f"cc-{cc.name}-{peer.host}"
-
-
-def server_tls_paths(
-    layout: Layout, org: Organization, peer: Peer, cc: Chaincode
-) -> tuple[Path, Path, Path]:
-    """(TLS cert, key, client CA) of the chaincode server of ``cc`` next to ``peer``."""
-    folder = layout.node_dir(peer.host) / "chaincode" / cc.name
-    root = _crypto.org_dir(layout.crypto_dir, org)
-    return (
-        folder / "server.crt",
-        folder / "server.key",
-        root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem",
-    )
 
 
 async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> None:
@@ -143,7 +111,7 @@ def _write_ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> None:
     org = net.topology.org(peer.org)
     tls = _crypto.org_dir(net.layout.crypto_dir, org) / "peers" / peer.host / "tls"
     connection = {
-        **_CONNECTION,
+        **CONNECTION,
         "address": f"{HOST}:{peer.chaincode_server_port + cc.slot}",
         "root_cert": (tls / "ca.crt").read_text(),
         "client_cert": (tls / "server.crt").read_text(),
@@ -392,13 +360,3 @@ def _record_deployed(net: FabricNetwork, cc: Chaincode) -> None:
     tmp = _state_file(net).with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(_state_file(net))
-
-
-def _targz(files: dict[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from fedfabric.network import _crypto, _process
 from fedfabric.network._backend import Endpoint, IdentityFiles, NodeStatus, Progress
-from fedfabric.network._binaries import FabricRelease
+from fedfabric.network._binaries import FabricRelease, install_fabric
 from fedfabric.network._config import CCAAS_DIR_ENV, admin_msp, render_all
-from fedfabric.network._errors import NetworkError, NotRunningError
+from fedfabric.network._errors import FabricNotInstalledError, NetworkError, NotRunningError
 from fedfabric.network._layout import Layout
 from fedfabric.network._topology import Orderer, Organization, Peer, Topology
 from fedfabric.network.fabric import _chaincode
@@ -35,6 +35,24 @@ class FabricNetwork:
         self.topology = topology
         self.layout = Layout(Path(state_dir))
         self.release = release
+
+    @property
+    def state_dir(self) -> Path:
+        """Everything this network generated: crypto material, ledgers, logs, profiles."""
+        return self.layout.root
+
+    async def install(self, progress: Progress | None = None) -> None:
+        """Make the Fabric binaries available: build the pinned Fabric on first use (a release
+        the user named is only checked). Raises `FabricNotInstalledError`."""
+        try:
+            self.release.check()
+        except FabricNotInstalledError:
+            if self.release.supplied:
+                raise
+            (progress or _quiet)(
+                "Hyperledger Fabric is not installed yet: installing it (first run only)"
+            )
+            await install_fabric(self.release, progress=progress or _quiet)
 
     # ----------------------------------------------------------------- lifecycle
     async def up(self, progress: Progress | None = None) -> bool:
@@ -206,6 +224,14 @@ class FabricNetwork:
             folder / "tls" / "client.key",
             msp,
         )
+
+    def issue_identity(self, org: str, name: str) -> IdentityFiles:
+        """The client identity `name` of `org`, issued by the org's CA if it has none yet."""
+        try:
+            return self.identity(org, name)
+        except NetworkError:
+            _crypto.issue_identity(self.layout.crypto_dir, self.topology.org(org), name)
+            return self.identity(org, name)
 
     def profile(self, org: str) -> Path:
         """The connection profile (JSON) of an organisation, for `fedfabric.gateway`."""

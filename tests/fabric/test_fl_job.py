@@ -46,7 +46,7 @@ def cli(network: FabricNetwork, folder: Path, *args: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "fedfabric.fl_worker.cli",
+        "fedfabric.network",
         *args,
         "--topology",
         str(topology_file(network, folder)),
@@ -224,7 +224,7 @@ def test_a_network_that_is_not_running_is_named(network: FabricNetwork, tmp_path
         [
             sys.executable,
             "-m",
-            "fedfabric.fl_worker.cli",
+            "fedfabric.network",
             "run",
             "--no-up",
             "--topology",

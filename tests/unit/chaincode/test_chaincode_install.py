@@ -1,5 +1,6 @@
 """The base install (no extras) is enough to serve the FL contract: no torch, scikit-learn or
-matplotlib is installed, and a peer's stream runs ``CreateTask`` against the served contract."""
+matplotlib is installed, a peer's stream runs ``CreateTask`` against the served contract, and
+``fedfabric network`` works while ``fedfabric run`` says which extra it needs."""
 
 from __future__ import annotations
 
@@ -47,6 +48,18 @@ def test_the_base_install_has_no_ml_stack_and_serves_the_fl_contract(tmp_path: P
         cwd=tmp_path,
     )
     assert found.stdout.strip() == "[]", found.stdout + found.stderr
+
+    network = subprocess.run(
+        [str(venv / "bin" / "fedfabric"), "network", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    job = subprocess.run(
+        [str(venv / "bin" / "fedfabric"), "run"], capture_output=True, text=True, timeout=60
+    )
+    assert network.returncode == 0 and "compose" in network.stdout, network.stderr
+    assert job.returncode == 2 and "pip install 'fedfabric[worker]'" in job.stderr, job.stderr
 
     reply = asyncio.run(serve_and_create_task(python, tmp_path))
     assert reply.status == 200, reply.message

@@ -15,7 +15,7 @@ from tests.conftest import topology_data
 
 def fedfabric(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fedfabric.fl_worker.cli", *args],
+        [sys.executable, "-m", "fedfabric.network", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from fedfabric.network import load_topology
+from fedfabric.network._ccaas import package_bytes, package_id, server_name
 from fedfabric.network._compose import STATE, compose_document, compose_yaml
 from fedfabric.network._config import configtx_yaml, core_yaml, orderer_yaml
 from fedfabric.network._layout import Layout
-from fedfabric.network.fabric._chaincode import package_bytes, package_id, server_name
 from tests.conftest import ROOT
 
 TOPOLOGY = load_topology()

@@ -1,4 +1,11 @@
-"""``fedfabric network ...``: the network commands of the fedfabric CLI."""
+"""The ``fedfabric`` command: ``fedfabric network ...`` here, and the commands other packages add.
+
+Packages add subcommands through the ``fedfabric.commands`` entry points (``fl_worker`` adds
+``run`` and ``audit``), each a function ``add_parser(subparsers)``, so this module never
+imports them. A command whose package cannot be imported (the ``worker`` extra is not
+installed, say) is still listed and says what to install. Environment variables are read
+here, at the entry point, and nowhere else.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from fedfabric.network._binaries import PINNED_FABRIC, fabric_release
@@ -35,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=Path("docker-compose.yaml"),
         help="compose: where to write the compose file (default ./docker-compose.yaml)",
     )
-    p.set_defaults(func=main)
+    p.set_defaults(func=_network)
 
 
 def add_network_options(p: argparse.ArgumentParser) -> None:
@@ -68,7 +77,7 @@ def open_network(args: argparse.Namespace, topology: Topology | None = None) -> 
     return FabricNetwork(topology, state, fabric_release(args.fabric_home))
 
 
-def main(args: argparse.Namespace) -> int:
+def _network(args: argparse.Namespace) -> int:
     try:
         net = open_network(args)
     except NetworkError as exc:
@@ -114,3 +123,48 @@ async def _run(net: FabricNetwork, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+COMMANDS = "fedfabric.commands"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``fedfabric`` argument parser: ``network`` and every registered command."""
+    p = argparse.ArgumentParser(
+        prog="fedfabric", description="Federated learning on a Hyperledger Fabric ledger."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    for command in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
+        try:
+            add = command.load()
+        except ImportError as exc:
+            _unavailable(sub, command.name, exc)
+            continue
+        add(sub)
+    return p
+
+
+def _unavailable(sub: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
+    def refuse(args: argparse.Namespace) -> int:
+        print(
+            f"error: `fedfabric {name}` needs the worker extra ({exc}); install it with "
+            "pip install 'fedfabric[worker]'",
+            file=sys.stderr,
+        )
+        return 2
+
+    p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=refuse)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fedfabric`` command with `argv` (default: the process arguments)."""
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+def run_main() -> None:
+    """The console script."""
+    sys.exit(main())
