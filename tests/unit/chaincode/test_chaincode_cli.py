@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from chaincode_fakepeer import FakePeer, response_of
 
 from fedfabric.chaincode.__main__ import main
+from tests.fixtures.fakepeer import FakePeer, response_of
 
 HERE = Path(__file__).parent
 CONTRACT = "chaincode_sample_contract:Sample"

@@ -5,20 +5,13 @@ matplotlib is installed, a peer's stream runs ``CreateTask`` against the served 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import grpc
-import numpy as np
-from chaincode_fakepeer import FakePeer, response_of
-
-from fedfabric.chaincode.fl import Layout, encode_model
-from fedfabric.chaincode.testing import fake_identity
 from tests.conftest import ROOT
+from tests.fixtures.served_fl import create_task_on, created, free_port
 
 HEAVY = ("torch", "sklearn", "matplotlib", "rich")
 
@@ -61,56 +54,7 @@ def test_the_base_install_has_no_ml_stack_and_serves_the_fl_contract(tmp_path: P
     assert network.returncode == 0 and "compose" in network.stdout, network.stderr
     assert job.returncode == 2 and "pip install 'fedfabric[worker]'" in job.stderr, job.stderr
 
-    reply = asyncio.run(serve_and_create_task(python, tmp_path))
-    assert reply.status == 200, reply.message
-    assert json.loads(reply.payload)["spec"]["id"] == "base-install"
-
-
-async def serve_and_create_task(python: str, cwd: Path):
-    proc = await asyncio.create_subprocess_exec(
-        python,
-        "-m",
-        "fedfabric.chaincode",
-        "serve",
-        "--contract",
-        "fedfabric.chaincode.fl:FLContract",
-        "--address",
-        "127.0.0.1:0",
-        "--chaincode-id",
-        "fl_1.0:base",
-        cwd=cwd,
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
+    reply = asyncio.run(
+        create_task_on([python, "-m", "fedfabric.chaincode"], free_port(), cwd=tmp_path)
     )
-    try:
-        async with asyncio.timeout(60):
-            line = (await proc.stderr.readline()).decode()
-            while "serving chaincode" not in line:
-                assert line, f"the server exited ({await proc.wait()})"
-                line = (await proc.stderr.readline()).decode()
-        address = line.split(" on ")[1].split()[0]
-        layout = Layout.from_json({"tensors": [{"name": "w", "shape": [4]}]})
-        task = {
-            "id": "base-install",
-            "layout": layout.to_json(),
-            "rounds": 1,
-            "min_updates": 1,
-            "norm_bound": 10.0,
-            "max_update_bytes": 1000,
-            "aggregation": {"rule": "median", "params": {}},
-            "allowed_orgs": ["Org1MSP"],
-        }
-        model = encode_model({"w": np.zeros(4, np.float32)}, layout)
-        async with grpc.aio.insecure_channel(address) as channel, FakePeer(channel) as peer:
-            async with asyncio.timeout(30):
-                done = await peer.execute(
-                    "fl:CreateTask",
-                    json.dumps(task),
-                    model,
-                    txid="tx-base",
-                    creator=fake_identity("Org1MSP", role="admin", name="admin"),
-                )
-        return response_of(done)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+    assert created(reply), reply.message

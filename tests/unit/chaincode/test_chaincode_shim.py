@@ -1,4 +1,4 @@
-"""The shim over real gRPC on loopback, driven by a fake peer (chaincode_fakepeer.py)."""
+"""The shim over real gRPC on loopback, driven by a fake peer (tests/fixtures/fakepeer.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 
 import grpc
 import pytest
-from chaincode_fakepeer import FakePeer, Msg, response_of
 from chaincode_sample_contract import Sample
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import chaincode_pb2
 
 from fedfabric.chaincode import ChaincodeServer, ServerTLS
+from tests.fixtures.fakepeer import FakePeer, Msg, response_of
 
 CCID = "sample_1.0:5f0e3f1a"
 BIG = 100 * 1024 * 1024
