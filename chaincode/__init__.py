@@ -16,7 +16,7 @@ from typing import Any
 
 from fedfabric.chaincode._contract import Context, Contract, evaluate, submit
 from fedfabric.chaincode._errors import ChaincodeError
-from fedfabric.chaincode._identity import ClientIdentity
+from fedfabric.chaincode._identity import ClientIdentity, enrollment_id
 from fedfabric.chaincode._stub import KeyModification, Stub
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "KeyModification",
     "ServerTLS",
     "Stub",
+    "enrollment_id",
     "evaluate",
     "submit",
 ]

@@ -43,6 +43,13 @@ class ClientIdentity:
         return self.certificate.subject.rfc4514_string()
 
     @property
+    def enrollment_id(self) -> str | None:
+        """The enrolment id: the Fabric CA attribute ``hf.EnrollmentID``, else the subject's
+        common name; None when the certificate has neither. Certificates of one enrolment
+        share it even when other subject fields (``L=``, ``OU=``...) differ."""
+        return enrollment_id(self.certificate)
+
+    @property
     def organizational_units(self) -> tuple[str, ...]:
         """The subject's OU values, in certificate order."""
         ous = self.certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
@@ -59,15 +66,29 @@ class ClientIdentity:
 
     @functools.cached_property
     def _attributes(self) -> dict[str, str]:
-        try:
-            ext = self.certificate.extensions.get_extension_for_oid(_ATTRIBUTES_OID)
-        except x509.ExtensionNotFound:
-            return {}
-        try:
-            attrs = json.loads(ext.value.value).get("attrs", {})  # type: ignore[attr-defined]
-        except (ValueError, AttributeError):
-            return {}
-        return {str(k): str(v) for k, v in attrs.items()}
+        return _ca_attributes(self.certificate)
 
     def __repr__(self) -> str:
         return f"ClientIdentity(msp_id={self.msp_id!r}, id={self.id!r})"
+
+
+def enrollment_id(certificate: x509.Certificate) -> str | None:
+    """A certificate's enrolment id (see `ClientIdentity.enrollment_id`)."""
+    from_ca = _ca_attributes(certificate).get("hf.EnrollmentID")
+    if from_ca:
+        return from_ca
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names and names[0].value else None
+
+
+def _ca_attributes(certificate: x509.Certificate) -> dict[str, str]:
+    """The Fabric CA attributes a certificate carries (none without the extension)."""
+    try:
+        ext = certificate.extensions.get_extension_for_oid(_ATTRIBUTES_OID)
+    except x509.ExtensionNotFound:
+        return {}
+    try:
+        attrs = json.loads(ext.value.value).get("attrs", {})  # type: ignore[attr-defined]
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in attrs.items()}

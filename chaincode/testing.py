@@ -110,21 +110,23 @@ def fake_identity(
     msp_id: str = "Org1MSP",
     *,
     role: str = "client",
-    name: str = "user1",
+    name: str | None = "user1",
     attributes: Mapping[str, str] | None = None,
+    locality: str | None = None,
 ) -> bytes:
-    """``SerializedIdentity`` bytes of a self-signed X.509 identity with ``OU=<role>``.
+    """``SerializedIdentity`` bytes of a self-signed X.509 identity with ``OU=<role>`` and
+    ``CN=<name>`` (none when `name` is None), and ``L=<locality>`` if given.
 
     ``attributes`` are written like Fabric CA attributes (read by
     ``ClientIdentity.attribute``). No peer would accept it; contracts under test do.
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
-        ]
-    )
+    fields = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role)]
+    if name is not None:
+        fields.append(x509.NameAttribute(NameOID.COMMON_NAME, name))
+    if locality is not None:
+        fields.append(x509.NameAttribute(NameOID.LOCALITY_NAME, locality))
+    subject = x509.Name(fields)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -236,7 +236,10 @@ class Coordinator:
     without it, it closes with whatever arrived by the deadline (device experiments).
     `evaluate` scores each new global model on the federation's test set. `resources` are
     the workers' shared resources: the coordinator puts each new global model there, so the
-    workers of this process never read it from the ledger again.
+    workers of this process never read it from the ledger again. `coordinators` are the
+    organisations whose admins may advance the task's rounds (default: the creating org,
+    this coordinator's). A task another organisation drives is never adopted, and a round
+    advanced by anyone but this coordinator's identity is reported as an error.
     """
 
     def __init__(
@@ -251,6 +254,7 @@ class Coordinator:
         evaluate: bool = True,
         retry: Retry | None = None,
         resources: WorkerResources | None = None,
+        coordinators: Sequence[str] = (),
     ) -> None:
         self.fed = fed
         self.ledger = ledger
@@ -261,6 +265,7 @@ class Coordinator:
         self.evaluate_models = evaluate
         self.retry = retry or Retry()
         self.resources = resources if resources is not None else WorkerResources()
+        self.coordinators = tuple(coordinators)
         self.spec: fl.TaskSpec | None = None
 
     # -- the task ---------------------------------------------------------------------
@@ -270,7 +275,8 @@ class Coordinator:
         spec = self.fed.config.task_json(
             self.task, self.fed.layout, list(self.allowed_orgs), strategy=self.fed.strategy
         )
-        return {**spec, "model": dict(self.fed.model_spec)}
+        extra = {"coordinators": list(self.coordinators)} if self.coordinators else {}
+        return {**spec, "model": dict(self.fed.model_spec), **extra}
 
     def initial_model(self) -> bytes:
         """The encoded initial model (identical in every process for the same config)."""
@@ -302,6 +308,14 @@ class Coordinator:
         if stored["initial_model_digest"] != digest:
             raise TaskMismatchError(
                 self.task, "initial_model", "the initial model differs (another seed or model?)"
+            )
+        drivers = fl.task_drivers(stored)
+        if self.ledger.msp_id not in drivers:
+            raise TaskMismatchError(
+                self.task,
+                "coordinators",
+                f"{stored['created_by']} created it and {', '.join(drivers)} drive it; "
+                f"{self.ledger.msp_id} never adopts a task another organisation drives",
             )
         self.spec = spec
         return TaskInfo(self.task, created, spec, digest)
@@ -379,6 +393,8 @@ class Coordinator:
             raise RoundIncompleteError(
                 self.task, round_no, "it is not open yet (the round before it has no aggregate)"
             )
+        if entry_phase == "aggregated":
+            self._advanced_by_me(page["state"], round_no)
         records = {u["worker"]: u for u in page["updates"]}
         aggregate: dict[str, Any] = page.get("aggregate") or {}
         results: tuple[WorkerResult, ...] = ()
@@ -392,8 +408,9 @@ class Coordinator:
                 done_if=("round-state",),
                 round_no=round_no,
             )
-            if not aggregate:  # an earlier attempt, or another coordinator, advanced it
+            if not aggregate:  # advanced already: by an earlier attempt of ours, or not
                 page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+                self._advanced_by_me(page["state"], round_no)
                 aggregate = page["aggregate"] or {}
                 records.update((u["worker"], u) for u in page["updates"])
             timings["aggregate"] = time.perf_counter() - t
@@ -426,6 +443,15 @@ class Coordinator:
             events=events,
             names=names,
         )
+
+    def _advanced_by_me(self, state: Mapping[str, Any], round_no: int) -> None:
+        """Raise `CoordinatorError` unless this coordinator's identity advanced the round."""
+        who = state.get("advanced_by")
+        if who != self.ledger.worker_id:
+            raise CoordinatorError(
+                f"round {round_no} of {self.task!r} was advanced by {who}, not by this "
+                f"coordinator ({self.ledger.worker_id}); its aggregate is not this run's"
+            )
 
     async def _collect(
         self,

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -28,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from cryptography import x509
 from fabric_protos.common import ledger_pb2
 from fabric_protos.msp import identities_pb2
 
@@ -80,12 +78,6 @@ def refusal(exc: GatewayError | CommitError) -> Refusal:
     text = found.group(2) if found else messages[0]
     check = text.split(":", 1)[0].strip() if found and ":" in text else "error"
     return Refusal(check, "; ".join(messages), orgs)
-
-
-def worker_id(msp_id: str, cert_pem: bytes) -> str:
-    """The id the contract gives the holder of `cert_pem`: ``"<msp id>:<sha256 of subject>"``."""
-    subject = x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string()
-    return f"{msp_id}:{hashlib.sha256(subject.encode()).hexdigest()}"
 
 
 class Ledger(Protocol):
@@ -197,9 +189,9 @@ class FLLedger(_Calls):
 
     @property
     def worker_id(self) -> str:
-        """The contract's id of the calling identity (see `worker_id`)."""
+        """The contract's id of the calling identity (`fedfabric.chaincode.fl.worker_id`)."""
         identity = self._require_identity()
-        return worker_id(identity.msp_id, identity.credentials)
+        return fl.worker_id(identity.msp_id, identity.credentials)
 
     async def height(self) -> int:
         """The channel's block height on the gateway peer (``qscc GetChainInfo``)."""
@@ -320,7 +312,7 @@ class MemoryFLLedger(_Calls):
         self.creator = creator
         identity = identities_pb2.SerializedIdentity.FromString(creator)
         self._msp_id = identity.mspid
-        self._worker_id = worker_id(identity.mspid, identity.id_bytes)
+        self._worker_id = fl.worker_id(identity.mspid, identity.id_bytes)
 
     @property
     def msp_id(self) -> str:
@@ -380,5 +372,4 @@ __all__ = [
     "Refusal",
     "is_transient",
     "refusal",
-    "worker_id",
 ]

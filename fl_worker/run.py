@@ -174,13 +174,17 @@ async def run_job(
 
 async def _default_task(admin: Any, base: str, resume: bool) -> str:
     """The task a run of these settings uses when no --task is given: the next free one
-    (``base``, ``base-2``, ...) for a new run, the latest existing one for --resume."""
+    (``base``, ``base-2``, ...) for a new run; for --resume the latest one this organisation
+    drives (a task id another organisation took is skipped, never adopted)."""
     latest, n = None, 1
     while True:
         candidate = base if n == 1 else f"{base}-{n}"
-        if await admin.task(candidate) is None:
+        record = await admin.task(candidate)
+        if record is None:
             return (latest or candidate) if resume else candidate
-        latest, n = candidate, n + 1
+        if admin.msp_id in fl.task_drivers(record):
+            latest = candidate
+        n += 1
 
 
 async def _network_ready(network: Backend, options: RunOptions, say: Say) -> None:

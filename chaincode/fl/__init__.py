@@ -43,7 +43,7 @@ from fedfabric.chaincode.fl._aggregation import (
     rule_names,
 )
 from fedfabric.chaincode.fl._audit import aggregate_round, recompute_audit, verify_audit
-from fedfabric.chaincode.fl._contract import FLContract, check_update
+from fedfabric.chaincode.fl._contract import FLContract, check_update, worker_id
 from fedfabric.chaincode.fl._encoding import (
     COMPRESSIONS,
     FORMAT_VERSION,
@@ -64,7 +64,7 @@ from fedfabric.chaincode.fl._models import (
     set_weights,
 )
 from fedfabric.chaincode.fl._registry import Registry
-from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES, TaskSpec
+from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES, TaskSpec, task_drivers
 from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
 
 __all__ = [
@@ -108,7 +108,9 @@ __all__ = [
     "register_rule",
     "rule_names",
     "set_weights",
+    "task_drivers",
     "torch_loss",
     "verify_audit",
+    "worker_id",
     "write_validation_data",
 ]

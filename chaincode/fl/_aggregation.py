@@ -23,6 +23,7 @@ ledger alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -172,8 +173,8 @@ def _flatten(
 
 
 def _number(name: str, value: Any, *, low: float, high: float | None = None, strict=False):
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AggregationError(f"parameter {name!r} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AggregationError(f"parameter {name!r} must be a finite number, got {value!r}")
     if value < low or (strict and value == low) or (high is not None and value >= high):
         bounds = f"{'>' if strict else '>='} {low}" + (f" and < {high}" if high else "")
         raise AggregationError(f"parameter {name!r} must be {bounds}, got {value!r}")

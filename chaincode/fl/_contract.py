@@ -5,14 +5,15 @@ World state (composite keys; rounds are zero-padded to six digits so they sort):
     fl.task      [task]                        task JSON + initial model digest
     fl.model     [task, round]                 encoded global model after `round` (0: initial)
     fl.round     [task, round]                 {"status": "open" | "aggregated", ...}
-    fl.update    [task, round, msp, subject#]  update record (worker, samples, digests, tx)
-    fl.blob      [task, round, msp, subject#]  the encoded update bytes as submitted
+    fl.update    [task, round, msp, enrolment#]  update record (worker, samples, digests, tx)
+    fl.blob      [task, round, msp, enrolment#]  the encoded update bytes as submitted
     fl.digest    [task, content digest]        who submitted this content first (replays)
-    fl.worker    [task, msp, subject#]         the worker's latest record (history = all)
+    fl.worker    [task, msp, enrolment#]         the worker's latest record (history = all)
     fl.aggregate [task, round]                 rule, updates used / excluded / clipped, digests
 
-``subject#`` is the SHA-256 (hex) of the submitter's X.509 subject; a worker's id is
-``"<msp id>:<subject#>"``. Concurrent submissions write disjoint keys and only read keys
+``enrolment#`` is the SHA-256 (hex) of the submitter's enrolment id (its certificate's
+``hf.EnrollmentID``, else its CN), so all certificates of one enrolment are one worker; its id is
+``"<msp id>:<enrolment#>"``. Concurrent submissions write disjoint keys and only read keys
 that change between rounds, so they never conflict with each other (MVCC).
 
 Rounds: ``CreateTask`` opens round 1; workers ``SubmitUpdate`` to the open round; one
@@ -50,8 +51,16 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from cryptography import x509
 
-from fedfabric.chaincode import ChaincodeError, Context, Contract, evaluate, submit
+from fedfabric.chaincode import (
+    ChaincodeError,
+    Context,
+    Contract,
+    enrollment_id,
+    evaluate,
+    submit,
+)
 from fedfabric.chaincode.fl import _fixedpoint as fx
 from fedfabric.chaincode.fl._audit import aggregate_round
 from fedfabric.chaincode.fl._encoding import (
@@ -61,7 +70,7 @@ from fedfabric.chaincode.fl._encoding import (
     read_header,
 )
 from fedfabric.chaincode.fl._errors import AggregationError, FLError, TaskError, UpdateError
-from fedfabric.chaincode.fl._task import TaskSpec
+from fedfabric.chaincode.fl._task import TaskSpec, task_drivers
 from fedfabric.chaincode.fl._validation import (
     Validator,
     apply_update,
@@ -69,7 +78,14 @@ from fedfabric.chaincode.fl._validation import (
     validator_from_settings,
 )
 
-_STATUS = {"role": 403, "authorised": 403, "not-found": 404, "exists": 409, "replay": 409}
+_STATUS = {
+    "role": 403,
+    "authorised": 403,
+    "coordinator": 403,
+    "not-found": 404,
+    "exists": 409,
+    "replay": 409,
+}
 
 
 def _refusal(check: str, detail: str) -> ChaincodeError:
@@ -99,9 +115,18 @@ def _rnd(round_no: int) -> str:
     return f"{round_no:06d}"
 
 
-def _worker_id(msp_id: str, subject: str) -> tuple[str, str]:
-    subject_hash = hashlib.sha256(subject.encode()).hexdigest()
-    return f"{msp_id}:{subject_hash}", subject_hash
+def worker_id(msp_id: str, cert_pem: bytes) -> str:
+    """The id the contract gives the holder of a certificate: ``"<msp id>:<sha256 of its
+    enrolment id>"``, so every certificate of one enrolment is the same worker. Raises
+    ValueError for a certificate without an enrolment id."""
+    return _worker_id(msp_id, enrollment_id(x509.load_pem_x509_certificate(cert_pem)))[0]
+
+
+def _worker_id(msp_id: str, enrolment: str | None) -> tuple[str, str]:
+    if not enrolment:
+        raise ValueError(f"a {msp_id} certificate has no enrolment id (hf.EnrollmentID or CN)")
+    enrolment_hash = hashlib.sha256(enrolment.encode()).hexdigest()
+    return f"{msp_id}:{enrolment_hash}", enrolment_hash
 
 
 def squared_norm(tensors: Mapping[str, np.ndarray]) -> int:
@@ -189,10 +214,10 @@ class FLContract(Contract):
 
     @staticmethod
     def _split_worker(worker: str) -> tuple[str, str]:
-        msp_id, _, subject_hash = worker.rpartition(":")
-        if not msp_id or len(subject_hash) != 64:
+        msp_id, _, enrolment_hash = worker.rpartition(":")
+        if not msp_id or len(enrolment_hash) != 64:
             raise _refusal("worker", f"{worker!r} is not '<msp id>:<sha256 of subject>'")
-        return msp_id, subject_hash
+        return msp_id, enrolment_hash
 
     @staticmethod
     def _require_admin(ctx: Context, action: str) -> None:
@@ -201,6 +226,20 @@ class FLContract(Contract):
             raise _refusal(
                 "role",
                 f"{action} needs an admin; {identity.msp_id} {identity.id} is {identity.role}",
+            )
+
+    @classmethod
+    def _require_driver(cls, ctx: Context, spec: TaskSpec, stored: dict, action: str) -> None:
+        """Only admins of the task's driving organisations (its `coordinators`, or the
+        organisation that created it) may end its rounds."""
+        cls._require_admin(ctx, action)
+        msp_id = ctx.client_identity.msp_id
+        drivers = task_drivers(stored)
+        if msp_id not in drivers:
+            raise _refusal(
+                "coordinator",
+                f"{action}: {msp_id} does not drive task {spec.id!r} (its coordinators: "
+                f"{', '.join(drivers)})",
             )
 
     # -- transactions --------------------------------------------------------------------
@@ -256,8 +295,11 @@ class FLContract(Contract):
             raise _refusal("authorised", f"{msp_id} {subject} may not submit to task {task!r}")
         if not 1 <= num_samples < 2**31:
             raise _refusal("num-samples", f"num_samples must be in 1..2**31-1, got {num_samples}")
-        worker, subject_hash = _worker_id(msp_id, subject)
-        parts = (task, _rnd(round_no), msp_id, subject_hash)
+        try:
+            worker, enrolment_hash = _worker_id(msp_id, identity.enrollment_id)
+        except ValueError as exc:
+            raise _refusal("authorised", str(exc)) from exc
+        parts = (task, _rnd(round_no), msp_id, enrolment_hash)
         sha256 = hashlib.sha256(update).hexdigest()
         previous = await self._get_json(ctx, "update", *parts)
         if previous is not None:
@@ -299,7 +341,7 @@ class FLContract(Contract):
         await ctx.stub.put_state(self._key(ctx, "blob", *parts), update)
         await self._put_json(ctx, record, "update", *parts)
         await self._put_json(ctx, {"round": round_no, "worker": worker}, "digest", task, digest)
-        await self._put_json(ctx, record, "worker", task, msp_id, subject_hash)
+        await self._put_json(ctx, record, "worker", task, msp_id, enrolment_hash)
         ctx.stub.set_event(
             "UpdateSubmitted",
             canonical_json(
@@ -348,8 +390,8 @@ class FLContract(Contract):
         aggregate record; emits ``AggregateCommitted`` with the new model's digest, the
         updates used and excluded and ``next_round`` (null after the last round).
         """
-        self._require_admin(ctx, "AdvanceRound")
-        spec, _ = await self._task(ctx, task)
+        spec, stored = await self._task(ctx, task)
+        self._require_driver(ctx, spec, stored, "AdvanceRound")
         state = await self._round(ctx, task, round_no)
         if state["status"] != "open":
             raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
@@ -372,8 +414,10 @@ class FLContract(Contract):
         await ctx.stub.put_state(self._key(ctx, "model", task, _rnd(round_no)), model)
         await self._put_json(ctx, record, "aggregate", task, _rnd(round_no))
         updates = [r["worker"] for r, _ in submissions]
+        identity = ctx.client_identity
         state = {
             **state,
+            "advanced_by": worker_id(identity.msp_id, identity.cert_pem),
             "aggregated_tx": ctx.stub.tx_id,
             "status": "aggregated",
             "updates": updates,
@@ -430,9 +474,9 @@ class FLContract(Contract):
 
     @evaluate
     async def GetWorkerHistory(self, ctx: Context, task: str, worker: str) -> list:
-        """Every submission of `worker` (``"<msp id>:<subject#>"``) to `task`, in peer order."""
-        msp_id, subject_hash = self._split_worker(worker)
-        key = self._key(ctx, "worker", task, msp_id, subject_hash)
+        """Every submission of `worker` (``"<msp id>:<enrolment#>"``) to `task`, in peer order."""
+        msp_id, enrolment_hash = self._split_worker(worker)
+        key = self._key(ctx, "worker", task, msp_id, enrolment_hash)
         history = []
         async for entry in ctx.stub.get_history_for_key(key):
             history.append(
@@ -469,11 +513,11 @@ class FLContract(Contract):
 
     @evaluate
     async def GetUpdate(self, ctx: Context, task: str, round_no: int, worker: str) -> bytes:
-        """The encoded update `worker` (``"<msp id>:<subject#>"``) submitted to `round_no`."""
+        """The encoded update `worker` (``"<msp id>:<enrolment#>"``) submitted to `round_no`."""
         await self._task(ctx, task)
-        msp_id, subject_hash = self._split_worker(worker)
+        msp_id, enrolment_hash = self._split_worker(worker)
         blob = await ctx.stub.get_state(
-            self._key(ctx, "blob", task, _rnd(round_no), msp_id, subject_hash)
+            self._key(ctx, "blob", task, _rnd(round_no), msp_id, enrolment_hash)
         )
         if not blob:
             raise _refusal("not-found", f"{worker} has no update in round {round_no} of {task!r}")

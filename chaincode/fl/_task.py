@@ -13,6 +13,8 @@ Task JSON (fields without a default are required)::
       "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
       "allowed_orgs": ["Org1MSP", "Org2MSP"],
       "allowed_clients": [{"msp_id": "Org1MSP", "subject": "CN=worker1,..."}],   # default []
+      "coordinators": ["Org1MSP"],                 # default []: the creating organisation;
+                                                   # whose admins may advance rounds
       "validation_threshold": 0.05,                # default null: no org-private validation;
                                                    # else the largest increase of an org's
                                                    # validation loss an update may cause
@@ -30,6 +32,7 @@ float32 model encoding exceeds it (see `fedfabric.chaincode.fl._contract` for th
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ _FIELDS = {
     "aggregation",
     "allowed_orgs",
     "allowed_clients",
+    "coordinators",
     "validation_threshold",
     "model",
 }
@@ -111,6 +115,7 @@ class TaskSpec:
     rule_params: tuple[tuple[str, Any], ...]
     allowed_orgs: tuple[str, ...]
     allowed_clients: tuple[tuple[str, str], ...]
+    coordinators: tuple[str, ...]
     validation_threshold: float | None
     model: Mapping[str, Any] | None = None
 
@@ -119,6 +124,15 @@ class TaskSpec:
         """Parse and check a task JSON object. Raises `TaskError` naming the field."""
         if not isinstance(obj, Mapping):
             raise TaskError("task", "must be a JSON object")
+        for key in sorted(obj, key=str):
+            try:
+                json.dumps(obj[key], allow_nan=False).encode("utf-8")
+                json.dumps(obj[key], ensure_ascii=False).encode("utf-8")
+            except (ValueError, UnicodeEncodeError) as exc:
+                field = str(key).encode("utf-8", "backslashreplace").decode()
+                raise TaskError(
+                    field, f"must be plain JSON (finite numbers, valid text): {exc}"
+                ) from exc
         unknown = sorted(set(obj) - _FIELDS)
         if unknown:
             raise TaskError(unknown[0], f"unknown field; known fields are {sorted(_FIELDS)}")
@@ -145,9 +159,14 @@ class TaskSpec:
             raise TaskError("allowed_clients", "must be a list of {'msp_id', 'subject'}")
         threshold = obj.get("validation_threshold")
         if threshold is not None and (
-            isinstance(threshold, bool) or not isinstance(threshold, int | float) or threshold < 0
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0 <= threshold < math.inf
         ):
             raise TaskError("validation_threshold", f"must be null or >= 0, got {threshold!r}")
+        coordinators = obj.get("coordinators", [])
+        if coordinators != []:
+            coordinators = list(_strings(obj, "coordinators"))
         spec = cls(
             id=task_id,
             layout=layout,
@@ -159,6 +178,7 @@ class TaskSpec:
             rule_params=tuple(sorted(params.items())),
             allowed_orgs=_strings(obj, "allowed_orgs"),
             allowed_clients=tuple(sorted({(c["msp_id"], c["subject"]) for c in clients})),
+            coordinators=tuple(coordinators),
             validation_threshold=None if threshold is None else float(threshold),
             model=_model(obj.get("model"), layout),
         )
@@ -205,6 +225,8 @@ class TaskSpec:
         }
         if self.model is not None:
             data["model"] = json.loads(json.dumps(self.model))
+        if self.coordinators:
+            data["coordinators"] = list(self.coordinators)
         return data
 
     def build_rule(self) -> Rule:
@@ -216,3 +238,9 @@ class TaskSpec:
         if msp_id not in self.allowed_orgs:
             return False
         return not self.allowed_clients or (msp_id, subject) in self.allowed_clients
+
+
+def task_drivers(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The organisations whose admins may advance a task's rounds, from its stored record
+    (``GetTask``): the spec's ``coordinators``, or else the organisation that created it."""
+    return tuple(record["spec"].get("coordinators") or (record["created_by"],))

@@ -255,7 +255,9 @@ async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(f
             for i, (contract, update) in enumerate(zip(contracts, updates, strict=True))
         )
     )
-    admin = await fl("energy", "Admin")
+    with pytest.raises(EndorseError) as not_the_creator:  # Transport created the task
+        await (await fl("energy", "Admin")).submit("AdvanceRound", ["aggregate", "1"])
+    admin = await fl("transport", "Admin")
 
     record = json.loads(await admin.submit("AdvanceRound", ["aggregate", "1"]))
 
@@ -277,6 +279,10 @@ async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(f
     assert sent[4]["worker"] in [e["id"] for e in record["excluded"]]
     assert record["model_digest"] == read_header(stored)["content_digest"]
     assert ledger_order["state"]["status"] == "aggregated"
+    assert ledger_order["state"]["advanced_by"].startswith("TransportMSP:")
+    assert "coordinator: AdvanceRound: EnergyMSP does not drive task 'aggregate'" in refusals(
+        not_the_creator.value
+    ).get("EnergyMSP", "")
 
 
 async def test_paginated_audit_recomputes_every_round(fl) -> None:

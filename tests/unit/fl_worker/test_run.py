@@ -1,4 +1,5 @@
-"""`fedfabric run` without --task: the same settings run again get a new task; --resume the last."""
+"""`fedfabric run` without --task: the same settings run again get a new task; --resume the
+latest one this organisation drives, never one another organisation took."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ from fedfabric.fl_worker.run import _default_task, task_id
 
 
 class Ledger:
-    def __init__(self, *tasks: str) -> None:
-        self.tasks = set(tasks)
+    """Task records by id, each created by an organisation; this ledger is Org1MSP's admin."""
+
+    msp_id = "Org1MSP"
+
+    def __init__(self, *tasks: str, by: str = "Org1MSP", **others: str) -> None:
+        self.tasks = dict.fromkeys(tasks, by) | others
 
     async def task(self, task: str) -> dict | None:
-        return {"spec": {"id": task}} if task in self.tasks else None
+        if task not in self.tasks:
+            return None
+        return {"created_by": self.tasks[task], "spec": {"id": task}}
 
 
 async def test_a_new_run_takes_the_next_free_task_and_resume_the_latest() -> None:
@@ -21,6 +28,14 @@ async def test_a_new_run_takes_the_next_free_task_and_resume_the_latest() -> Non
     assert await _default_task(Ledger(base), base, resume=False) == f"{base}-2"
     assert await _default_task(Ledger(base, f"{base}-2"), base, resume=True) == f"{base}-2"
     assert await _default_task(Ledger(), base, resume=True) == base  # refused later: not there
+
+
+async def test_resume_never_picks_a_task_another_org_took() -> None:
+    base = task_id(RunConfig())
+    squatted = Ledger(base, **{f"{base}-2": "Org2MSP"})  # Org2 took the next id first
+
+    assert await _default_task(squatted, base, resume=True) == base
+    assert await _default_task(squatted, base, resume=False) == f"{base}-3"
 
 
 def test_the_task_id_follows_every_setting() -> None:

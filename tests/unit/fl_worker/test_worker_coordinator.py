@@ -18,6 +18,7 @@ from fedfabric.fl_worker.audit import audit_task, verify_model
 from fedfabric.fl_worker.config import RunConfig
 from fedfabric.fl_worker.coordinator import (
     Coordinator,
+    CoordinatorError,
     RoundIncompleteError,
     TaskMismatchError,
 )
@@ -211,3 +212,32 @@ def test_an_org_cannot_have_more_devices_than_training_samples():
 
     with pytest.raises(ValueError, match="training samples for 100000 devices"):
         device_shards(fed, 100_000)
+
+
+def admin_of(msp_id: str) -> bytes:
+    return fake_identity(msp_id, role="admin", name=f"admin-{msp_id}")
+
+
+async def test_a_task_another_org_created_is_never_adopted():
+    world = MemoryFL()
+    workers = Run(CONFIG, world).ids
+    theirs = Run(CONFIG, world, {**workers, "admin": admin_of("Org2MSP")})
+    mine = Run(CONFIG, world, {**workers, "admin": admin_of("Org1MSP")})
+    await theirs.coordinator.create_or_load_task()  # Org2 takes the task id first
+
+    with pytest.raises(TaskMismatchError) as info:
+        await mine.coordinator.create_or_load_task()
+
+    assert info.value.field == "coordinators"
+    assert "Org2MSP created it" in str(info.value) and "Org1MSP never adopts" in str(info.value)
+
+
+async def test_a_round_advanced_by_another_coordinator_is_an_error_not_done():
+    run = Run()
+    run.coordinator.coordinators = ("Org1MSP", "Org2MSP")
+    await run.coordinator.create_or_load_task()
+    await asyncio.gather(*(w.run_round(TASK, 1) for w in run.workers[:2]))
+    await run.world.ledger(admin_of("Org2MSP")).advance_round(TASK, 1)  # early, by Org2
+
+    with pytest.raises(CoordinatorError, match="round 1 of 'digits-test' was advanced by Org2MSP:"):
+        await run.coordinator.run_round(1, run.workers)

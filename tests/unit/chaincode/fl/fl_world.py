@@ -19,9 +19,12 @@ LAYOUT = Layout.from_json(LAYOUT_JSON)
 
 
 def make_identities() -> dict[str, bytes]:
-    """Admin of Org1, one worker per org, a second Org1 worker and an outsider."""
+    """Admins of Org1 (creates the tasks), Org2 and an outside Org9, one worker per org, a
+    second Org1 worker and an outsider."""
     return {
         "admin": fake_identity("Org1MSP", role="admin", name="admin"),
+        "admin2": fake_identity("Org2MSP", role="admin", name="admin2"),
+        "admin9": fake_identity("Org9MSP", role="admin", name="admin9"),
         "w1": fake_identity("Org1MSP", name="worker1"),
         "w1b": fake_identity("Org1MSP", name="worker1b"),
         "w2": fake_identity("Org2MSP", name="worker2"),

@@ -151,7 +151,7 @@ def test_fixed_point_round_trip_of_float32_is_exact_above_the_resolution():
         ("trimmed-mean", {"beta": 0.5}, "'beta' must be >= 0.0 and < 0.5"),
         ("multi-krum", {"f": -1}, "'f' must be an integer >= 0"),
         ("fedavg", {"clip_norm": 0}, "'clip_norm' must be > 0.0"),
-        ("median", {"clip_norm": True}, "'clip_norm' must be a number"),
+        ("median", {"clip_norm": True}, "'clip_norm' must be a finite number"),
     ],
 )
 def test_registry_refuses_unknown_rules_and_bad_parameters(name, params, message):

@@ -9,6 +9,7 @@ import pytest
 from fl_world import LAYOUT, World, assert_refused, task_json, update
 
 from fedfabric.chaincode.fl import Layout, decode_update, encode_update, read_header, verify_audit
+from fedfabric.chaincode.testing import fake_identity
 
 
 async def submit_round(world: World, round_no: int, values: dict[str, float]) -> None:
@@ -142,10 +143,20 @@ async def test_create_task_needs_an_admin(world):
         ({"validation_threshold": -1}, "validation_threshold"),
         ({"max_update_bytes": 50_000_001}, "max_update_bytes"),
         ({"layout": {"tensors": [{"name": "w", "shape": [12_500_000]}]}}, "layout"),
+        ({"validation_threshold": float("nan")}, "validation_threshold"),
+        ({"validation_threshold": float("inf")}, "validation_threshold"),
+        ({"aggregation": {"rule": "median", "params": {"clip_norm": float("nan")}}}, "aggregation"),
+        (
+            {"aggregation": {"rule": "trimmed-mean", "params": {"beta": float("inf")}}},
+            "aggregation",
+        ),
+        ({"layout": {"tensors": [{"name": "w\ud800", "shape": [2, 2]}]}}, "layout"),
+        ({"coordinators": ["Org1MSP", ""]}, "coordinators"),
     ],
 )
 async def test_create_task_refuses_bad_specs(world, change, field):
-    result = await world.call("CreateTask", task_json(**change), update(0.0))
+    # As a client sends it: JSON text (NaN, Infinity and "\ud800" escapes included).
+    result = await world.call("CreateTask", json.dumps(task_json(**change)), update(0.0))
     assert_refused(result, "task", f"task field '{field}'")
 
 
@@ -198,7 +209,53 @@ async def test_advance_round_aggregates_and_opens_the_next_round_in_one_transact
     assert (await world.json("GetAudit", "digits"))["rounds"][-1]["round"] == 2
 
 
+async def test_only_admins_of_the_creating_org_advance_its_rounds(world):
+    await world.start()
+    await submit_round(world, 1, {"w1": 0.5, "w2": 0.25})
+
+    for who in ("admin2", "admin9"):  # another member org's admin, an outsider's admin
+        result = await world.call("AdvanceRound", "digits", 1, who=who)
+        assert_refused(result, "coordinator", "does not drive task 'digits'", "Org1MSP")
+        assert result.status == 403
+    await world.ok("AdvanceRound", "digits", 1)
+
+    state = (await world.json("GetRoundUpdates", "digits", 1))["state"]
+    assert state["advanced_by"].startswith("Org1MSP:") and state["status"] == "aggregated"
+
+
+async def test_a_task_can_name_other_coordinators(world):
+    await world.start(task_json(coordinators=["Org2MSP"]))
+    await submit_round(world, 1, {"w1": 0.5, "w2": 0.25})
+
+    assert_refused(await world.call("AdvanceRound", "digits", 1), "coordinator", "Org2MSP")
+    await world.ok("AdvanceRound", "digits", 1, who="admin2")
+
+    stored = await world.json("GetTask", "digits")
+    assert stored["created_by"] == "Org1MSP" and stored["spec"]["coordinators"] == ["Org2MSP"]
+
+
 # -- SubmitUpdate: every check ----------------------------------------------------------------
+
+
+async def test_certificates_of_one_enrolment_are_one_worker(world):
+    await world.start()
+    world.ids["w1-elsewhere"] = fake_identity("Org1MSP", name="worker1", locality="Elsewhere")
+    first = await world.json("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+
+    again = await world.call("SubmitUpdate", "digits", 1, update(0.25), 10, who="w1-elsewhere")
+
+    assert_refused(again, "one-per-round", first["worker"])
+    workers = [u["worker"] for u in (await world.json("GetRoundUpdates", "digits", 1))["updates"]]
+    assert workers == [first["worker"]]
+
+
+async def test_a_certificate_without_an_enrolment_id_is_not_a_worker(world):
+    await world.start()
+    world.ids["nameless"] = fake_identity("Org1MSP", name=None)
+
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="nameless")
+
+    assert_refused(result, "authorised", "no enrolment id")
 
 
 async def test_submit_needs_an_open_round(world):
