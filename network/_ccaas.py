@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fedfabric.network import _crypto
 from fedfabric.network._layout import Layout
-from fedfabric.network._topology import Chaincode, Organization, Peer
+from fedfabric.network._topology import HOST, Chaincode, Organization, Peer
 
 CONNECTION = {"dial_timeout": "10s", "tls_required": True, "client_auth_required": True}
 
@@ -53,6 +53,30 @@ def server_tls_paths(
         folder / "server.key",
         root / "msp" / "tlscacerts" / f"tlsca.{org.domain}-cert.pem",
     )
+
+
+def server_address(cc: Chaincode, peer: Peer) -> str:
+    """Where the chaincode server of `cc` next to `peer` listens."""
+    return f"{HOST}:{peer.chaincode_server_port + cc.slot}"
+
+
+def server_args(layout: Layout, org: Organization, peer: Peer, cc: Chaincode) -> list[str]:
+    """The arguments of the chaincode server of `cc` next to `peer`, after its program: a
+    Python contract's ``serve ...`` (``python -m fedfabric.chaincode``, or the image's
+    entrypoint), or the Node shim's ``server ...``. Mutual TLS with the peer's TLS CA."""
+    cert, key, client_ca = server_tls_paths(layout, org, peer, cc)
+    address, ccid = server_address(cc, peer), package_id(cc)
+    if cc.server != "python":
+        return ["server", "--chaincode-address", address, "--chaincode-id", ccid,
+                "--chaincode-tls-cert-file", str(cert), "--chaincode-tls-key-file", str(key),
+                "--chaincode-tls-client-cacert-file", str(client_ca)]  # fmt: skip
+    args = ["serve", "--contract", str(cc.contract), "--address", address, "--chaincode-id",
+            ccid, "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca",
+            str(client_ca)]  # fmt: skip
+    settings = {"msp_id": org.msp_id, **cc.settings.get(org.msp_id, {})}
+    for k, v in sorted(settings.items()):
+        args += ["--setting", f"{k}={v}"]
+    return args
 
 
 def _targz(files: dict[str, bytes]) -> bytes:

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from fedfabric.network._ccaas import package_id, server_name, server_tls_paths
+from fedfabric.network._ccaas import server_args, server_name
 from fedfabric.network._config import CCAAS_DIR_ENV
 from fedfabric.network._layout import Layout
-from fedfabric.network._topology import HOST, Topology
+from fedfabric.network._topology import Topology
 
 # The official images; the native backend runs the pinned build or a release you bring.
 IMAGE_VERSION = "3.1.5"
@@ -55,53 +55,21 @@ def compose_document(topology: Topology) -> dict[str, Any]:
     for cc in topology.chaincodes:
         for p in topology.peers:
             org = topology.org(p.org)
-            cert, key, client_ca = server_tls_paths(layout, org, p, cc)
-            address = f"{HOST}:{p.chaincode_server_port + cc.slot}"
             service: dict[str, Any] = {
                 "network_mode": "host",
                 "volumes": list(volume),
                 "restart": "unless-stopped",
                 "depends_on": [p.host],
             }
+            command = server_args(layout, org, p, cc)
             if cc.server == "python":
                 service["build"] = {"context": ".", "dockerfile": "chaincode/Dockerfile"}
                 service["image"] = "fedfabric-chaincode:latest"
-                command = [
-                    "serve",
-                    "--contract",
-                    str(cc.contract),
-                    "--address",
-                    address,
-                    "--chaincode-id",
-                    package_id(cc),
-                    "--tls-cert",
-                    str(cert),
-                    "--tls-key",
-                    str(key),
-                    "--tls-client-ca",
-                    str(client_ca),
-                ]
-                settings = {"msp_id": org.msp_id, **cc.settings.get(org.msp_id, {})}
-                command += [f"--setting={k}={v}" for k, v in sorted(settings.items())]
             else:
                 service["image"] = "node:20-alpine"
                 service["working_dir"] = "/chaincode"
                 service["volumes"] = volume + [f"{cc.path}:/chaincode:ro"]
-                command = [
-                    "node",
-                    "node_modules/fabric-shim/cli.js",
-                    "server",
-                    "--chaincode-address",
-                    address,
-                    "--chaincode-id",
-                    package_id(cc),
-                    "--chaincode-tls-cert-file",
-                    str(cert),
-                    "--chaincode-tls-key-file",
-                    str(key),
-                    "--chaincode-tls-client-cacert-file",
-                    str(client_ca),
-                ]
+                command = ["node", "node_modules/fabric-shim/cli.js", *command]
             service["command"] = command
             services[server_name(cc, p)] = service
     return {"name": f"fedfabric-{topology.name}", "services": services}

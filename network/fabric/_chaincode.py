@@ -25,6 +25,8 @@ from fedfabric.network._ccaas import (
     CONNECTION,
     package_bytes,
     package_id,
+    server_address,
+    server_args,
     server_name,
     server_tls_paths,
 )
@@ -101,7 +103,7 @@ def server_status(net: FabricNetwork) -> list[NodeStatus]:
                     n,
                     "chaincode",
                     _process.pid_of(net.layout, n) is not None,
-                    detail=f"{HOST}:{peer.chaincode_server_port + cc.slot}",
+                    detail=server_address(cc, peer),
                 )
             )
     return out
@@ -112,7 +114,7 @@ def _write_ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> None:
     tls = _crypto.org_dir(net.layout.crypto_dir, org) / "peers" / peer.host / "tls"
     connection = {
         **CONNECTION,
-        "address": f"{HOST}:{peer.chaincode_server_port + cc.slot}",
+        "address": server_address(cc, peer),
         "root_cert": (tls / "ca.crt").read_text(),
         "client_cert": (tls / "server.crt").read_text(),
         "client_key": (tls / "server.key").read_text(),
@@ -147,32 +149,12 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
     port = peer.chaincode_server_port + cc.slot
     _process.check_ports_free([(name, "chaincode_server_port", port)])
     org = net.topology.org(peer.org)
-    cert, key, client_ca = server_tls_paths(net.layout, org, peer, cc)
+    cert = server_tls_paths(net.layout, org, peer, cc)[0]
     _crypto.server_tls(cert.parent, _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca", HOST)
-    address = f"{HOST}:{port}"
-    env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=address)
+    env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=server_address(cc, peer))
+    args = server_args(net.layout, org, peer, cc)
     if cc.server == "python":
-        argv = [
-            sys.executable,
-            "-m",
-            "fedfabric.chaincode",
-            "serve",
-            "--contract",
-            str(cc.contract),
-            "--address",
-            address,
-            "--chaincode-id",
-            pid,
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            "--tls-client-ca",
-            str(client_ca),
-        ]
-        settings = {"msp_id": org.msp_id, **cc.settings.get(org.msp_id, {})}
-        for k, v in sorted(settings.items()):
-            argv += ["--setting", f"{k}={v}"]
+        argv = [sys.executable, "-m", "fedfabric.chaincode", *args]
         cwd = None
     else:
         assert cc.path is not None
@@ -183,23 +165,7 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
                 f"{cc.name}: Node chaincode needs `node` and `npm install` in "
                 f"{cc.path} (missing {cli if node else 'node'})"
             )
-        argv = [
-            node,
-            str(cli),
-            "server",
-            "--chaincode-address",
-            address,
-            "--chaincode-id",
-            pid,
-            "--chaincode-tls-cert-file",
-            str(cert),
-            "--chaincode-tls-key-file",
-            str(key),
-            "--chaincode-tls-client-cacert-file",
-            str(client_ca),
-            "--module-path",
-            str(cc.path),
-        ]
+        argv = [node, str(cli), *args]
         cwd = cc.path
     _process.start(net.layout, name, argv, env, cwd=cwd)
     try:
