@@ -12,7 +12,8 @@
 4. ``acc_<strategy>_<attack>_<fraction>``: final accuracy (10 rounds) for every strategy ×
    attack × malicious fraction (0, 0.2, 0.4), computed by the in-memory run, which applies
    the contract's content checks and the same aggregation code as the peers (not org-private
-   validation); ``acc_check_ledger_vs_memory`` re-runs one attacked cell on the ledger (1.0
+   validation; -1 when refusals left a round below the rule's minimum);
+   ``acc_check_ledger_vs_memory`` re-runs one attacked cell on the ledger (1.0
    when both give the same accuracy).
 """
 
@@ -25,8 +26,9 @@ import time
 from pathlib import Path
 
 from fedfabric.fl_worker.attacks import malicious_count
-from fedfabric.fl_worker.baseline import run_baseline
 from fedfabric.fl_worker.config import RunConfig
+from fedfabric.fl_worker.coordinator import RoundIncompleteError
+from fedfabric.fl_worker.inmemory import run_in_memory
 from fedfabric.fl_worker.run import RunOptions, run_job
 from fedfabric.network import FabricNetwork, parse_topology
 from tests.conftest import release, topology_data
@@ -68,7 +70,10 @@ def accuracy_table() -> dict[str, float]:
                     malicious=fraction,
                     strategy_params=strategy_params(strategy, attack, fraction),
                 )
-                acc = run_baseline(config).final_accuracy
+                try:
+                    acc = asyncio.run(run_in_memory(config)).final_accuracy
+                except RoundIncompleteError:  # refusals left a round below the rule's minimum
+                    acc = -1.0
                 if attack is None:
                     for a in ATTACKS:
                         results[f"acc_{strategy}_{a}_0.0"] = round(acc, 4)
