@@ -126,6 +126,7 @@ async def _run(net: FabricNetwork, args: argparse.Namespace) -> int:
 
 
 COMMANDS = "fedfabric.commands"
+WORKER_EXTRA = {"torch", "sklearn", "matplotlib", "rich"}  # what `fedfabric[worker]` adds
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,7 +139,9 @@ def parser() -> argparse.ArgumentParser:
     for command in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
         try:
             add = command.load()
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in WORKER_EXTRA:
+                raise  # a real bug, not a missing extra
             _unavailable(sub, command.name, exc)
             continue
         add(sub)
