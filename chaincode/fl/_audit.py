@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from fedfabric.chaincode.fl._aggregation import Update
 from fedfabric.chaincode.fl._encoding import decode_update, encode_model, read_header
-from fedfabric.chaincode.fl._errors import FLError
+from fedfabric.chaincode.fl._errors import AggregationError, FLError
 from fedfabric.chaincode.fl._task import TaskSpec
 
 
@@ -24,8 +24,12 @@ def aggregate_round(
     """Aggregate `submissions` (update record, encoded update) onto the encoded `base` model.
 
     Returns the encoded new model and its record (rule, parameters, digests, updates used,
-    excluded and clipped). Raises `UpdateError` or `AggregationError` if a submission does
-    not decode or the rule cannot run.
+    excluded and clipped). When the rule cannot run on these updates (`AggregationError`: the
+    new model would leave the fixed-point range, say), the round still ends: the model stays
+    `base`, every update is excluded with the reason, and the record says ``failed``, so a
+    round can always be advanced and the failure is on the record. Raises `UpdateError` if a
+    submission does not decode (the contract checked each at submission, so only an altered
+    copy given to an auditor can).
     """
     entries = [{k: r[k] for k in ("digest", "num_samples", "worker")} for r, _ in submissions]
     updates = [
@@ -33,10 +37,17 @@ def aggregate_round(
         for e, (_, blob) in zip(entries, submissions, strict=True)
     ]
     rule = spec.build_rule()
-    result = rule.aggregate(decode_update(base, spec.layout), updates)
-    model = encode_model(result.model, spec.layout)
+    try:
+        result = rule.aggregate(decode_update(base, spec.layout), updates)
+    except AggregationError as exc:
+        reason = f"aggregation failed, the global model is unchanged: {exc}"
+        outcome: dict = {"clipped": [], "excluded": [{"id": e["worker"], "reason": reason}
+                         for e in entries], "failed": str(exc), "used": []}  # fmt: skip
+        model = base
+    else:
+        outcome, model = result.record(), encode_model(result.model, spec.layout)
     record = {
-        **result.record(),
+        **outcome,
         "base_model_digest": read_header(base)["content_digest"],
         "model_digest": read_header(model)["content_digest"],
         "params": rule.params(),

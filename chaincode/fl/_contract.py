@@ -293,8 +293,10 @@ class FLContract(Contract):
         msp_id, subject = identity.msp_id, identity.id
         if not spec.allows(msp_id, subject):
             raise _refusal("authorised", f"{msp_id} {subject} may not submit to task {task!r}")
-        if not 1 <= num_samples < 2**31:
-            raise _refusal("num-samples", f"num_samples must be in 1..2**31-1, got {num_samples}")
+        if not 1 <= num_samples <= spec.max_samples:
+            raise _refusal(
+                "num-samples", f"num_samples must be in 1..{spec.max_samples}, got {num_samples}"
+            )
         try:
             worker, enrolment_hash = _worker_id(msp_id, identity.enrollment_id)
         except ValueError as exc:

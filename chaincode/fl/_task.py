@@ -8,6 +8,8 @@ Task JSON (fields without a default are required)::
                  "tensors": [{"name": "fc.weight", "shape": [10, 64]}, ...]},
       "rounds": 20,
       "min_updates": 3,                            # per round, before AdvanceRound may end it
+      "max_samples": 1000000,                      # default 1000000: the most samples one
+                                                   # update may claim (its aggregation weight)
       "norm_bound": 10.0,                          # L2 bound of each update, <= 32768
       "max_update_bytes": 1000000,                 # at most MAX_UPDATE_BYTES
       "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
@@ -48,6 +50,10 @@ from fedfabric.chaincode.fl._models import model_layout
 # 50.0 MB update commits, 52 MB does not, because its bytes travel twice per transaction and
 # message.
 MAX_UPDATE_BYTES = 50_000_000
+# The default bound on the samples an update may claim. Claims weigh FedAvg and Multi-Krum, so
+# an unbounded claim would let one update outweigh all others (2**31 - 1 is the contract's
+# hard ceiling).
+DEFAULT_MAX_SAMPLES = 1_000_000
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FIELDS = {
@@ -55,6 +61,7 @@ _FIELDS = {
     "layout",
     "rounds",
     "min_updates",
+    "max_samples",
     "norm_bound",
     "max_update_bytes",
     "aggregation",
@@ -109,6 +116,7 @@ class TaskSpec:
     layout: Layout
     rounds: int
     min_updates: int
+    max_samples: int
     norm_bound: float
     max_update_bytes: int
     rule: str
@@ -172,6 +180,7 @@ class TaskSpec:
             layout=layout,
             rounds=_int(obj, "rounds", 1),
             min_updates=_int(obj, "min_updates", 1),
+            max_samples=_int({"max_samples": DEFAULT_MAX_SAMPLES, **obj}, "max_samples", 1),
             norm_bound=_float(obj, "norm_bound", MAX_ABS),
             max_update_bytes=_int(obj, "max_update_bytes", 1),
             rule=str(aggregation.get("rule")),
@@ -182,6 +191,8 @@ class TaskSpec:
             validation_threshold=None if threshold is None else float(threshold),
             model=_model(obj.get("model"), layout),
         )
+        if spec.max_samples >= 2**31:
+            raise TaskError("max_samples", f"must be below 2**31, got {spec.max_samples}")
         if spec.max_update_bytes > MAX_UPDATE_BYTES:
             raise TaskError(
                 "max_update_bytes",
@@ -217,6 +228,7 @@ class TaskSpec:
             "allowed_orgs": list(self.allowed_orgs),
             "id": self.id,
             "layout": self.layout.to_json(),
+            "max_samples": self.max_samples,
             "max_update_bytes": self.max_update_bytes,
             "min_updates": self.min_updates,
             "norm_bound": self.norm_bound,

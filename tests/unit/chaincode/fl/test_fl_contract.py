@@ -306,9 +306,39 @@ async def test_copying_another_workers_update_is_a_replay(world):
 
 
 async def test_submit_refuses_bad_sample_counts(world):
-    await world.start()
+    await world.start(task_json(max_samples=500))
     result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 0, who="w1")
     assert_refused(result, "num-samples", "got 0")
+
+    # A claim is an aggregation weight: one update must not outweigh the others at will.
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 501, who="w1")
+    assert_refused(result, "num-samples", "1..500", "got 501")
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 500, who="w1")
+
+
+async def test_the_default_task_bounds_sample_claims(world):
+    await world.start()
+
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 2**31 - 1, who="w1")
+
+    assert_refused(result, "num-samples", "1..1000000")
+    assert (await world.json("GetTask", "digits"))["spec"]["max_samples"] == 1_000_000
+
+
+async def test_a_round_whose_aggregation_fails_still_ends_on_the_record(world):
+    # A global model at the edge of the fixed-point range: these updates would push it out.
+    edge = {"w": np.full((2, 2), 32767.0, np.float32), "b": np.full(2, 32767.0, np.float32)}
+    await world.ok("CreateTask", task_json(norm_bound=100.0), encode_update(edge, LAYOUT))
+    await submit_round(world, 1, {"w1": 2.0, "w2": 3.0})
+
+    advanced = await world.ok("AdvanceRound", "digits", 1)
+
+    record = json.loads(advanced.payload)
+    assert "leaves the fixed-point range" in record["failed"] and record["used"] == []
+    assert {e["id"] for e in record["excluded"]} == {u["worker"] for u in record["updates"]}
+    assert await world_model(world, 1) == await world_model(world, 0)
+    assert (await world.json("GetRoundUpdates", "digits", 2))["state"]["status"] == "open"
+    assert verify_audit(*await fetch_audit(world)) == []
 
 
 def _mutate(data: bytes, offset: int, value: int) -> bytes:
