@@ -279,9 +279,10 @@ def train(
 ) -> float:
     """Train `model` in place with SGD for `epochs` passes over `data`; return the mean loss.
 
-    Batches are drawn in an order fixed by `seed` (a local ``torch.Generator``), and any
-    randomness inside the model uses a forked global RNG seeded with `seed`, so equal inputs
-    give identical weights. With ``proximal_mu > 0`` the FedProx term
+    Batches are drawn in an order fixed by `seed` (a local ``torch.Generator``); the models
+    of `fedfabric.chaincode.fl.build_model` have no other randomness (no dropout), so equal
+    inputs give identical weights in any thread, and torch's global RNG is never touched.
+    With ``proximal_mu > 0`` the FedProx term
     ``mu / 2 * ||w - w_start||**2`` keeps the weights near those the model had on entry
     (the global model).
     """
@@ -297,25 +298,22 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for _ in range(epochs):
-            order = torch.randperm(len(y), generator=generator)
-            for start in range(0, len(y), batch_size):
-                batch = order[start : start + batch_size]
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-                objective = loss
-                if proximal_mu > 0:
-                    drift = sum(
-                        ((p - a) ** 2).sum()
-                        for p, a in zip(model.parameters(), anchor, strict=True)
-                    )
-                    objective = loss + proximal_mu / 2 * drift
-                objective.backward()
-                optimizer.step()
-                total += loss.item() * len(batch)
-                count += len(batch)
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), batch_size):
+            batch = order[start : start + batch_size]
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            objective = loss
+            if proximal_mu > 0:
+                drift = sum(
+                    ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+                )
+                objective = loss + proximal_mu / 2 * drift
+            objective.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
     return total / count
 
 

@@ -121,33 +121,43 @@ def model_inputs(spec: Mapping[str, Any]) -> tuple[int, int]:
 def build_model(spec: Mapping[str, Any], *, seed: int = 0):
     """A freshly initialised ``torch.nn.Module`` for `spec`, identical for equal seeds.
 
-    Initialisation draws from a forked torch RNG seeded with `seed`, so the caller's global
-    RNG state is left as it was. Raises `TaskError` (field ``model``) for a malformed spec.
+    Every weight and bias is drawn from a local ``torch.Generator`` seeded with `seed`,
+    uniformly in ``±1/sqrt(fan_in)`` (PyTorch's default bounds for these layers), so no other
+    thread's use of torch's global RNG can change the model. Raises `TaskError` (field
+    ``model``) for a malformed spec.
     """
     import torch
     from torch import nn
 
     parsed = _parse(spec)
     layers: list[tuple[str, nn.Module]] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if parsed["arch"] == "mlp":
-            sizes = parsed["sizes"]
-            for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
-                if i:
-                    layers.append((f"act{i - 1}", nn.ReLU()))
-                layers.append((f"fc{i}", nn.Linear(n_in, n_out)))
-        else:
-            c_in, height, width = parsed["input"]
-            layers.append(("unflatten", nn.Unflatten(1, (c_in, height, width))))
-            for i, c_out in enumerate(parsed["channels"]):
-                layers.append((f"conv{i}", nn.Conv2d(c_in, c_out, _KERNEL, padding=1)))
-                layers.append((f"act{i}", nn.ReLU()))
-                layers.append((f"pool{i}", nn.MaxPool2d(2)))
-                c_in, height, width = c_out, height // 2, width // 2
-            layers.append(("flatten", nn.Flatten()))
-            layers.append(("fc", nn.Linear(c_in * height * width, parsed["classes"])))
-    return nn.Sequential(OrderedDict(layers))
+    # Layers on the meta device: no memory, and no draw from torch's global RNG.
+    if parsed["arch"] == "mlp":
+        sizes = parsed["sizes"]
+        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+            if i:
+                layers.append((f"act{i - 1}", nn.ReLU()))
+            layers.append((f"fc{i}", nn.Linear(n_in, n_out, device="meta")))
+    else:
+        c_in, height, width = parsed["input"]
+        layers.append(("unflatten", nn.Unflatten(1, (c_in, height, width))))
+        for i, c_out in enumerate(parsed["channels"]):
+            layers.append((f"conv{i}", nn.Conv2d(c_in, c_out, _KERNEL, padding=1, device="meta")))
+            layers.append((f"act{i}", nn.ReLU()))
+            layers.append((f"pool{i}", nn.MaxPool2d(2)))
+            c_in, height, width = c_out, height // 2, width // 2
+        layers.append(("flatten", nn.Flatten()))
+        layers.append(("fc", nn.Linear(c_in * height * width, parsed["classes"], device="meta")))
+    model = nn.Sequential(OrderedDict(layers)).to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear | nn.Conv2d):
+                bound = 1 / math.sqrt(module.weight[0].numel())
+                module.weight.uniform_(-bound, bound, generator=generator)
+                assert module.bias is not None  # every layer here has one
+                module.bias.uniform_(-bound, bound, generator=generator)
+    return model
 
 
 def get_weights(model) -> dict[str, np.ndarray]:

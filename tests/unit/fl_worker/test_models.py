@@ -142,3 +142,27 @@ def test_the_chaincode_package_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert out.stdout.strip() == "False"
+
+
+def test_a_model_is_the_same_while_other_threads_use_the_torch_rng():
+    import threading
+
+    import torch
+
+    expected = fl.get_weights(fl.build_model(CNN, seed=5))
+    stop = threading.Event()
+
+    def other_thread() -> None:  # as concurrent training or another library might
+        while not stop.is_set():
+            torch.manual_seed(999)
+            torch.rand(1000)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        built = [fl.get_weights(fl.build_model(CNN, seed=5)) for _ in range(30)]
+    finally:
+        stop.set()
+        thread.join()
+
+    assert all(np.array_equal(b[k], expected[k]) for b in built for k in expected)
