@@ -97,7 +97,7 @@ class FabricNetwork:
             await self._join(say)
             await self.wait_leader()
             await _chaincode.restart_servers(self, say)
-            await self._wait_heights_equal(timeout=60)
+            await self.wait_synced(timeout=60)
         except BaseException:
             await self.down()
             raise
@@ -348,8 +348,10 @@ class FabricNetwork:
                     )
                 )
 
-    async def _wait_heights_equal(self, timeout: float) -> None:
-        """Wait until every peer has the channel and all report the same height."""
+    async def wait_synced(self, timeout: float = 60.0) -> None:
+        """Wait until every peer has the channel and all report the same height: a block
+        committed on one organisation's peer reaches the others a moment later. Raises
+        `NetworkError` after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         heights: list[int] = []
         while time.monotonic() < deadline:

@@ -285,7 +285,7 @@ async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(f
     ).get("EnergyMSP", "")
 
 
-async def test_paginated_audit_recomputes_every_round(fl) -> None:
+async def test_paginated_audit_recomputes_every_round(fl, network: FabricNetwork) -> None:
     await open_task(fl, task_spec("audit", validation_threshold=None, rounds=2))
     admin = await fl("transport", "Admin")
     workers = [await fl(org, "User1") for org in ORGS]
@@ -299,6 +299,7 @@ async def test_paginated_audit_recomputes_every_round(fl) -> None:
             )
         )
         await admin.submit("AdvanceRound", ["audit", str(round_no)])
+    await network.wait_synced()  # Health reads what Transport's admin just committed
     contract = await fl("health", "User2")
 
     audit = json.loads(await contract.evaluate("GetAudit", ["audit"]))

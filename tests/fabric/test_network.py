@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fabric_protos.common import ledger_pb2
 
 from fedfabric.gateway import CommitError, EvaluateError, Timeouts, connect_org
 from fedfabric.network import FabricNetwork, PortInUseError
@@ -20,21 +21,36 @@ from tests.conftest import PORT_SHIFT, kv_topology, release
 TIMEOUTS = Timeouts(evaluate=15, endorse=15, submit=15, commit_status=30)
 
 
-async def invoke(net: FabricNetwork, *args: str, orgs: tuple[int, ...] = (0, 1)) -> None:
-    """Submit ``kv`` through the first org's gateway, endorsed by exactly the orgs ``orgs``."""
+async def invoke(net: FabricNetwork, *args: str, orgs: tuple[int, ...] = (0, 1)) -> int:
+    """Submit ``kv`` through the first org's gateway, endorsed by exactly the orgs ``orgs``;
+    return the block it was committed in (on that org's peer)."""
     chosen = [net.topology.organizations[i] for i in orgs]
     async with connect_org(
         net.layout.profiles_dir, chosen[0].name, "User1", timeouts=TIMEOUTS
     ) as gateway:
         contract = gateway.get_network(net.topology.channel).get_contract("kv")
-        await contract.submit(args[0], list(args[1:]), endorsing_orgs=[o.msp_id for o in chosen])
+        proposal = contract.new_proposal(
+            args[0], list(args[1:]), endorsing_orgs=[o.msp_id for o in chosen]
+        )
+        status = await (await (await proposal.endorse()).submit()).status()
+        if not status.successful:
+            raise CommitError(status.transaction_id, status.code)
+        return status.block_number
 
 
-async def query(net: FabricNetwork, *args: str, org: int = 2) -> str:
-    """Evaluate ``kv`` on the peer of org number ``org``."""
+async def query(net: FabricNetwork, *args: str, org: int = 2, after: int = -1) -> str:
+    """Evaluate ``kv`` on the peer of org number ``org``, once that peer has committed block
+    `after` (another org's peer may commit a block a moment later than the submitter's)."""
     o = net.topology.organizations[org]
     async with connect_org(net.layout.profiles_dir, o.name, "User1", timeouts=TIMEOUTS) as gw:
-        contract = gw.get_network(net.topology.channel).get_contract("kv")
+        network = gw.get_network(net.topology.channel)
+
+        async def has_block() -> bool:
+            raw = await network.get_contract("qscc").evaluate("GetChainInfo", [network.name])
+            return ledger_pb2.BlockchainInfo.FromString(raw).height > after
+
+        await wait_for(has_block, timeout=30, what=f"{o.name}'s peer to commit block {after}")
+        contract = network.get_contract("kv")
         return (
             await contract.evaluate(args[0], list(args[1:]), endorsing_orgs=[o.msp_id])
         ).decode()
@@ -75,9 +91,9 @@ async def test_second_up_on_a_running_network_does_nothing(network: FabricNetwor
 
 
 async def test_invoke_endorsed_by_two_of_three_orgs_commits(network: FabricNetwork) -> None:
-    await invoke(network, "Put", "two-orgs", "committed")
+    block = await invoke(network, "Put", "two-orgs", "committed")
 
-    assert await query(network, "Get", "two-orgs", org=2) == "committed"
+    assert await query(network, "Get", "two-orgs", org=2, after=block) == "committed"
 
 
 async def test_invoke_endorsed_by_one_org_is_invalidated_by_the_policy(
@@ -127,8 +143,8 @@ async def test_raft_elects_a_new_leader_after_kill_9(network: FabricNetwork) -> 
     try:
         new = await wait_for(network.leader, timeout=60, what="a new Raft leader")
         assert new != old
-        await invoke(network, "Put", "after-leader-crash", "ok")
-        assert await query(network, "Get", "after-leader-crash") == "ok"
+        block = await invoke(network, "Put", "after-leader-crash", "ok")
+        assert await query(network, "Get", "after-leader-crash", after=block) == "ok"
     finally:
         await network.start_node(old)
 
