@@ -472,16 +472,7 @@ class Coordinator:
                 return_exceptions=True,
             )
             results = tuple(
-                r
-                if isinstance(r, WorkerResult)
-                else WorkerResult(
-                    worker=w.name,
-                    org=w.org,
-                    worker_id=w.worker_id,
-                    round=round_no,
-                    status=FAILED,
-                    error=f"{type(r).__name__}: {r}",
-                )
+                r if isinstance(r, WorkerResult) else w.failed(round_no, f"{type(r).__name__}: {r}")
                 for w, r in zip(workers, gathered, strict=True)
             )
             timings["train_submit"] = time.perf_counter() - t
@@ -556,14 +547,7 @@ class Coordinator:
                 await asyncio.wait_for(changed.wait(), timeout=remaining)
 
     async def _query(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                return await call()
-            except GatewayError as exc:
-                if attempt == self.retry.attempts or not is_transient(exc):
-                    raise
-            await asyncio.sleep(self.retry.delay(attempt))
-        raise AssertionError("unreachable")
+        return await self.retry.run(call)
 
     async def _admin(
         self,

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,6 +60,18 @@ class Retry:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based), with jitter."""
         return min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
+
+    async def run(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Await `call()`, again after a transient failure (`is_transient`), at most
+        `attempts` times; any other failure, or the last one, is raised."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await call()
+            except (GatewayError, CommitError) as exc:
+                if attempt == self.attempts or not is_transient(exc):
+                    raise
+            await asyncio.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -144,20 +156,9 @@ class WorkerResources:
 async def _read_model(
     ledger: Ledger, task: str, round_no: int, layout: fl.Layout, retry: Retry
 ) -> GlobalModel:
-    blob = await _retrying(retry, lambda: ledger.global_model(task, round_no))
+    blob = await retry.run(lambda: ledger.global_model(task, round_no))
     tensors = await asyncio.to_thread(fl.decode_update, blob, layout)
     return GlobalModel(round_no, blob, tensors, fl.read_header(blob)["content_digest"])
-
-
-async def _retrying(retry: Retry, call: Any) -> Any:
-    for attempt in range(1, retry.attempts + 1):
-        try:
-            return await call()
-        except (GatewayError, CommitError) as exc:
-            if attempt == retry.attempts or not is_transient(exc):
-                raise
-        await asyncio.sleep(retry.delay(attempt))
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ class Worker:
         )
 
     async def _on_ledger(self, task: str, round_no: int) -> dict[str, Mapping[str, Any]]:
-        page = await _retrying(self.retry, lambda: self.ledger.round_updates(task, round_no))
+        page = await self.retry.run(lambda: self.ledger.round_updates(task, round_no))
         return {r["worker"]: r for r in page["updates"]}
 
     async def _submit(self, task: str, round_no: int, local: LocalUpdate) -> dict[str, Any]:
@@ -313,6 +314,10 @@ class Worker:
         if mine is not None and mine["sha256"] == hashlib.sha256(blob).hexdigest():
             return {"status": REPLAYED, "record": mine, "attempts": attempt}
         return {"status": REFUSED, "refusal": refused, "attempts": attempt}
+
+    def failed(self, round_no: int, error: str) -> WorkerResult:
+        """This worker's result for a round it could not take part in (`FAILED`)."""
+        return self._result(round_no, FAILED, error=error)
 
     def _result(self, round_no: int, status: str, **fields: Any) -> WorkerResult:
         return WorkerResult(

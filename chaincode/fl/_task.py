@@ -50,9 +50,9 @@ from fedfabric.chaincode.fl._models import model_layout
 # 50.0 MB update commits, 52 MB does not, because its bytes travel twice per transaction and
 # message.
 MAX_UPDATE_BYTES = 50_000_000
-# The default bound on the samples an update may claim. Claims weigh FedAvg and Multi-Krum, so
-# an unbounded claim would let one update outweigh all others (2**31 - 1 is the contract's
-# hard ceiling).
+# The default bound on the samples an update may claim (a task's max_samples stays below
+# 2**31). Claims weigh FedAvg and Multi-Krum: the bound keeps weights and their sum finite and
+# far from overflow, but does not stop one large claim outweighing small ones.
 DEFAULT_MAX_SAMPLES = 1_000_000
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -310,7 +310,7 @@ async def test_submit_refuses_bad_sample_counts(world):
     result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 0, who="w1")
     assert_refused(result, "num-samples", "got 0")
 
-    # A claim is an aggregation weight: one update must not outweigh the others at will.
+    # A claim is an aggregation weight: the task bounds it (normalising it is not done yet).
     result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 501, who="w1")
     assert_refused(result, "num-samples", "1..500", "got 501")
     await world.ok("SubmitUpdate", "digits", 1, update(0.5), 500, who="w1")
