@@ -18,7 +18,9 @@ Example::
     async with Clients(network) as clients:
         admin = await clients.admin_ledger("transport")
         workers = await clients.device_workers(fed, devices_per_org=100)
-        coordinator = Coordinator(fed, admin, task="city", allowed_orgs=clients.msp_ids(3))
+        admins = [await clients.admin_ledger(org) for org in clients.org_names(3)]
+        coordinator = Coordinator(fed, admin, task="city", allowed_orgs=clients.msp_ids(3),
+                                  registrars=admins, max_workers_per_org=100)
 """
 
 from __future__ import annotations
@@ -101,8 +103,12 @@ class Clients:
         )
 
     def ledger(self, org: str, identity: IdentityFiles) -> FLLedger:
-        """The `FLLedger` of `identity` (an `IdentityFiles` of `org`)."""
-        return FLLedger.for_gateway(self.gateway(org, identity), self.channel_name)
+        """The `FLLedger` of `identity` (an `IdentityFiles` of `org`); each of its commits
+        returns once every organisation's peer has the block (see `FLLedger`)."""
+        every_org = [o.msp_id for o in self.topology.organizations]
+        return FLLedger.for_gateway(
+            self.gateway(org, identity), self.channel_name, sync_orgs=every_org
+        )
 
     async def admin_ledger(self, org: str) -> FLLedger:
         """The org admin's ledger: the identity a `Coordinator` needs."""

@@ -16,8 +16,10 @@ Example YAML (every key optional; these are the defaults except where noted)::
     batch_size: 16
     seed: 0
     alpha: 0.5                   # default null: IID; else Dirichlet(alpha) label skew
-    strategy: multi-krum         # default fedavg
-    strategy_params: {f: 3, m: 5}
+    strategy: median             # the aggregation rule (fedavg, median, trimmed-mean, krum,
+    strategy_params: {}          #   multi-krum) and its parameters
+    weighting: org               # org: the rule runs over one merged update per organisation
+                                 # (safe against one malicious org of three); samples | equal
     attack: sign_flip            # default null: every worker is honest
     attack_params: {}
     malicious: 0.3               # fraction of workers that attack
@@ -80,8 +82,9 @@ class RunConfig:
     batch_size: int = 16
     seed: int = 0
     alpha: float | None = None
-    strategy: str = "fedavg"
+    strategy: str = "median"
     strategy_params: Mapping[str, Any] = field(default_factory=dict)
+    weighting: str = "org"
     attack: str | None = None
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     malicious: float = 0.0
@@ -202,17 +205,28 @@ class RunConfig:
         if self.compression not in fl.COMPRESSIONS:
             raise ConfigError("compression", f"must be one of {list(fl.COMPRESSIONS)}")
         if self.min_updates is not None:
-            _int("min_updates", self.min_updates, strategy.min_updates)
+            _int(
+                "min_updates",
+                self.min_updates,
+                1 if self.weighting == "org" else strategy.min_updates,
+            )
             if self.min_updates > self.num_workers:
                 raise ConfigError(
                     "min_updates",
                     f"{self.min_updates} exceeds the {self.num_workers} workers of the run",
                 )
-        if strategy.min_updates > self.num_workers:
+        if self.weighting not in fl.WEIGHTINGS:
+            raise ConfigError("weighting", f"must be one of {list(fl.WEIGHTINGS)}")
+        rows, unit = (
+            (self.orgs, "organisations")
+            if self.weighting == "org"
+            else (self.num_workers, "workers")
+        )
+        if strategy.min_updates > rows:
             raise ConfigError(
                 "strategy",
-                f"{self.strategy!r} needs at least {strategy.min_updates} updates per round "
-                f"but the run has {self.num_workers} workers",
+                f"{self.strategy!r} needs at least {strategy.min_updates} {unit} per round "
+                f"but the run has {rows} (weighting {self.weighting!r})",
             )
 
     def task_json(
@@ -223,11 +237,13 @@ class RunConfig:
         *,
         max_update_bytes: int | None = None,
         strategy: strategies.Strategy | None = None,
+        max_workers_per_org: int | None = None,
     ) -> dict[str, Any]:
         """The ``CreateTask`` JSON for this run (parsed by `fedfabric.chaincode.fl.TaskSpec`).
 
         `max_update_bytes` defaults to the float32 size of the layout plus headroom;
-        `strategy` replaces the configured one (a user's own `Strategy`).
+        `strategy` replaces the configured one (a user's own `Strategy`);
+        `max_workers_per_org` (default `workers_per_org`) is what each org may register.
         """
         strategy = strategy or self.make_strategy()
         names = sum(len(n.encode()) + 3 + 4 * len(s) for n, s in layout.tensors)
@@ -239,6 +255,8 @@ class RunConfig:
             "norm_bound": float(self.norm_bound),
             "max_update_bytes": max_update_bytes or 4 * layout.size + names + 4096,
             "aggregation": strategy.aggregation(),
+            "weighting": self.weighting,
             "allowed_orgs": list(allowed_orgs),
+            "max_workers_per_org": max_workers_per_org or self.workers_per_org,
             "validation_threshold": self.validation_threshold,
         }

@@ -240,6 +240,12 @@ class Coordinator:
     organisations whose admins may advance the task's rounds (default: the creating org,
     this coordinator's). A task another organisation drives is never adopted, and a round
     advanced by anyone but this coordinator's identity is reported as an error.
+    `max_workers_per_org` is the task's registry size (default: the config's
+    ``workers_per_org``; device runs pass their devices per org). `registrars` are org
+    admins' ledgers (this coordinator's own included, if it should):
+    before the rounds, each registers its organisation's workers for the task
+    (``RegisterWorkers``); workers of other organisations must be registered by their own
+    admins.
     """
 
     def __init__(
@@ -255,6 +261,8 @@ class Coordinator:
         retry: Retry | None = None,
         resources: WorkerResources | None = None,
         coordinators: Sequence[str] = (),
+        registrars: Sequence[Ledger] = (),
+        max_workers_per_org: int | None = None,
     ) -> None:
         self.fed = fed
         self.ledger = ledger
@@ -266,6 +274,9 @@ class Coordinator:
         self.retry = retry or Retry()
         self.resources = resources if resources is not None else WorkerResources()
         self.coordinators = tuple(coordinators)
+        self.registrars = tuple(registrars)
+        self.max_workers_per_org = max_workers_per_org
+        self._registered: set[str] = set()
         self.spec: fl.TaskSpec | None = None
 
     # -- the task ---------------------------------------------------------------------
@@ -273,7 +284,11 @@ class Coordinator:
     def task_json(self) -> dict[str, Any]:
         """The ``CreateTask`` JSON of this run (the model spec included)."""
         spec = self.fed.config.task_json(
-            self.task, self.fed.layout, list(self.allowed_orgs), strategy=self.fed.strategy
+            self.task,
+            self.fed.layout,
+            list(self.allowed_orgs),
+            strategy=self.fed.strategy,
+            max_workers_per_org=self.max_workers_per_org,
         )
         extra = {"coordinators": list(self.coordinators)} if self.coordinators else {}
         return {**spec, "model": dict(self.fed.model_spec), **extra}
@@ -376,6 +391,20 @@ class Coordinator:
                     await result
         return outcomes
 
+    async def register(self, workers: Sequence[Worker]) -> None:
+        """Have each registrar register the workers of its own organisation that this
+        coordinator has not registered yet (`run_round` does it; after a restart it does it
+        again, and registering an active worker changes nothing)."""
+        for admin in self.registrars:
+            mine = sorted(
+                {w.ledger.enrolment_id for w in workers if w.ledger.msp_id == admin.msp_id}
+                - self._registered
+            )
+            for start in range(0, len(mine), 500):  # keeps each transaction small
+                batch = mine[start : start + 500]
+                await self._admin(lambda a=admin, b=batch: a.register_workers(self.task, b))
+                self._registered.update(batch)
+
     async def run_round(self, round_no: int, workers: Sequence[Worker]) -> RoundOutcome:
         """Run round `round_no` from whatever phase the ledger shows; see the module doc.
 
@@ -400,6 +429,7 @@ class Coordinator:
         results: tuple[WorkerResult, ...] = ()
         events = 0
         if entry_phase == "open":
+            await self.register(workers)
             results, events = await self._collect(round_no, workers, height, records, timings)
             records.update((r.worker_id, r.record) for r in results if r.record is not None)
             t = time.perf_counter()

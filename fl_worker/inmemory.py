@@ -89,8 +89,15 @@ async def run_in_memory(
         dict.fromkeys(identities_pb2.SerializedIdentity.FromString(w).mspid for w in workers)
     )
     resources = WorkerResources(train_concurrency=2)
+    # Each org's admin registers its workers; who signs does not change any model.
+    registrars = [world.ledger(fake_identity(m, role="admin", name="admin")) for m in msp_ids]
     coordinator = Coordinator(
-        fed, world.ledger(admin), task=TASK_ID, allowed_orgs=msp_ids, resources=resources
+        fed,
+        world.ledger(admin),
+        task=TASK_ID,
+        allowed_orgs=msp_ids,
+        resources=resources,
+        registrars=registrars,
     )
     team = federation_workers(fed, [world.ledger(w) for w in workers], resources=resources)
     await coordinator.create_or_load_task()

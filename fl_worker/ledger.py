@@ -3,7 +3,11 @@
 `FLLedger` calls the contract through a `fedfabric.gateway` Network as the identity the
 gateway was connected with: queries are evaluated on one peer, transactions are endorsed
 by the policy's organisations, ordered and committed (``submit_update`` returns only once
-the transaction is VALID). `MemoryFL` is the same ledger without a network: the real
+the transaction is VALID). With ``sync_orgs`` a transaction returns only once a peer of each
+of those organisations has its block: whoever acts on it next (a worker submitting to the
+round an ``AdvanceRound`` opened, an admin registering workers for a task just created)
+is endorsed by peers that already read what it wrote, instead of getting ``not-found`` or
+``round-open`` from a peer a block behind. `MemoryFL` is the same ledger without a network: the real
 `FLContract` over `fedfabric.chaincode.testing`'s memory ledger, one block per transaction,
 with the same errors (`EndorseError` carrying ``chaincode response <status>, <check>: ...``)
 and the same chaincode events, so worker and coordinator tests need no peer.
@@ -22,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from fabric_protos.common import ledger_pb2
 from fabric_protos.msp import identities_pb2
 
 from fedfabric.chaincode import fl
@@ -92,11 +95,15 @@ class Ledger(Protocol):
     def msp_id(self) -> str: ...
     @property
     def worker_id(self) -> str: ...
+    @property
+    def enrolment_id(self) -> str: ...
     async def create_task(self, spec: dict[str, Any], initial_model: bytes) -> dict[str, Any]: ...
     async def submit_update(
         self, task: str, round_no: int, update: bytes, num_samples: int
     ) -> dict[str, Any]: ...
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def register_workers(self, task: str, enrolment_ids: list[str]) -> dict[str, Any]: ...
+    async def workers(self, task: str) -> dict[str, Any]: ...
     async def task(self, task: str) -> dict[str, Any] | None: ...
     async def global_model(self, task: str, round_no: int) -> bytes: ...
     async def round_updates(self, task: str, round_no: int) -> dict[str, Any]: ...
@@ -135,6 +142,15 @@ class _Calls:
         one transaction; returns the aggregate record (used, excluded, digests)."""
         return await self._submit("AdvanceRound", task, str(round_no))
 
+    async def register_workers(self, task: str, enrolment_ids: list[str]) -> dict[str, Any]:
+        """``RegisterWorkers`` (admins only): register workers of the caller's org for `task`
+        by enrolment id (`enrolment_id` of each worker's ledger)."""
+        return await self._submit("RegisterWorkers", task, json.dumps(sorted(enrolment_ids)))
+
+    async def workers(self, task: str) -> dict[str, Any]:
+        """``GetWorkers``: per org, its registered workers and places used."""
+        return await self._evaluate("GetWorkers", task)
+
     async def global_model(self, task: str, round_no: int) -> bytes:
         """The encoded global model after `round_no` (0: the initial model)."""
         return await self._evaluate_raw("GetGlobalModel", task, str(round_no))
@@ -148,8 +164,13 @@ class _Calls:
         return await self._evaluate("GetContributions", task)
 
     async def audit(self, task: str) -> dict[str, Any]:
-        """The ``GetAudit`` index: the task record and, per round, state, aggregate, records."""
-        return await self._evaluate("GetAudit", task)
+        """The whole ``GetAudit`` index (every page, one query each): the task record and,
+        per round, state, aggregate and update records."""
+        audit = await self._evaluate("GetAudit", task, "1")
+        while audit["next_round"] is not None:
+            page = await self._evaluate("GetAudit", task, str(audit["next_round"]))
+            audit = {**page, "rounds": audit["rounds"] + page["rounds"]}
+        return audit
 
     async def update(self, task: str, round_no: int, worker: str) -> bytes:
         """The encoded update `worker` submitted to `round_no`."""
@@ -170,17 +191,34 @@ class FLLedger(_Calls):
     """Calls of the FL contract through a gateway, for one identity (a worker's or an admin's)."""
 
     def __init__(
-        self, network: Network, chaincode: str = CHAINCODE, *, identity: Identity | None = None
+        self,
+        network: Network,
+        chaincode: str = CHAINCODE,
+        *,
+        identity: Identity | None = None,
+        sync_orgs: Sequence[str] = (),
     ) -> None:
         self.network = network
         self.contract: Contract = network.get_contract(chaincode)
         self.chaincode = chaincode
+        self.sync_orgs = tuple(sync_orgs)
         self._identity = identity
 
     @classmethod
-    def for_gateway(cls, gateway: Gateway, channel: str, chaincode: str = CHAINCODE) -> FLLedger:
-        """The ledger of `gateway`'s identity on `channel` (the usual way to build one)."""
-        return cls(gateway.get_network(channel), chaincode, identity=gateway.identity)
+    def for_gateway(
+        cls,
+        gateway: Gateway,
+        channel: str,
+        chaincode: str = CHAINCODE,
+        *,
+        sync_orgs: Sequence[str] = (),
+    ) -> FLLedger:
+        """The ledger of `gateway`'s identity on `channel` (the usual way to build one);
+        `sync_orgs`: the organisations whose peers must have each commit's block before it
+        returns (every endorsing organisation of the channel)."""
+        return cls(
+            gateway.get_network(channel), chaincode, identity=gateway.identity, sync_orgs=sync_orgs
+        )
 
     @property
     def msp_id(self) -> str:
@@ -193,10 +231,14 @@ class FLLedger(_Calls):
         identity = self._require_identity()
         return fl.worker_id(identity.msp_id, identity.credentials)
 
+    @property
+    def enrolment_id(self) -> str:
+        """The enrolment id its org's admin registers (`fl.worker_enrolment`)."""
+        return fl.worker_enrolment(self._require_identity().credentials)
+
     async def height(self) -> int:
         """The channel's block height on the gateway peer (``qscc GetChainInfo``)."""
-        raw = await self.network.get_contract("qscc").evaluate("GetChainInfo", [self.network.name])
-        return int(ledger_pb2.BlockchainInfo.FromString(raw).height)
+        return await self.network.height()
 
     def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
         """The contract's chaincode events (committed transactions only), from `start_block`."""
@@ -208,7 +250,7 @@ class FLLedger(_Calls):
         return self._identity
 
     async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
-        raw = await self.contract.submit(name, list(args))
+        raw = await self.contract.submit(name, list(args), sync_orgs=self.sync_orgs)
         return json.loads(raw) if raw else {}
 
     async def _evaluate_raw(self, name: str, *args: str) -> bytes:
@@ -313,6 +355,7 @@ class MemoryFLLedger(_Calls):
         identity = identities_pb2.SerializedIdentity.FromString(creator)
         self._msp_id = identity.mspid
         self._worker_id = fl.worker_id(identity.mspid, identity.id_bytes)
+        self._enrolment_id = fl.worker_enrolment(identity.id_bytes)
 
     @property
     def msp_id(self) -> str:
@@ -323,6 +366,11 @@ class MemoryFLLedger(_Calls):
     def worker_id(self) -> str:
         """The contract's id of this identity."""
         return self._worker_id
+
+    @property
+    def enrolment_id(self) -> str:
+        """The enrolment id its org's admin registers."""
+        return self._enrolment_id
 
     async def height(self) -> int:
         """Blocks committed so far."""

@@ -87,7 +87,13 @@ async def run_job(
         task = options.task or await _default_task(admin, task_id(config), options.resume)
         resources = WorkerResources(train_concurrency=2)
         coordinator = Coordinator(
-            fed, admin, task=task, allowed_orgs=clients.msp_ids(config.orgs), resources=resources
+            fed,
+            admin,
+            task=task,
+            allowed_orgs=clients.msp_ids(config.orgs),
+            resources=resources,
+            registrars=[await clients.admin_ledger(org) for org in orgs],
+            max_workers_per_org=options.devices_per_org or None,
         )
         exists = await admin.task(task) is not None
         if exists and not options.resume:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from fabric_protos.common import ledger_pb2
 
 from fedfabric.gateway._checkpointers import Checkpoint
 from fedfabric.gateway._client import BlockEventsKind
 from fedfabric.gateway._context import Context, Timeouts
-from fedfabric.gateway._errors import CommitError
+from fedfabric.gateway._errors import CommitError, GatewayError
 from fedfabric.gateway._events import (
     BlockEventsRequest,
     ChaincodeEvent,
@@ -83,11 +86,17 @@ class Contract:
         transient: Mapping[str, bytes] | None = None,
         endorsing_orgs: Sequence[str] | None = None,
         timeouts: Timeouts | None = None,
+        sync_orgs: Sequence[str] = (),
     ) -> bytes:
         """Endorse, sign, submit and wait for the commit; return the chaincode's result.
 
+        With ``sync_orgs`` (MSP ids), also wait until a peer of each of them has the
+        transaction's block, so a next transaction they endorse reads what this one wrote
+        (see `Network.wait_for_height`; its timeout is the commit-status timeout).
+
         Raises ``EndorseError``, ``SubmitError`` or ``CommitStatusError`` for the step that
-        failed, and ``CommitError`` if the transaction was committed as invalid.
+        failed, ``CommitError`` if the transaction was committed as invalid, and
+        ``TimeoutError`` if a ``sync_orgs`` peer does not get the block in time.
         """
         steps = timeouts or self._context.timeouts
         proposal = self.new_proposal(name, args, transient=transient, endorsing_orgs=endorsing_orgs)
@@ -96,6 +105,14 @@ class Contract:
         status = await commit.status(timeout=steps.commit_status)
         if not status.successful:
             raise CommitError(status.transaction_id, status.code)
+        if sync_orgs:
+            await _wait_for_height(
+                self._context,
+                self._channel_id,
+                status.block_number + 1,
+                sync_orgs,
+                steps.commit_status,
+            )
         return transaction.result
 
 
@@ -109,6 +126,25 @@ class Network:
     def get_contract(self, chaincode_name: str, contract_name: str | None = None) -> Contract:
         """The contract ``contract_name`` (or the default one) of chaincode ``chaincode_name``."""
         return Contract(self._context, self.name, chaincode_name, contract_name)
+
+    async def height(self, organization: str | None = None) -> int:
+        """The channel's block height (blocks committed) on a peer of ``organization`` (an
+        MSP id), or on the gateway's own peer when None: ``qscc GetChainInfo``, evaluated
+        by that organisation's peer. Raises ``EvaluateError``."""
+        return await _height(self._context, self.name, organization)
+
+    async def wait_for_height(
+        self, height: int, organizations: Sequence[str], *, timeout: float = 60.0
+    ) -> None:
+        """Wait until a peer of each of ``organizations`` has at least ``height`` blocks.
+
+        A transaction committed in block ``b`` (``Status.block_number``) is on a peer once its
+        height exceeds ``b``; other organisations' peers get the block a moment after the
+        gateway's. Wait for this before asking them to endorse anything that reads what it
+        wrote (``Contract.submit`` does it with ``sync_orgs``). Raises ``TimeoutError``
+        naming the organisations still behind, ``EvaluateError`` if one cannot be asked.
+        """
+        await _wait_for_height(self._context, self.name, height, organizations, timeout)
 
     def new_chaincode_events_request(
         self,
@@ -180,3 +216,41 @@ class Network:
             kind=kind, start_block=start_block, checkpoint=checkpoint
         )
         return request.events()
+
+
+async def _height(context: Context, channel: str, organization: str | None) -> int:
+    contract = Contract(context, channel, "qscc", None)
+    orgs = [organization] if organization else None
+    raw = await contract.evaluate("GetChainInfo", [channel], endorsing_orgs=orgs)
+    return int(ledger_pb2.BlockchainInfo.FromString(raw).height)
+
+
+async def _wait_for_height(
+    context: Context, channel: str, height: int, organizations: Sequence[str], timeout: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    behind = list(dict.fromkeys(organizations))
+    why: dict[str, str] = {}
+
+    async def reached(org: str) -> bool:
+        try:
+            ask = max(0.5, min(5.0, deadline - loop.time()))
+            found = await asyncio.wait_for(_height(context, channel, org), ask)
+        except (GatewayError, TimeoutError) as exc:  # down or unreachable: not there yet
+            why[org] = f"{org}: {exc or 'no answer'}"
+            return False
+        why[org] = f"{org}: height {found}"
+        return found >= height
+
+    while True:
+        done = await asyncio.gather(*(reached(org) for org in behind))
+        behind = [org for org, ok in zip(behind, done, strict=True) if not ok]
+        if not behind:
+            return
+        if loop.time() >= deadline:
+            raise TimeoutError(
+                f"peers of {', '.join(behind)} did not reach height {height} of channel "
+                f"{channel!r} within {timeout:g}s ({'; '.join(why[o] for o in behind)})"
+            )
+        await asyncio.sleep(0.1)

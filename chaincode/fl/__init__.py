@@ -27,6 +27,8 @@ Inside the contract each becomes a `ChaincodeError` whose message starts with th
 from __future__ import annotations
 
 from fedfabric.chaincode.fl._aggregation import (
+    AGGREGATION_BUDGET_S,
+    WEIGHTINGS,
     AggregateResult,
     Combination,
     Exclusion,
@@ -43,7 +45,13 @@ from fedfabric.chaincode.fl._aggregation import (
     rule_names,
 )
 from fedfabric.chaincode.fl._audit import aggregate_round, recompute_audit, verify_audit
-from fedfabric.chaincode.fl._contract import FLContract, check_update, worker_id
+from fedfabric.chaincode.fl._contract import (
+    AUDIT_PAGE_UPDATES,
+    FLContract,
+    check_update,
+    worker_enrolment,
+    worker_id,
+)
 from fedfabric.chaincode.fl._encoding import (
     COMPRESSIONS,
     FORMAT_VERSION,
@@ -68,6 +76,8 @@ from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES, TaskSpec, task_driver
 from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
 
 __all__ = [
+    "AGGREGATION_BUDGET_S",
+    "AUDIT_PAGE_UPDATES",
     "AggregateResult",
     "AggregationError",
     "COMPRESSIONS",
@@ -91,6 +101,7 @@ __all__ = [
     "Update",
     "UpdateError",
     "Validator",
+    "WEIGHTINGS",
     "aggregate_round",
     "build_model",
     "check_update",
@@ -111,6 +122,7 @@ __all__ = [
     "task_drivers",
     "torch_loss",
     "verify_audit",
+    "worker_enrolment",
     "worker_id",
     "write_validation_data",
 ]

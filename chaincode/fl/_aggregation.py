@@ -19,6 +19,17 @@ Rules by name (`make_rule`; the task JSON names them in ``aggregation.rule``)::
 Updates are always taken in the order given (the contract passes them in ledger key order),
 and ties (equal Krum scores) are broken by that order, so the result is a function of the
 ledger alone.
+
+Weighting (`WEIGHTINGS`, the task's ``weighting``) decides what the rule's rows are:
+
+    org       each organisation's updates are first merged into one row (their mean weighted
+              by sample counts); the rule then runs over organisations, each of weight 1, so
+              `f` counts organisations and extra identities buy no influence
+    samples   one row per update, weighted by its (bounded) sample count
+    equal     one row per update, every weight 1
+
+`Rule.cost` estimates a rule's time on n rows of d parameters; tasks keep it within
+`AGGREGATION_BUDGET_S` at their largest round (see `fedfabric.chaincode.fl._task`).
 """
 
 from __future__ import annotations
@@ -34,14 +45,27 @@ from fedfabric.chaincode.fl import _fixedpoint as fx
 from fedfabric.chaincode.fl._errors import AggregationError
 from fedfabric.chaincode.fl._registry import Registry
 
+WEIGHTINGS = ("org", "samples", "equal")
+
+# Time per fixed-point cell (one parameter of one row) of the linear rules and of the row
+# merge, and per n*n*d of Krum's exact Gram matrix, measured on a 2-core x86-64 VM (largest
+# over n = 30..2000, d = 2 410..1 M, with a margin); `scripts/bench chaincode` re-measures
+# aggregation at the cap (``aggregate_s_at_cap_*``).
+NS_PER_CELL = 30.0
+NS_PER_KRUM_CELL = 2.5
+NS_PER_KRUM_PAIR = 1000.0
+AGGREGATION_BUDGET_S = 2.0
+
 
 @dataclass(frozen=True)
 class Update:
-    """One worker's model delta: `tensors` (name -> float array) and its sample count."""
+    """One worker's model delta: `tensors` (name -> float array), its sample count and
+    its organisation (the group `weighting="org"` merges)."""
 
     id: str
     tensors: Mapping[str, np.ndarray]
     num_samples: int
+    org: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,17 +133,31 @@ class Rule:
         """The rule's parameters as given to `make_rule` (for records)."""
         return {"clip_norm": self.clip_norm} if self.clip_norm is not None else {}
 
+    def cost(self, rows: int, size: int) -> float:
+        """Estimated seconds to combine `rows` rows of `size` parameters."""
+        return NS_PER_CELL * rows * size * 1e-9
+
     def combine(self, deltas: np.ndarray, weights: tuple[int, ...]) -> Combination:
         """Aggregate fixed-point `deltas` (n, d) with sample counts; override in rules."""
         raise NotImplementedError
 
     def aggregate(
-        self, global_model: Mapping[str, np.ndarray], updates: Sequence[Update]
+        self,
+        global_model: Mapping[str, np.ndarray],
+        updates: Sequence[Update],
+        weighting: str = "samples",
     ) -> AggregateResult:
-        """Return the new global model: `global_model` plus the combined update deltas."""
-        if len(updates) < self.min_updates:
+        """Return the new global model: `global_model` plus the combined update deltas,
+        with rows and weights as `weighting` says (see the module docstring)."""
+        if weighting not in WEIGHTINGS:
             raise AggregationError(
-                f"rule {self.name!r} needs at least {self.min_updates} updates, got {len(updates)}"
+                f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}"
+            )
+        groups = _groups(updates, weighting)
+        unit = "organisations" if weighting == "org" else "updates"
+        if len(groups) < self.min_updates:
+            raise AggregationError(
+                f"rule {self.name!r} needs at least {self.min_updates} {unit}, got {len(groups)}"
             )
         names = sorted(global_model)
         shapes = {n: np.shape(global_model[n]) for n in names}
@@ -139,8 +177,13 @@ class Rule:
                 deltas[i], changed = fx.clip_to_norm(deltas[i], bound)
                 if changed:
                     clipped.append(updates[i].id)
-        weights = tuple(int(u.num_samples) for u in updates)
-        combo = self.combine(deltas, weights)
+        samples = [int(u.num_samples) for u in updates]
+        if weighting == "org":
+            rows = np.stack([fx.weighted_mean(deltas[g], [samples[i] for i in g]) for g in groups])
+            weights = (1,) * len(groups)
+        else:
+            rows, weights = deltas, tuple(samples if weighting == "samples" else [1] * len(samples))
+        combo = self.combine(rows, weights)
         new = _flatten(global_model, names) + combo.delta
         if fx.peak(new) > fx.MAX_ABS * fx.SCALE:
             raise AggregationError("the new global model leaves the fixed-point range")
@@ -149,12 +192,31 @@ class Rule:
             size = int(np.prod(shapes[n], dtype=np.int64))
             model[n] = fx.from_fixed(new[offset : offset + size]).reshape(shapes[n])
             offset += size
+
+        def reason(g: int, why: str) -> str:
+            return f"organisation {updates[groups[g][0]].org}: {why}" if weighting == "org" else why
+
         return AggregateResult(
             model=model,
-            used=tuple(updates[i].id for i in combo.used),
-            excluded=tuple(Exclusion(updates[i].id, why) for i, why in combo.excluded),
+            used=tuple(updates[i].id for g in combo.used for i in groups[g]),
+            excluded=tuple(
+                Exclusion(updates[i].id, reason(g, why))
+                for g, why in combo.excluded
+                for i in groups[g]
+            ),
             clipped=tuple(clipped),
         )
+
+
+def _groups(updates: Sequence[Update], weighting: str) -> list[list[int]]:
+    """The update indices of each row: one per update, or per organisation (in order of
+    first appearance) when `weighting` is ``org``."""
+    if weighting != "org":
+        return [[i] for i in range(len(updates))]
+    by_org: dict[str, list[int]] = {}
+    for i, update in enumerate(updates):
+        by_org.setdefault(update.org, []).append(i)
+    return list(by_org.values())
 
 
 def _flatten(
@@ -283,6 +345,12 @@ class MultiKrum(Rule):
 
     def params(self):
         return {**super().params(), "f": self.f, "m": self.m}
+
+    def cost(self, rows, size):
+        pairs = rows * rows
+        return (
+            super().cost(rows, size) + (NS_PER_KRUM_CELL * size + NS_PER_KRUM_PAIR) * pairs * 1e-9
+        )
 
     def combine(self, deltas, weights):
         scores = krum_scores(deltas, self.f)

@@ -33,12 +33,12 @@ def aggregate_round(
     """
     entries = [{k: r[k] for k in ("digest", "num_samples", "worker")} for r, _ in submissions]
     updates = [
-        Update(e["worker"], decode_update(blob, spec.layout), e["num_samples"])
-        for e, (_, blob) in zip(entries, submissions, strict=True)
+        Update(r["worker"], decode_update(blob, spec.layout), r["num_samples"], r["msp_id"])
+        for r, blob in submissions
     ]
     rule = spec.build_rule()
     try:
-        result = rule.aggregate(decode_update(base, spec.layout), updates)
+        result = rule.aggregate(decode_update(base, spec.layout), updates, spec.weighting)
     except AggregationError as exc:
         reason = f"aggregation failed, the global model is unchanged: {exc}"
         outcome: dict = {"clipped": [], "excluded": [{"id": e["worker"], "reason": reason}
@@ -53,6 +53,7 @@ def aggregate_round(
         "params": rule.params(),
         "rule": rule.name,
         "updates": entries,
+        "weighting": spec.weighting,
     }
     return model, record
 
@@ -67,9 +68,9 @@ def verify_audit(
     empty list means every stored global model and aggregate record is exactly what the
     task's rule gives from the stored updates.
 
-    Example::
+    Example (a task whose index fits one page; `fedfabric.fl_worker.ledger` joins pages)::
 
-        audit = json.loads(await contract.evaluate("GetAudit", ["digits"]))
+        audit = json.loads(await contract.evaluate("GetAudit", ["digits", "1"]))
         models = {r: await contract.evaluate("GetGlobalModel", ["digits", str(r)])
                   for r in [0] + [e["round"] for e in audit["rounds"] if e["aggregate"]]}
         updates = {(e["round"], u["worker"]): await contract.evaluate(

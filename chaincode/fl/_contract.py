@@ -2,19 +2,30 @@
 
 World state (composite keys; rounds are zero-padded to six digits so they sort)::
 
-    fl.task      [task]                        task JSON + initial model digest
-    fl.model     [task, round]                 encoded global model after `round` (0: initial)
-    fl.round     [task, round]                 {"status": "open" | "aggregated", ...}
+    fl.task      [task]                          task JSON + initial model digest
+    fl.model     [task, round]                   encoded global model after `round` (0: initial)
+    fl.round     [task, round]                   {"status": "open" | "aggregated", ...}
     fl.update    [task, round, msp, enrolment#]  update record (worker, samples, digests, tx)
     fl.blob      [task, round, msp, enrolment#]  the encoded update bytes as submitted
-    fl.digest    [task, content digest]        who submitted this content first (replays)
+    fl.digest    [task, fingerprint]             who submitted this content first (replays)
     fl.worker    [task, msp, enrolment#]         the worker's latest record (history = all)
-    fl.aggregate [task, round]                 rule, updates used / excluded / clipped, digests
+    fl.member    [task, msp, enrolment#]         a worker its org's admin registered
+    fl.members   [task, msp]                     how many workers the org has registered
+    fl.aggregate [task, round]                   rule, updates used / excluded / clipped, digests
+    fl.contrib   [task, msp]                     the org's totals over aggregated rounds
 
 ``enrolment#`` is the SHA-256 (hex) of the submitter's enrolment id (its certificate's
 ``hf.EnrollmentID``, else its CN), so all certificates of one enrolment are one worker; its id is
 ``"<msp id>:<enrolment#>"``. Concurrent submissions write disjoint keys and only read keys
 that change between rounds, so they never conflict with each other (MVCC).
+
+Workers: an organisation's admin registers its workers for a task (``RegisterWorkers``, at
+most the task's ``max_workers_per_org`` over the task's life; ``RemoveWorkers`` stops one
+without freeing its place), and only registered workers of allowed organisations submit,
+once per round. The ``fingerprint`` is the SHA-256 of an update's fixed-point values (what
+aggregation sees): the same content again from the same worker is a ``replay``, from another
+worker a ``copy``, and the first submitter keeps the credit. An all-zero update has no
+fingerprint and may be sent any number of times.
 
 Rounds: ``CreateTask`` opens round 1; workers ``SubmitUpdate`` to the open round; one
 ``AdvanceRound`` aggregates it, stores the new global model and opens the next round. A round
@@ -24,8 +35,10 @@ Every refusal is a `ChaincodeError` whose message starts with the check's name
 (``round-open: ...``) and whose payload is ``{"check": name}``.
 
 Queries never return more than one model or update: ``GetAudit`` is an index of records
-(about 0.6 KB per update) and the bytes come one by one from ``GetGlobalModel`` and
-``GetUpdate``, so an audit works for any model that fits a transaction.
+(about 0.6 KB per update) in pages of whole rounds (`AUDIT_PAGE_UPDATES` records at most,
+unless one round holds more) and the bytes come one by one from ``GetGlobalModel`` and
+``GetUpdate``, so an audit works for any number of rounds and any model that fits a
+transaction. ``GetContributions`` reads per-organisation totals that ``AdvanceRound`` keeps.
 
 Largest model that fits (measured on Fabric 3.1.5 as set up by `fedfabric.network`; the 50 MB
 commits re-measured on the pinned 3.0 snapshot 695dd57e; orderer ``AbsoluteMaxBytes`` 99 MiB,
@@ -78,13 +91,17 @@ from fedfabric.chaincode.fl._validation import (
     validator_from_settings,
 )
 
+AUDIT_PAGE_UPDATES = 1000
+
 _STATUS = {
     "role": 403,
     "authorised": 403,
+    "registered": 403,
     "coordinator": 403,
     "not-found": 404,
     "exists": 409,
     "replay": 409,
+    "copy": 409,
 }
 
 
@@ -122,11 +139,45 @@ def worker_id(msp_id: str, cert_pem: bytes) -> str:
     return _worker_id(msp_id, enrollment_id(x509.load_pem_x509_certificate(cert_pem)))[0]
 
 
+def worker_enrolment(cert_pem: bytes) -> str:
+    """The enrolment id an org admin registers for the holder of a certificate
+    (``RegisterWorkers``). Raises ValueError for a certificate without one."""
+    enrolment = enrollment_id(x509.load_pem_x509_certificate(cert_pem))
+    if not enrolment:
+        raise ValueError("the certificate has no enrolment id (hf.EnrollmentID or CN)")
+    return enrolment
+
+
 def _worker_id(msp_id: str, enrolment: str | None) -> tuple[str, str]:
     if not enrolment:
         raise ValueError(f"a {msp_id} certificate has no enrolment id (hf.EnrollmentID or CN)")
     enrolment_hash = hashlib.sha256(enrolment.encode()).hexdigest()
     return f"{msp_id}:{enrolment_hash}", enrolment_hash
+
+
+def _enrolments(spec: TaskSpec, enrolment_ids: list) -> list[str]:
+    """The distinct enrolment ids of a registry call, sorted; refused unless 1 to
+    ``max_workers_per_org`` non-empty strings of at most 256 characters."""
+    if not 1 <= len(enrolment_ids) <= spec.max_workers_per_org or not all(
+        isinstance(e, str) and 0 < len(e) <= 256 for e in enrolment_ids
+    ):
+        raise _refusal(
+            "enrolment-ids",
+            f"expected a list of 1..{spec.max_workers_per_org} enrolment ids (non-empty "
+            f"strings of at most 256 characters), got {str(enrolment_ids)[:200]}",
+        )
+    return sorted(set(enrolment_ids))
+
+
+def _repeat(first: Mapping, worker: str, fingerprint: str) -> tuple[str, str]:
+    """The refusal of content already on the record: a replay by its author, else a copy."""
+    where = f"round {first['round']} (tx {first['tx_id']})"
+    if first["worker"] == worker:
+        return "replay", f"{worker} already submitted this content in {where}"
+    return "copy", (
+        f"the content {fingerprint[:16]}… was first submitted by {first['worker']} in {where}, "
+        "who keeps the credit"
+    )
 
 
 def squared_norm(tensors: Mapping[str, np.ndarray]) -> int:
@@ -157,8 +208,10 @@ class FLContract(Contract):
     """The federated-learning contract; see the module docstring for the ledger layout.
 
     Settings: ``validator=module:function`` and ``validation_data=/path.npz`` configure
-    org-private validation (see `_validation`); ``msp_id`` names this org in refusals.
-    Tests may pass a `validator` callable directly.
+    org-private validation (see `_validation`); ``msp_id`` names this org in refusals;
+    ``max_concurrent_checks`` (default 2) bounds the updates decoded, checked and validated
+    at once, so memory stays about that many times 36 bytes per parameter however many
+    proposals arrive (the others wait). Tests may pass a `validator` callable directly.
 
     Example (a client)::
 
@@ -175,6 +228,12 @@ class FLContract(Contract):
             validator if validator is not None else validator_from_settings(self.settings)
         )
         self._baselines: dict[tuple[str, int, str], float] = {}
+        limit = self.settings.get("max_concurrent_checks", "2")
+        if not limit.isdigit() or int(limit) < 1:
+            raise ValueError(
+                f"setting max_concurrent_checks must be an integer >= 1, got {limit!r}"
+            )
+        self._checks = asyncio.Semaphore(int(limit))
 
     # -- ledger helpers ------------------------------------------------------------------
 
@@ -291,8 +350,8 @@ class FLContract(Contract):
             raise _refusal("round-open", f"round {round_no} of {task!r} is {state['status']}")
         identity = ctx.client_identity
         msp_id, subject = identity.msp_id, identity.id
-        if not spec.allows(msp_id, subject):
-            raise _refusal("authorised", f"{msp_id} {subject} may not submit to task {task!r}")
+        if msp_id not in spec.allowed_orgs:
+            raise _refusal("authorised", f"{msp_id} may not submit to task {task!r}")
         if not 1 <= num_samples <= spec.max_samples:
             raise _refusal(
                 "num-samples", f"num_samples must be in 1..{spec.max_samples}, got {num_samples}"
@@ -301,6 +360,14 @@ class FLContract(Contract):
             worker, enrolment_hash = _worker_id(msp_id, identity.enrollment_id)
         except ValueError as exc:
             raise _refusal("authorised", str(exc)) from exc
+        member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
+        if member is None or not member["active"]:
+            state_word = "was removed from" if member else "is not registered for"
+            raise _refusal(
+                "registered",
+                f"{worker} ({subject}) {state_word} task {task!r}; {msp_id}'s admin registers "
+                "workers with RegisterWorkers",
+            )
         parts = (task, _rnd(round_no), msp_id, enrolment_hash)
         sha256 = hashlib.sha256(update).hexdigest()
         previous = await self._get_json(ctx, "update", *parts)
@@ -312,48 +379,102 @@ class FLContract(Contract):
                     f"{previous['tx_id']} for round {round_no}",
                 )
             raise _refusal("one-per-round", f"{worker} already submitted to round {round_no}")
-        try:
-            tensors = await asyncio.to_thread(check_update, spec, update)
-        except FLError as exc:
-            raise _translate(exc) from exc
-        header = read_header(update)
-        digest = header["content_digest"]
-        first = await self._get_json(ctx, "digest", task, digest)
-        if first is not None:
-            raise _refusal(
-                "replay",
-                f"content {digest[:16]}… was already submitted by "
-                f"{first['worker']} in round {first['round']}",
+        async with self._checks:
+            try:
+                tensors = await asyncio.to_thread(check_update, spec, update)
+            except FLError as exc:
+                raise _translate(exc) from exc
+            names = [name for name, _ in spec.layout.tensors]
+            fingerprint = await asyncio.to_thread(fx.fingerprint, [tensors[n] for n in names])
+            if fingerprint is not None:
+                first = await self._get_json(ctx, "digest", task, fingerprint)
+                if first is not None:
+                    raise _refusal(*_repeat(first, worker, fingerprint))
+            # Read by every org, validator or not, so the read set never depends on the
+            # validator.
+            base = await self._model_bytes(ctx, task, round_no - 1)
+            header = read_header(update)
+            record = {
+                "digest": header["content_digest"],
+                "fingerprint": fingerprint,
+                "msp_id": msp_id,
+                "num_samples": num_samples,
+                "quantization": header["quantization"],
+                "round": round_no,
+                "sha256": sha256,
+                "size": len(update),
+                "subject": subject,
+                "task": task,
+                "tx_id": ctx.stub.tx_id,
+                "worker": worker,
+            }
+            await ctx.stub.put_state(self._key(ctx, "blob", *parts), update)
+            await self._put_json(ctx, record, "update", *parts)
+            if fingerprint is not None:
+                first = {"round": round_no, "tx_id": ctx.stub.tx_id, "worker": worker}
+                await self._put_json(ctx, first, "digest", task, fingerprint)
+            await self._put_json(ctx, record, "worker", task, msp_id, enrolment_hash)
+            ctx.stub.set_event(
+                "UpdateSubmitted",
+                canonical_json(
+                    {k: record[k] for k in ("digest", "num_samples", "round", "task", "worker")}
+                ),
             )
-        # Read by every org, validator or not, so the read set never depends on the validator.
-        base = await self._model_bytes(ctx, task, round_no - 1)
-        record = {
-            "digest": digest,
-            "msp_id": msp_id,
-            "num_samples": num_samples,
-            "quantization": header["quantization"],
-            "round": round_no,
-            "sha256": sha256,
-            "size": len(update),
-            "subject": subject,
-            "task": task,
-            "tx_id": ctx.stub.tx_id,
-            "worker": worker,
-        }
-        await ctx.stub.put_state(self._key(ctx, "blob", *parts), update)
-        await self._put_json(ctx, record, "update", *parts)
-        await self._put_json(ctx, {"round": round_no, "worker": worker}, "digest", task, digest)
-        await self._put_json(ctx, record, "worker", task, msp_id, enrolment_hash)
-        ctx.stub.set_event(
-            "UpdateSubmitted",
-            canonical_json(
-                {k: record[k] for k in ("digest", "num_samples", "round", "task", "worker")}
-            ),
-        )
-        # Every read and write is decided above; the private check can only refuse.
-        if self._validator is not None and spec.validation_threshold is not None:
-            await self._validate(spec, round_no, base, tensors, worker)
+            # Every read and write is decided above; the private check can only refuse.
+            if self._validator is not None and spec.validation_threshold is not None:
+                await self._validate(spec, round_no, base, tensors, worker)
         return record
+
+    @submit
+    async def RegisterWorkers(self, ctx: Context, task: str, enrolment_ids: list) -> dict:
+        """Register workers of the caller's organisation for `task` (that org's admins
+        only): each by its enrolment id (``hf.EnrollmentID``, else the CN of its
+        certificates). Registering an active worker again changes nothing; a removed one is
+        active again. Refused (``registry-full``) past the task's ``max_workers_per_org``,
+        counted over the task's life. Returns the org's workers and its count."""
+        spec, _ = await self._task(ctx, task)
+        self._require_admin(ctx, "RegisterWorkers")
+        msp_id = ctx.client_identity.msp_id
+        if msp_id not in spec.allowed_orgs:
+            raise _refusal("authorised", f"{msp_id} is not an allowed organisation of {task!r}")
+        counter = await self._get_json(ctx, "members", task, msp_id) or {"registered": 0}
+        workers = []
+        for enrolment in _enrolments(spec, enrolment_ids):
+            worker, enrolment_hash = _worker_id(msp_id, enrolment)
+            member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
+            if member is None:
+                counter["registered"] += 1
+                member = {"registered_tx": ctx.stub.tx_id, "worker": worker}
+            member = {**member, "active": True, "changed_tx": ctx.stub.tx_id}
+            await self._put_json(ctx, member, "member", task, msp_id, enrolment_hash)
+            workers.append(worker)
+        if counter["registered"] > spec.max_workers_per_org:
+            raise _refusal(
+                "registry-full",
+                f"{msp_id} would have registered {counter['registered']} workers for {task!r}; "
+                f"the task allows {spec.max_workers_per_org} per organisation",
+            )
+        await self._put_json(ctx, counter, "members", task, msp_id)
+        return {"msp_id": msp_id, "registered": counter["registered"], "workers": workers}
+
+    @submit
+    async def RemoveWorkers(self, ctx: Context, task: str, enrolment_ids: list) -> dict:
+        """Stop registered workers of the caller's organisation from submitting to `task`
+        (that org's admins only). Their updates so far stay on the record; their places in
+        ``max_workers_per_org`` are not freed."""
+        spec, _ = await self._task(ctx, task)
+        self._require_admin(ctx, "RemoveWorkers")
+        msp_id = ctx.client_identity.msp_id
+        removed = []
+        for enrolment in _enrolments(spec, enrolment_ids):
+            _, enrolment_hash = _worker_id(msp_id, enrolment)
+            member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
+            if member is None:
+                raise _refusal("not-found", f"{enrolment!r} is not a registered {msp_id} worker")
+            member = {**member, "active": False, "changed_tx": ctx.stub.tx_id}
+            await self._put_json(ctx, member, "member", task, msp_id, enrolment_hash)
+            removed.append(member["worker"])
+        return {"msp_id": msp_id, "removed": removed}
 
     async def _validate(
         self,
@@ -407,6 +528,14 @@ class FLContract(Contract):
                 "min-updates",
                 f"round {round_no} has {len(submissions)} of {spec.min_updates} updates",
             )
+        orgs = sorted({record["msp_id"] for record, _ in submissions})
+        needed = spec.build_rule().min_updates
+        if spec.weighting == "org" and len(orgs) < needed:
+            raise _refusal(
+                "min-updates",
+                f"round {round_no} has updates from {len(orgs)} organisations; rule "
+                f"{spec.rule!r} over organisations needs {needed}",
+            )
         try:
             model, result = await asyncio.to_thread(aggregate_round, spec, base, submissions)
         except FLError as exc:
@@ -425,6 +554,7 @@ class FLContract(Contract):
             "updates": updates,
         }
         await self._put_json(ctx, state, "round", task, _rnd(round_no))
+        await self._count_contributions(ctx, task, submissions, record)
         if nxt is not None:
             await self._open(ctx, task, nxt)
         ctx.stub.set_event(
@@ -441,6 +571,32 @@ class FLContract(Contract):
             ),
         )
         return record
+
+    async def _count_contributions(
+        self, ctx: Context, task: str, submissions: list, record: Mapping
+    ) -> None:
+        totals: dict[str, dict[str, int]] = {}
+        for update, _ in submissions:
+            org = await self._contribution(ctx, task, update["msp_id"], totals)
+            org["updates"] += 1
+            org["samples"] += update["num_samples"]
+        for worker in record["used"]:
+            (await self._contribution(ctx, task, worker.rpartition(":")[0], totals))["used"] += 1
+        for item in record["excluded"]:
+            org = await self._contribution(ctx, task, item["id"].rpartition(":")[0], totals)
+            org["excluded"] += 1
+        for msp_id, counts in sorted(totals.items()):
+            await self._put_json(ctx, counts, "contrib", task, msp_id)
+
+    async def _contribution(self, ctx: Context, task: str, msp_id: str, totals: dict) -> dict:
+        if msp_id not in totals:
+            totals[msp_id] = await self._get_json(ctx, "contrib", task, msp_id) or {
+                "excluded": 0,
+                "samples": 0,
+                "updates": 0,
+                "used": 0,
+            }
+        return totals[msp_id]
 
     async def _open(self, ctx: Context, task: str, round_no: int) -> None:
         state = {"opened_tx": ctx.stub.tx_id, "round": round_no, "status": "open", "task": task}
@@ -493,25 +649,30 @@ class FLContract(Contract):
 
     @evaluate
     async def GetContributions(self, ctx: Context, task: str) -> dict:
-        """Per org: updates submitted, samples claimed, updates used and excluded."""
-        await self._task(ctx, task)
-        orgs: dict[str, dict[str, int]] = {}
-
-        def org(worker_or_msp: str) -> dict[str, int]:
-            msp = worker_or_msp.rpartition(":")[0] or worker_or_msp
-            return orgs.setdefault(msp, {"excluded": 0, "samples": 0, "updates": 0, "used": 0})
-
-        for _, value in await self._scan(ctx, "update", task):
-            record = json.loads(value)
-            org(record["msp_id"])["updates"] += 1
-            org(record["msp_id"])["samples"] += record["num_samples"]
-        for _, value in await self._scan(ctx, "aggregate", task):
-            record = json.loads(value)
-            for worker in record["used"]:
-                org(worker)["used"] += 1
-            for item in record["excluded"]:
-                org(item["id"])["excluded"] += 1
+        """Per org, over the aggregated rounds: updates, samples claimed, updates used and
+        excluded (totals ``AdvanceRound`` keeps, so this reads one key per org)."""
+        spec, _ = await self._task(ctx, task)
+        orgs = {}
+        for msp_id in spec.allowed_orgs:
+            counts = await self._get_json(ctx, "contrib", task, msp_id)
+            if counts is not None:
+                orgs[msp_id] = counts
         return {"orgs": orgs, "task": task}
+
+    @evaluate
+    async def GetWorkers(self, ctx: Context, task: str) -> dict:
+        """The task's registry: per org, its registered workers (active or removed) and how
+        many places of ``max_workers_per_org`` it has used."""
+        spec, _ = await self._task(ctx, task)
+        orgs = {}
+        for msp_id in spec.allowed_orgs:
+            counter = await self._get_json(ctx, "members", task, msp_id)
+            members = [json.loads(v) for _, v in await self._scan(ctx, "member", task, msp_id)]
+            orgs[msp_id] = {
+                "registered": counter["registered"] if counter else 0,
+                "workers": members,
+            }
+        return {"max_workers_per_org": spec.max_workers_per_org, "orgs": orgs, "task": task}
 
     @evaluate
     async def GetUpdate(self, ctx: Context, task: str, round_no: int, worker: str) -> bytes:
@@ -526,23 +687,39 @@ class FLContract(Contract):
         return blob
 
     @evaluate
-    async def GetAudit(self, ctx: Context, task: str) -> dict:
-        """The audit index of a task: its record and, per round, state, aggregate and records.
+    async def GetAudit(self, ctx: Context, task: str, from_round: int) -> dict:
+        """One page of the audit index of a task: its record and, from round `from_round`
+        on, each round's state, aggregate and update records, whole rounds up to
+        `AUDIT_PAGE_UPDATES` records (at least one round). ``next_round`` is where the next
+        page starts, null after the last round that was opened.
 
-        No bytes travel in it (about 0.6 KB per update), so it stays far below gRPC message
-        limits; an auditor fetches each model with ``GetGlobalModel`` and each update with
-        ``GetUpdate`` and hands all three to `verify_audit`.
+        No bytes travel in it (about 0.6 KB per update); an auditor fetches each model with
+        ``GetGlobalModel`` and each update with ``GetUpdate`` and hands all three to
+        `verify_audit`.
         """
-        _, stored = await self._task(ctx, task)
-        rounds = []
-        for parts, value in await self._scan(ctx, "round", task):
-            records = await self._scan(ctx, "update", task, parts[1])
+        spec, stored = await self._task(ctx, task)
+        if from_round < 1:
+            raise _refusal("round", f"from_round must be >= 1, got {from_round}")
+        rounds: list[dict] = []
+        records = 0
+        round_no = from_round
+        while round_no <= spec.rounds:
+            state = await self._round(ctx, task, round_no)
+            if state["status"] == "new":
+                break
+            updates = [
+                json.loads(v) for _, v in await self._scan(ctx, "update", task, _rnd(round_no))
+            ]
+            if rounds and records + len(updates) > AUDIT_PAGE_UPDATES:
+                return {"next_round": round_no, "rounds": rounds, "task": stored}
+            records += len(updates)
             rounds.append(
                 {
-                    "aggregate": await self._get_json(ctx, "aggregate", task, parts[1]),
-                    "round": int(parts[1]),
-                    "state": json.loads(value),
-                    "updates": [json.loads(raw) for _, raw in records],
+                    "aggregate": await self._get_json(ctx, "aggregate", task, _rnd(round_no)),
+                    "round": round_no,
+                    "state": state,
+                    "updates": updates,
                 }
             )
-        return {"rounds": rounds, "task": stored}
+            round_no += 1
+        return {"next_round": None, "rounds": rounds, "task": stored}

@@ -22,6 +22,7 @@ cannot change a single bit: every endorsing peer computes the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -58,6 +59,20 @@ def to_fixed(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return scaled.astype(np.int64)
     out[...] = scaled.reshape(out.shape)
     return out
+
+
+def fingerprint(arrays: Sequence[np.ndarray]) -> str | None:
+    """SHA-256 (hex) of `arrays` as aggregation sees them: their fixed-point values, in
+    order, with their shapes. Two updates with the same fingerprint aggregate identically
+    (a copy moved by less than the resolution has the same one). None when every value is
+    zero, the update that changes nothing."""
+    digest, zero = hashlib.sha256(), True
+    for array in arrays:
+        q = to_fixed(array)
+        zero = zero and not q.any()
+        digest.update(repr(q.shape).encode())
+        digest.update(q.astype("<i8").tobytes())
+    return None if zero else digest.hexdigest()
 
 
 def from_fixed(q: np.ndarray) -> np.ndarray:

@@ -12,9 +12,13 @@ Task JSON (fields without a default are required)::
                                                    # update may claim (its aggregation weight)
       "norm_bound": 10.0,                          # L2 bound of each update, <= 32768
       "max_update_bytes": 1000000,                 # at most MAX_UPDATE_BYTES
-      "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
-      "allowed_orgs": ["Org1MSP", "Org2MSP"],
-      "allowed_clients": [{"msp_id": "Org1MSP", "subject": "CN=worker1,..."}],   # default []
+      "aggregation": {"rule": "median", "params": {}},
+      "weighting": "org",                          # default "org": the rule runs over one
+                                                   # merged update per organisation; or
+                                                   # "samples" / "equal" (per update)
+      "allowed_orgs": ["Org1MSP", "Org2MSP", "Org3MSP"],
+      "max_workers_per_org": 10,                   # default 10, at most 1000: the workers
+                                                   # each org's admin may register
       "coordinators": ["Org1MSP"],                 # default []: the creating organisation;
                                                    # whose admins may advance rounds
       "validation_threshold": 0.05,                # default null: no org-private validation;
@@ -25,6 +29,17 @@ Task JSON (fields without a default are required)::
     }
 
 The initial global model travels as a separate bytes argument of ``CreateTask``.
+
+Who submits: only workers that their own organisation's admin registered for the task
+(``RegisterWorkers``), at most ``max_workers_per_org`` per organisation over the task's life,
+each at most once per round. So a round holds at most ``len(allowed_orgs) *
+max_workers_per_org`` updates (`TaskSpec.max_round_updates`), and `TaskSpec.from_json` refuses
+a task whose aggregation at that size could exceed `AGGREGATION_BUDGET_S` (by the rule's
+`Rule.cost`) or whose sample weights could overflow the fixed-point sums.
+
+The default is the safe one against one malicious organisation of three: with
+``weighting: "org"`` an organisation has one row however many identities it registers, and
+``median`` over three rows ignores the one that is off.
 
 `MAX_UPDATE_BYTES` is the largest update (and float32 global model) a transaction can carry
 on our network; `TaskSpec.from_json` refuses a ``max_update_bytes`` above it and a layout whose
@@ -40,10 +55,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fedfabric.chaincode.fl._aggregation import Rule, make_rule
+from fedfabric.chaincode.fl._aggregation import (
+    AGGREGATION_BUDGET_S,
+    NS_PER_CELL,
+    WEIGHTINGS,
+    Rule,
+    make_rule,
+)
 from fedfabric.chaincode.fl._encoding import Layout, encoded_size
 from fedfabric.chaincode.fl._errors import AggregationError, TaskError, UpdateError
-from fedfabric.chaincode.fl._fixedpoint import MAX_ABS
+from fedfabric.chaincode.fl._fixedpoint import MAX_ABS, MAX_TOTAL_WEIGHT
 from fedfabric.chaincode.fl._models import model_layout
 
 # Measured on Fabric 3.1.5 and the 3.0 snapshot 695dd57e (fedfabric.chaincode.fl._contract): a
@@ -54,6 +75,8 @@ MAX_UPDATE_BYTES = 50_000_000
 # 2**31). Claims weigh FedAvg and Multi-Krum: the bound keeps weights and their sum finite and
 # far from overflow, but does not stop one large claim outweighing small ones.
 DEFAULT_MAX_SAMPLES = 1_000_000
+DEFAULT_MAX_WORKERS_PER_ORG = 10
+MAX_WORKERS_PER_ORG = 1000
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FIELDS = {
@@ -65,8 +88,9 @@ _FIELDS = {
     "norm_bound",
     "max_update_bytes",
     "aggregation",
+    "weighting",
     "allowed_orgs",
-    "allowed_clients",
+    "max_workers_per_org",
     "coordinators",
     "validation_threshold",
     "model",
@@ -121,8 +145,9 @@ class TaskSpec:
     max_update_bytes: int
     rule: str
     rule_params: tuple[tuple[str, Any], ...]
+    weighting: str
     allowed_orgs: tuple[str, ...]
-    allowed_clients: tuple[tuple[str, str], ...]
+    max_workers_per_org: int
     coordinators: tuple[str, ...]
     validation_threshold: float | None
     model: Mapping[str, Any] | None = None
@@ -157,14 +182,9 @@ class TaskSpec:
         params = aggregation.get("params", {})
         if not isinstance(params, Mapping):
             raise TaskError("aggregation", "'params' must be an object")
-        clients = obj.get("allowed_clients", [])
-        if not isinstance(clients, list) or not all(
-            isinstance(c, Mapping)
-            and set(c) == {"msp_id", "subject"}
-            and all(isinstance(v, str) and v for v in c.values())
-            for c in clients
-        ):
-            raise TaskError("allowed_clients", "must be a list of {'msp_id', 'subject'}")
+        weighting = obj.get("weighting", "org")
+        if weighting not in WEIGHTINGS:
+            raise TaskError("weighting", f"must be one of {list(WEIGHTINGS)}, got {weighting!r}")
         threshold = obj.get("validation_threshold")
         if threshold is not None and (
             isinstance(threshold, bool)
@@ -185,14 +205,31 @@ class TaskSpec:
             max_update_bytes=_int(obj, "max_update_bytes", 1),
             rule=str(aggregation.get("rule")),
             rule_params=tuple(sorted(params.items())),
+            weighting=weighting,
             allowed_orgs=_strings(obj, "allowed_orgs"),
-            allowed_clients=tuple(sorted({(c["msp_id"], c["subject"]) for c in clients})),
+            max_workers_per_org=_int(
+                {"max_workers_per_org": DEFAULT_MAX_WORKERS_PER_ORG, **obj},
+                "max_workers_per_org",
+                1,
+            ),
             coordinators=tuple(coordinators),
             validation_threshold=None if threshold is None else float(threshold),
             model=_model(obj.get("model"), layout),
         )
         if spec.max_samples >= 2**31:
             raise TaskError("max_samples", f"must be below 2**31, got {spec.max_samples}")
+        if spec.max_workers_per_org > MAX_WORKERS_PER_ORG:
+            raise TaskError(
+                "max_workers_per_org",
+                f"must be at most {MAX_WORKERS_PER_ORG}, got {spec.max_workers_per_org}",
+            )
+        if spec.max_round_updates * spec.max_samples >= MAX_TOTAL_WEIGHT:
+            raise TaskError(
+                "max_samples",
+                f"{spec.max_round_updates} updates of up to {spec.max_samples} samples could "
+                f"overflow the aggregation's weight sum (limit 2**40); lower max_samples or "
+                "max_workers_per_org",
+            )
         if spec.max_update_bytes > MAX_UPDATE_BYTES:
             raise TaskError(
                 "max_update_bytes",
@@ -210,10 +247,25 @@ class TaskSpec:
             strategy = spec.build_rule()
         except AggregationError as exc:
             raise TaskError("aggregation", str(exc)) from exc
-        if spec.min_updates < strategy.min_updates:
+        if spec.weighting == "org" and len(spec.allowed_orgs) < strategy.min_updates:
+            raise TaskError(
+                "allowed_orgs",
+                f"rule {spec.rule!r} with weighting 'org' needs at least "
+                f"{strategy.min_updates} organisations, the task allows {len(spec.allowed_orgs)}",
+            )
+        if spec.weighting != "org" and spec.min_updates < strategy.min_updates:
             raise TaskError(
                 "min_updates",
                 f"rule {spec.rule!r} needs at least {strategy.min_updates}, got {spec.min_updates}",
+            )
+        seconds = spec.aggregation_cost(strategy)
+        if seconds > AGGREGATION_BUDGET_S:
+            raise TaskError(
+                "max_workers_per_org",
+                f"aggregating a full round ({spec.max_round_updates} updates of "
+                f"{layout.size} parameters, rule {spec.rule!r}, weighting {spec.weighting!r}) "
+                f"could take {seconds:.1f}s, over the {AGGREGATION_BUDGET_S:g}s budget; "
+                "allow fewer workers per organisation or use a smaller model",
             )
         return spec
 
@@ -224,16 +276,17 @@ class TaskSpec:
         """
         data = {
             "aggregation": {"params": dict(self.rule_params), "rule": self.rule},
-            "allowed_clients": [{"msp_id": m, "subject": s} for m, s in self.allowed_clients],
             "allowed_orgs": list(self.allowed_orgs),
             "id": self.id,
             "layout": self.layout.to_json(),
             "max_samples": self.max_samples,
             "max_update_bytes": self.max_update_bytes,
+            "max_workers_per_org": self.max_workers_per_org,
             "min_updates": self.min_updates,
             "norm_bound": self.norm_bound,
             "rounds": self.rounds,
             "validation_threshold": self.validation_threshold,
+            "weighting": self.weighting,
         }
         if self.model is not None:
             data["model"] = json.loads(json.dumps(self.model))
@@ -245,11 +298,18 @@ class TaskSpec:
         """The task's aggregation rule. Raises `AggregationError` if it cannot be built."""
         return make_rule(self.rule, dict(self.rule_params))
 
-    def allows(self, msp_id: str, subject: str) -> bool:
-        """Whether the identity (MSP id, X.509 subject) may submit updates."""
-        if msp_id not in self.allowed_orgs:
-            return False
-        return not self.allowed_clients or (msp_id, subject) in self.allowed_clients
+    @property
+    def max_round_updates(self) -> int:
+        """The most updates one round can hold (each allowed org's registry full)."""
+        return len(self.allowed_orgs) * self.max_workers_per_org
+
+    def aggregation_cost(self, rule: Rule | None = None) -> float:
+        """Estimated seconds to aggregate a full round (`Rule.cost`, plus the per-org merge)."""
+        rule = rule or self.build_rule()
+        size, n = self.layout.size, self.max_round_updates
+        if self.weighting != "org":
+            return rule.cost(n, size)
+        return NS_PER_CELL * n * size * 1e-9 + rule.cost(len(self.allowed_orgs), size)
 
 
 def task_drivers(record: Mapping[str, Any]) -> tuple[str, ...]:

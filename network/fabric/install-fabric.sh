@@ -87,6 +87,13 @@ main() {
     return
   fi
   local home=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/fedfabric/fabric-3.0-snapshot-$COMMIT}
+  mkdir -p "$(dirname "$home")"
+  # One build at a time: a second setup (another checkout, say) waits for the first.
+  exec 9>"$home.lock"
+  if ! flock -n 9; then
+    say "another install of $LABEL is running; waiting for it"
+    flock 9
+  fi
   if installed "$home"; then
     say "$LABEL already installed in $home"
   else

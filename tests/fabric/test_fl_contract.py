@@ -28,6 +28,7 @@ from fedfabric.chaincode.fl import (
     make_rule,
     read_header,
     verify_audit,
+    worker_enrolment,
 )
 from fedfabric.gateway import Contract, EndorseError, EvaluateError, connect_profile
 from fedfabric.network import FabricNetwork
@@ -96,11 +97,27 @@ def task_spec(task_id: str, **overrides) -> dict:
     return {**spec, **overrides}
 
 
-async def open_task(fl: Contracts, spec: dict) -> None:
-    """Create the task as Transport's admin (which opens round 1)."""
+async def open_task(
+    fl: Contracts,
+    network: FabricNetwork,
+    spec: dict,
+    workers: dict[str, list[str]] | None = None,
+) -> None:
+    """Create the task as Transport's admin (which opens round 1); then each allowed org's
+    admin registers its `workers` (default: User1 and User2)."""
     admin = await fl("transport", "Admin")
     initial = encode_model({"w": TRUE_WEIGHTS}, LAYOUT_OBJ)
     await admin.submit("CreateTask", [json.dumps(spec), initial])
+    await network.wait_synced()  # every org's peer endorses the registrations
+    for org, msp_id in ORGS.items():
+        users = (workers or {}).get(org, ["User1", "User2"] if workers is None else [])
+        if msp_id in spec["allowed_orgs"] and users:
+            ids = [enrolment(network, org, user) for user in users]
+            await (await fl(org, "Admin")).submit("RegisterWorkers", [spec["id"], json.dumps(ids)])
+
+
+def enrolment(network: FabricNetwork, org: str, user: str) -> str:
+    return worker_enrolment(network.identity(org, user).cert.read_bytes())
 
 
 async def submit(contract: Contract, task: str, update: bytes, samples: int = 10) -> dict:
@@ -118,8 +135,8 @@ def refusals(error: EndorseError | EvaluateError) -> dict[str, str]:
     return {d.msp_id: d.message for d in error.details}
 
 
-async def test_a_good_update_commits_and_is_listed(fl) -> None:
-    await open_task(fl, task_spec("good"))
+async def test_a_good_update_commits_and_is_listed(fl, network) -> None:
+    await open_task(fl, network, task_spec("good"))
 
     record = await submit(await fl(), "good", delta(seed=1), samples=25)
 
@@ -127,8 +144,8 @@ async def test_a_good_update_commits_and_is_listed(fl) -> None:
     assert await round_workers(fl, "good") == [record["worker"]]
 
 
-async def test_update_refused_by_one_org_commits_with_the_other_two(fl) -> None:
-    await open_task(fl, task_spec("one-refuses"))
+async def test_update_refused_by_one_org_commits_with_the_other_two(fl, network) -> None:
+    await open_task(fl, network, task_spec("one-refuses"))
     bad_for_energy = delta(seed=2, direction=ENERGY_ONLY)
     contract = await fl()
     args = ["one-refuses", "1", bad_for_energy, "10"]
@@ -147,9 +164,9 @@ async def test_update_refused_by_one_org_commits_with_the_other_two(fl) -> None:
 
 
 async def test_update_refused_by_two_orgs_never_commits_and_both_reasons_reach_the_client(
-    fl,
+    fl, network
 ) -> None:
-    await open_task(fl, task_spec("two-refuse"))
+    await open_task(fl, network, task_spec("two-refuse"))
 
     with pytest.raises(EndorseError) as info:
         await submit(await fl(), "two-refuse", delta(seed=3, direction=ENERGY_AND_HEALTH))
@@ -183,9 +200,11 @@ def with_nan(update: bytes) -> bytes:
         ("garbage", lambda: b"not an update", "format: 13 bytes is shorter than"),
     ],
 )
-async def test_malformed_update_is_refused_by_the_first_endorser(fl, case, make, check) -> None:
+async def test_malformed_update_is_refused_by_the_first_endorser(
+    fl, network, case, make, check
+) -> None:
     task = f"malformed-{case}"
-    await open_task(fl, task_spec(task))
+    await open_task(fl, network, task_spec(task))
 
     with pytest.raises(EndorseError) as info:
         await submit(await fl(), task, make())
@@ -195,8 +214,8 @@ async def test_malformed_update_is_refused_by_the_first_endorser(fl, case, make,
     assert await round_workers(fl, task) == []
 
 
-async def test_replayed_update_is_refused_for_its_author_and_for_a_copier(fl) -> None:
-    await open_task(fl, task_spec("replay"))
+async def test_replayed_update_is_refused_for_its_author_and_for_a_copier(fl, network) -> None:
+    await open_task(fl, network, task_spec("replay"))
     update = delta(seed=5)
     first = await submit(await fl("transport", "User1"), "replay", update)
 
@@ -206,19 +225,14 @@ async def test_replayed_update_is_refused_for_its_author_and_for_a_copier(fl) ->
         await submit(await fl("transport", "User2"), "replay", update)
 
     assert "replay: identical update already recorded" in refusals(again.value)["TransportMSP"]
-    assert f"already submitted by {first['worker']}" in refusals(copied.value)["TransportMSP"]
+    assert "copy: the content" in refusals(copied.value)["TransportMSP"]
+    assert f"first submitted by {first['worker']}" in refusals(copied.value)["TransportMSP"]
     assert await round_workers(fl, "replay") == [first["worker"]]
 
 
 async def test_unauthorised_identities_are_refused(fl, network) -> None:
-    spec = task_spec(
-        "authorised",
-        allowed_orgs=["EnergyMSP", "TransportMSP"],
-        allowed_clients=[
-            {"msp_id": "TransportMSP", "subject": subject(network, "transport", "User1")}
-        ],
-    )
-    await open_task(fl, spec)
+    spec = task_spec("authorised", allowed_orgs=["EnergyMSP", "TransportMSP"])
+    await open_task(fl, network, spec, workers={"transport": ["User1"]})
 
     with pytest.raises(EndorseError) as other_user:
         await submit(await fl("transport", "User2"), "authorised", delta(seed=6))
@@ -228,16 +242,25 @@ async def test_unauthorised_identities_are_refused(fl, network) -> None:
         await (await fl("transport", "User1")).submit("AdvanceRound", ["authorised", "1"])
     allowed = await submit(await fl("transport", "User1"), "authorised", delta(seed=8))
 
-    assert "authorised: TransportMSP CN=User2" in refusals(other_user.value)["TransportMSP"]
+    assert "is not registered for task" in refusals(other_user.value)["TransportMSP"]
+    assert subject(network, "transport", "User2") in refusals(other_user.value)["TransportMSP"]
     assert "authorised: HealthMSP" in refusals(other_org.value)["HealthMSP"]
     assert "role: AdvanceRound needs an admin" in refusals(not_admin.value)["TransportMSP"]
     assert await round_workers(fl, "authorised") == [allowed["worker"]]
 
 
-async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(fl) -> None:
+async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(fl, network) -> None:
     rule = {"rule": "multi-krum", "params": {"f": 1, "m": 3}}
     await open_task(
-        fl, task_spec("aggregate", aggregation=rule, min_updates=5, validation_threshold=None)
+        fl,
+        network,
+        task_spec(
+            "aggregate",
+            aggregation=rule,
+            min_updates=5,
+            validation_threshold=None,
+            weighting="samples",  # Multi-Krum over five updates: three orgs are too few rows
+        ),
     )
     workers = [
         ("transport", "User1"),
@@ -286,7 +309,7 @@ async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(f
 
 
 async def test_paginated_audit_recomputes_every_round(fl, network: FabricNetwork) -> None:
-    await open_task(fl, task_spec("audit", validation_threshold=None, rounds=2))
+    await open_task(fl, network, task_spec("audit", validation_threshold=None, rounds=2))
     admin = await fl("transport", "Admin")
     workers = [await fl(org, "User1") for org in ORGS]
     for round_no in (1, 2):
@@ -302,7 +325,8 @@ async def test_paginated_audit_recomputes_every_round(fl, network: FabricNetwork
     await network.wait_synced()  # Health reads what Transport's admin just committed
     contract = await fl("health", "User2")
 
-    audit = json.loads(await contract.evaluate("GetAudit", ["audit"]))
+    audit = json.loads(await contract.evaluate("GetAudit", ["audit", "1"]))
+    assert audit["next_round"] is None
     models = {r: await contract.evaluate("GetGlobalModel", ["audit", str(r)]) for r in (0, 1, 2)}
     updates = {
         (entry["round"], u["worker"]): await contract.evaluate(

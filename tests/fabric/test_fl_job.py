@@ -71,8 +71,9 @@ async def test_small_run_learns_and_equals_the_run_without_ledger(
     assert report.rounds[-1].accuracy > report.initial_accuracy + 0.3
     assert report.rounds[-1].accuracy == report.baseline_final_accuracy
     assert [r.committed for r in report.rounds] == [6, 6]
-    # Per round 6 updates and one AdvanceRound (CreateTask, which opened round 1, came before).
-    assert report.ledger.transactions == report.ledger.valid_transactions == 2 * (6 + 1)
+    # Each org's admin registers its workers, then per round 6 updates and one AdvanceRound
+    # (CreateTask, which opened round 1, came before).
+    assert report.ledger.transactions == report.ledger.valid_transactions == 3 + 2 * (6 + 1)
     assert report.ledger.bytes > report.ledger.ledger_update_bytes > 0
     for name in ("report.md", "rounds.csv", "summary.json", "accuracy.png", "final_model.bin"):
         assert (tmp_path / name).stat().st_size > 0
@@ -82,7 +83,8 @@ async def test_small_run_learns_and_equals_the_run_without_ledger(
 async def test_a_robust_strategy_keeps_accuracy_under_sign_flip_where_fedavg_drops(
     network: FabricNetwork, tmp_path: Path
 ) -> None:
-    attacked = {"rounds": 3, "attack": "sign_flip", "malicious": 0.3}
+    # Rules over single updates: Multi-Krum with f = 3 needs nine rows, there are three orgs.
+    attacked = {"rounds": 3, "attack": "sign_flip", "malicious": 0.3, "weighting": "samples"}
     accuracy = {}
     for strategy, params in [("fedavg", {}), ("multi-krum", {"f": 3, "m": 5})]:
         config = RunConfig(strategy=strategy, strategy_params=params, **attacked)
@@ -98,7 +100,7 @@ async def test_a_robust_strategy_keeps_accuracy_under_sign_flip_where_fedavg_dro
     clean = (
         (
             await run_job(
-                RunConfig(rounds=3),
+                RunConfig(rounds=3, weighting="samples"),
                 RunOptions(task="job-clean", baseline=False, report_dir=tmp_path / "clean"),
                 network,
                 say=say,

@@ -107,6 +107,10 @@ def envelope_of(block_: common_pb2.Block, transaction_id: str) -> common_pb2.Env
     raise AssertionError(f"transaction {transaction_id} not in block {block_.header.number}")
 
 
+def peer_named(network: FabricNetwork, host: str) -> Any:
+    return next(p for p in network.topology.peers if p.host == host)
+
+
 def peer_of(network: FabricNetwork, msp_id: str) -> str:
     return next(
         p.host for p in network.topology.peers if network.topology.org(p.org).msp_id == msp_id
@@ -483,6 +487,39 @@ async def test_one_orgs_peer_down_still_commits(network: FabricNetwork, contract
 
     assert result == b"committed"
     assert await contract.evaluate("Get", ["health-down"]) == b"committed"
+
+
+async def test_submit_with_sync_orgs_returns_once_each_org_has_the_block(
+    network: FabricNetwork, contract: Contract
+) -> None:
+    health = peer_of(network, "HealthMSP")
+    await network.stop_node(health)  # Health cannot get the block while it is down
+    try:
+        submit = asyncio.create_task(
+            contract.submit(
+                "Put",
+                ["synced", "yes"],
+                endorsing_orgs=["TransportMSP", "EnergyMSP"],
+                sync_orgs=["TransportMSP", "EnergyMSP", "HealthMSP"],
+            )
+        )
+        async with asyncio.timeout(BOUND):
+            while True:  # until it is committed at Transport
+                with contextlib.suppress(EvaluateError):
+                    if await contract.evaluate("Get", ["synced"]) == b"yes":
+                        break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(2)
+        assert not submit.done()  # still waiting for Health
+        height_at_transport = await network.height(
+            peer_named(network, peer_of(network, "TransportMSP"))
+        )
+    finally:
+        await network.start_node(health)
+    async with asyncio.timeout(BOUND):
+        assert await submit == b"yes"
+    assert await network.height(peer_named(network, health)) >= height_at_transport
+    await network.wait_endorsable("kv")
 
 
 async def test_policy_unsatisfiable_is_an_endorse_error_with_per_peer_details(

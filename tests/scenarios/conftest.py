@@ -32,6 +32,11 @@ class MemoryTeam:
     async def admin(self) -> Ledger:
         return self.world.ledger(fake_identity("Org1MSP", role="admin", name="admin"))
 
+    async def registrars(self) -> list[Ledger]:
+        return [
+            self.world.ledger(fake_identity(m, role="admin", name="admin")) for m in self.msp_ids
+        ]
+
     async def workers(self, fed: Federation, resources: WorkerResources) -> list[Worker]:
         _, creators = identities(fed.config)
         return federation_workers(
@@ -66,6 +71,9 @@ class FabricTeam:
 
     async def admin(self) -> Ledger:
         return await self.clients.admin_ledger("energy")
+
+    async def registrars(self) -> list[Ledger]:
+        return [await self.clients.admin_ledger(o) for o in self.clients.org_names(3)]
 
     async def workers(self, fed: Federation, resources: WorkerResources) -> list[Worker]:
         return await self.clients.federation_workers(fed, resources=resources, retry=RETRY)

@@ -28,6 +28,7 @@ def test_a_yaml_file_sets_every_field(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(
         "rounds: 3\nalpha: 0.5\nstrategy: multi-krum\nstrategy_params: {f: 2, m: 4}\n"
+        "weighting: samples\n"
         "attack: sign_flip\nmalicious: 0.3\nquantization: int8\ncompression: zlib\n"
         "model: {arch: cnn, input: [1, 8, 8], channels: [4], classes: 10}\n"
     )
@@ -58,10 +59,16 @@ def test_a_yaml_file_sets_every_field(tmp_path):
         ({"compression": "gzip"}, "compression", "must be one of ['none', 'zlib']"),
         ({"model": {"arch": "mlp"}}, "model", "lacks ['sizes']"),
         (
-            {"strategy": "krum", "strategy_params": {"f": 4}},
+            {"strategy": "krum", "strategy_params": {"f": 4}, "weighting": "samples"},
             "strategy",
-            "needs at least 11 updates per round but the run has 9 workers",
+            "needs at least 11 workers per round but the run has 9",
         ),
+        (
+            {"strategy": "krum", "strategy_params": {"f": 1}},
+            "strategy",
+            "needs at least 5 organisations per round but the run has 3 (weighting 'org')",
+        ),
+        ({"weighting": "votes"}, "weighting", "must be one of ['org', 'samples', 'equal']"),
         ({"min_updates": 10}, "min_updates", "exceeds the 9 workers"),
         ({"norm_bound": 1e9}, "norm_bound", "must be <= 32768"),
     ],

@@ -16,7 +16,16 @@ from fedfabric.fl_worker.strategies import Strategy
 from fedfabric.fl_worker.worker import COMMITTED
 
 SEED = 3
-QUICK = {"rounds": 3, "seed": SEED, "epochs": 1, "batch_size": 32, "lr": 0.2}
+# Rules over single updates (Multi-Krum with f = 3 needs 9 rows; nine workers, three orgs).
+QUICK = {
+    "rounds": 3,
+    "seed": SEED,
+    "epochs": 1,
+    "batch_size": 32,
+    "lr": 0.2,
+    "strategy": "fedavg",
+    "weighting": "samples",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +58,7 @@ async def test_with_30_percent_sign_flippers_multi_krum_stays_well_above_fedavg(
 
     fedavg = await run_in_memory(RunConfig(**attacked))
     robust = await run_in_memory(
-        RunConfig(**attacked, strategy="multi-krum", strategy_params={"f": 3, "m": 5})
+        RunConfig(**{**attacked, "strategy": "multi-krum", "strategy_params": {"f": 3, "m": 5}})
     )
 
     assert len(fedavg.malicious) == 3
@@ -80,10 +89,11 @@ async def test_updates_over_the_norm_bound_are_refused_by_the_contract():
     assert all("exceeds the bound 50.0" in r.message for _, _, r in result.rounds[0].refused)
 
 
-async def test_alie_attackers_sending_identical_content_are_refused_as_replays():
+async def test_alie_attackers_sending_identical_content_are_refused_as_copies():
     result = await run_in_memory(RunConfig(**{**QUICK, "rounds": 1}, attack="alie", malicious=0.3))
 
-    assert sorted(refused(result.rounds[0]).values()) == ["replay", "replay"]
+    # Three attackers send the same update: the first keeps it, the others copied it.
+    assert sorted(refused(result.rounds[0]).values()) == ["copy", "copy"]
 
 
 def test_label_flipping_poisons_the_data_of_the_malicious_workers_only():

@@ -69,6 +69,9 @@ class Run:
             event_timeout=5,
             retry=FAST,
             resources=resources,
+            registrars=[
+                self.world.ledger(fake_identity(m, role="admin", name="admin")) for m in ORGS
+            ],
         )
         self.workers = federation_workers(
             self.fed,
@@ -76,6 +79,12 @@ class Run:
             resources=resources,
             retry=FAST,
         )
+
+    async def start(self):
+        """Create (or load) the task and have each org's admin register its workers."""
+        info = await self.coordinator.create_or_load_task()
+        await self.coordinator.register(self.workers)
+        return info
 
     def again(self) -> Run:
         """A fresh process's view of the same ledger and identities (nothing cached)."""
@@ -90,7 +99,7 @@ async def test_refused_updates_are_reported_with_check_and_orgs_and_match_the_ba
         attack="scaling", attack_params={"factor": 1e4}, malicious=0.34, norm_bound=20.0
     )
     run = Run(config)
-    await run.coordinator.create_or_load_task()
+    await run.start()
 
     outcome = await run.coordinator.run_round(1, run.workers)
 
@@ -106,7 +115,7 @@ async def test_refused_updates_are_reported_with_check_and_orgs_and_match_the_ba
 
 async def test_resubmitting_after_an_unknown_commit_outcome_is_success_not_a_double_count():
     run = Run()
-    await run.coordinator.create_or_load_task()
+    await run.start()
     lost = CommitStatusError("tx", code=grpc.StatusCode.DEADLINE_EXCEEDED, grpc_message="slow")
     run.world.fail_next("SubmitUpdate", lost, after_commit=True)
 
@@ -119,7 +128,7 @@ async def test_resubmitting_after_an_unknown_commit_outcome_is_success_not_a_dou
 
 async def test_an_unavailable_gateway_is_retried():
     run = Run()
-    await run.coordinator.create_or_load_task()
+    await run.start()
     run.world.fail_next("SubmitUpdate", GatewayError("down", code=grpc.StatusCode.UNAVAILABLE))
 
     result = await run.workers[1].run_round(TASK, 1)
@@ -129,7 +138,7 @@ async def test_an_unavailable_gateway_is_retried():
 
 async def test_a_worker_whose_retries_run_out_keeps_the_round_open():
     run = Run()
-    await run.coordinator.create_or_load_task()
+    await run.start()
     for _ in range(FAST.attempts):
         run.world.fail_next("SubmitUpdate", GatewayError("down", code=grpc.StatusCode.UNAVAILABLE))
 
@@ -143,7 +152,7 @@ async def test_a_worker_whose_retries_run_out_keeps_the_round_open():
 
 async def test_resume_point_follows_the_round_phases():
     run = Run()
-    await run.coordinator.create_or_load_task()
+    await run.start()
     ledger = run.coordinator.ledger
     phases = [await run.coordinator.resume_point()]
     await asyncio.gather(*(w.run_round(TASK, 1) for w in run.workers[:2]))
@@ -158,13 +167,13 @@ async def test_resume_point_follows_the_round_phases():
         (2, "open", 0),
     ]
     assert outcome.phase_on_entry == "aggregated" and outcome.workers == ()
-    assert len(outcome.updates) == 2 and outcome.aggregate["rule"] == "fedavg"
+    assert len(outcome.updates) == 2 and outcome.aggregate["rule"] == CONFIG.strategy
     assert outcome.model == await ledger.global_model(TASK, 1)
 
 
 async def test_loading_a_task_made_with_other_settings_is_refused():
     run = Run()
-    await run.coordinator.create_or_load_task()
+    await run.start()
     other = Run(CONFIG.replace(seed=6), run.world, run.ids)
     again = Run(CONFIG, run.world, run.ids)
 
@@ -180,7 +189,7 @@ async def test_audit_recomputes_every_round_once_and_detects_a_tampered_model(
     tmp_path, monkeypatch
 ):
     run = Run()
-    await run.coordinator.create_or_load_task()
+    await run.start()
     await run.coordinator.run(run.workers)
     final = await run.final_model()
     good, bad = tmp_path / "good.bin", tmp_path / "bad.bin"
@@ -235,7 +244,7 @@ async def test_a_task_another_org_created_is_never_adopted():
 async def test_a_round_advanced_by_another_coordinator_is_an_error_not_done():
     run = Run()
     run.coordinator.coordinators = ("Org1MSP", "Org2MSP")
-    await run.coordinator.create_or_load_task()
+    await run.start()
     await asyncio.gather(*(w.run_round(TASK, 1) for w in run.workers[:2]))
     await run.world.ledger(admin_of("Org2MSP")).advance_round(TASK, 1)  # early, by Org2
 

@@ -40,6 +40,8 @@ RULES = {
     "krum": {"f": 1},
     "multi-krum": {"f": 1, "m": 3, "clip_norm": 2.0},
 }
+# Krum needs 2f + 3 rows: five updates, but only four organisations here.
+WEIGHTING = {"fedavg": "samples", "krum": "equal", "multi-krum": "samples"}
 
 
 async def run(identities: dict[str, bytes]) -> list[str]:
@@ -50,12 +52,18 @@ async def run(identities: dict[str, bytes]) -> list[str]:
     prints = []
     for rule, params in RULES.items():
         task_id = f"t-{rule}"
-        task = task_json(id=task_id, min_updates=5, aggregation={"rule": rule, "params": params})
+        task = task_json(
+            id=task_id,
+            min_updates=5,
+            aggregation={"rule": rule, "params": params},
+            weighting=WEIGHTING.get(rule, "org"),
+        )
         task["allowed_orgs"] = ["Org1MSP", "Org2MSP", "Org3MSP", "Org9MSP"]
         initial = {"w": rng.standard_normal((2, 2)), "b": rng.standard_normal(2)}
         prints.append(
             fingerprint(await world.ok("CreateTask", task, encode_update(initial, LAYOUT)))
         )
+        await world.register(task_id, task["allowed_orgs"])
         for round_no in (1, 2):
             for who, options in zip(WORKERS, OPTIONS, strict=True):
                 delta = {"w": rng.standard_normal((2, 2)), "b": rng.standard_normal(2)}
@@ -64,7 +72,7 @@ async def run(identities: dict[str, bytes]) -> list[str]:
                 result = await world.ok("SubmitUpdate", task_id, round_no, data, samples, who=who)
                 prints.append(fingerprint(result))
             prints.append(fingerprint(await world.ok("AdvanceRound", task_id, round_no)))
-        prints.append(fingerprint(await world.ok("GetAudit", task_id)))
+        prints.append(fingerprint(await world.ok("GetAudit", task_id, 1)))
     return prints
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from fabric_protos.msp import identities_pb2
 
-from fedfabric.chaincode.fl import FLContract, Layout, encode_update
+from fedfabric.chaincode.fl import FLContract, Layout, encode_update, worker_enrolment
 from fedfabric.chaincode.testing import InvokeResult, MemoryLedger, fake_identity, invoke
 
 ORGS = ("Org1MSP", "Org2MSP", "Org3MSP")
@@ -19,11 +20,12 @@ LAYOUT = Layout.from_json(LAYOUT_JSON)
 
 
 def make_identities() -> dict[str, bytes]:
-    """Admins of Org1 (creates the tasks), Org2 and an outside Org9, one worker per org, a
-    second Org1 worker and an outsider."""
+    """Admins of Org1 (creates the tasks), Org2, Org3 and an outside Org9, one worker per
+    org, a second Org1 worker and an outsider."""
     return {
         "admin": fake_identity("Org1MSP", role="admin", name="admin"),
         "admin2": fake_identity("Org2MSP", role="admin", name="admin2"),
+        "admin3": fake_identity("Org3MSP", role="admin", name="admin3"),
         "admin9": fake_identity("Org9MSP", role="admin", name="admin9"),
         "w1": fake_identity("Org1MSP", name="worker1"),
         "w1b": fake_identity("Org1MSP", name="worker1b"),
@@ -84,8 +86,30 @@ class World:
         return json.loads((await self.ok(function, *args, who=who)).payload)
 
     async def start(self, task: dict | None = None, initial: float = 0.0) -> None:
-        """Create the task with a constant initial model (which opens round 1)."""
-        await self.ok("CreateTask", task or task_json(), update(initial))
+        """Create the task with a constant initial model (which opens round 1) and have each
+        allowed org's admin register that org's workers."""
+        task = task or task_json()
+        await self.ok("CreateTask", task, update(initial))
+        await self.register(task["id"], task["allowed_orgs"])
+
+    async def register(self, task_id: str, orgs) -> None:
+        """Each org's admin in `orgs` registers every worker identity of its org."""
+        by_org: dict[str, tuple[str | None, list[str]]] = {}
+        for who, creator in self.ids.items():
+            identity = identities_pb2.SerializedIdentity.FromString(creator)
+            admin, workers = by_org.get(identity.mspid, (None, []))
+            if who.startswith("admin"):
+                admin = who
+            else:
+                try:
+                    workers.append(worker_enrolment(identity.id_bytes))
+                except ValueError:  # an identity without enrolment id: the contract refuses it
+                    pass
+            by_org[identity.mspid] = (admin, workers)
+        for msp_id in orgs:
+            admin, workers = by_org.get(msp_id, (None, []))
+            if admin and workers:
+                await self.ok("RegisterWorkers", task_id, workers, who=admin)
 
 
 def assert_refused(result: InvokeResult, check: str, *fragments: str) -> None:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from fl_world import LAYOUT, World, assert_refused, task_json, update
+from fl_world import LAYOUT, ORGS, World, assert_refused, task_json, tensors, update
 
 from fedfabric.chaincode.fl import Layout, decode_update, encode_update, read_header, verify_audit
 from fedfabric.chaincode.testing import fake_identity
@@ -18,7 +18,7 @@ async def submit_round(world: World, round_no: int, values: dict[str, float]) ->
 
 
 async def test_a_round_from_submission_to_aggregate(world):
-    await world.start(initial=1.0)
+    await world.start(task_json(weighting="samples"), initial=1.0)
     first = await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
     assert first.event[0] == "UpdateSubmitted"
     assert json.loads(first.event[1])["num_samples"] == 10
@@ -35,13 +35,30 @@ async def test_a_round_from_submission_to_aggregate(world):
     assert (await world.json("GetRoundUpdates", "digits", 1))["state"]["status"] == "aggregated"
 
 
+async def test_org_weighting_merges_each_orgs_updates_before_the_rule(world):
+    await world.start(initial=1.0)  # the default: weighting "org"
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    await world.ok("SubmitUpdate", "digits", 1, update(1.0), 30, who="w1b")
+    await world.ok("SubmitUpdate", "digits", 1, update(-1.0), 1000, who="w2")
+
+    record = await world.json("AdvanceRound", "digits", 1)
+
+    # Org1's row is its sample-weighted mean (0.875); the orgs then weigh the same.
+    model = decode_update(await world_model(world, 1), LAYOUT)
+    np.testing.assert_array_equal(model["w"], np.full((2, 2), 1 + (0.875 - 1.0) / 2))
+    assert record["weighting"] == "org" and len(record["used"]) == 3
+
+
 async def world_model(world: World, round_no: int) -> bytes:
     return (await world.ok("GetGlobalModel", "digits", round_no)).payload
 
 
 async def fetch_audit(world: World, task: str = "digits"):
-    """The audit index plus every model and update it lists, fetched one query each."""
-    audit = await world.json("GetAudit", task)
+    """The audit index (every page) plus every model and update it lists, one query each."""
+    audit = await world.json("GetAudit", task, 1)
+    while audit["next_round"] is not None:
+        page = await world.json("GetAudit", task, audit["next_round"])
+        audit = {**page, "rounds": audit["rounds"] + page["rounds"]}
     aggregated = [e["round"] for e in audit["rounds"] if e["aggregate"]]
     models = {r: (await world.ok("GetGlobalModel", task, r)).payload for r in [0, *aggregated]}
     updates = {
@@ -110,7 +127,9 @@ async def test_get_update_returns_the_submitted_bytes_or_refuses(world):
 
 
 async def test_krum_excludes_the_outlier_and_says_why(world):
-    task = task_json(min_updates=5, aggregation={"rule": "krum", "params": {"f": 1}})
+    task = task_json(
+        min_updates=5, aggregation={"rule": "krum", "params": {"f": 1}}, weighting="equal"
+    )
     task["allowed_orgs"] = ["Org1MSP", "Org2MSP", "Org3MSP", "Org9MSP"]
     await world.start(task)
     await submit_round(world, 1, {"w1": 0.1, "w1b": 0.2, "w2": 0.3, "w3": 0.4, "outsider": 4.0})
@@ -137,7 +156,27 @@ async def test_create_task_needs_an_admin(world):
         ({"norm_bound": 1e9}, "norm_bound"),
         ({"allowed_orgs": []}, "allowed_orgs"),
         ({"aggregation": {"rule": "nope"}}, "aggregation"),
-        ({"aggregation": {"rule": "krum", "params": {"f": 1}}}, "min_updates"),
+        (
+            {"aggregation": {"rule": "krum", "params": {"f": 1}}, "weighting": "equal"},
+            "min_updates",
+        ),
+        ({"aggregation": {"rule": "krum", "params": {"f": 1}}}, "allowed_orgs"),
+        ({"weighting": "by-vote"}, "weighting"),
+        ({"max_workers_per_org": 0}, "max_workers_per_org"),
+        ({"max_workers_per_org": 1001}, "max_workers_per_org"),
+        # 3 orgs x 1000 workers x (2**31 - 1) samples would overflow the 2**40 weight sum.
+        ({"max_workers_per_org": 1000, "max_samples": 2**31 - 1}, "max_samples"),
+        # A full round of multi-krum over 3 000 updates of 4 000 parameters: far over budget.
+        (
+            {
+                "max_workers_per_org": 1000,
+                "weighting": "samples",
+                "min_updates": 5,
+                "layout": {"tensors": [{"name": "w", "shape": [4000]}]},
+                "aggregation": {"rule": "multi-krum", "params": {"f": 1, "m": 3}},
+            },
+            "max_workers_per_org",
+        ),
         ({"layout": {"tensors": []}}, "layout"),
         ({"colour": "red"}, "colour"),
         ({"validation_threshold": -1}, "validation_threshold"),
@@ -206,7 +245,7 @@ async def test_advance_round_aggregates_and_opens_the_next_round_in_one_transact
     await submit_round(world, 2, {"w1": 0.125, "w2": 0.0625})
     last = await world.ok("AdvanceRound", "digits", 2)
     assert json.loads(last.event[1])["next_round"] is None
-    assert (await world.json("GetAudit", "digits"))["rounds"][-1]["round"] == 2
+    assert (await world.json("GetAudit", "digits", 1))["rounds"][-1]["round"] == 2
 
 
 async def test_only_admins_of_the_creating_org_advance_its_rounds(world):
@@ -271,19 +310,84 @@ async def test_submit_needs_an_open_round(world):
 async def test_submit_from_an_org_outside_the_task(world):
     await world.start()
     result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="outsider")
-    assert_refused(result, "authorised", "Org9MSP", "CN=stranger")
+    assert_refused(result, "authorised", "Org9MSP")
     assert result.status == 403
 
 
-async def test_submit_with_allowed_clients_admits_only_those(world):
-    await world.start(
-        task_json(allowed_clients=[{"msp_id": "Org1MSP", "subject": "CN=worker1,OU=client"}])
-    )
+# -- the worker registry ---------------------------------------------------------------------
+
+
+async def test_only_workers_their_org_registered_may_submit(world):
+    await world.ok("CreateTask", task_json(), update(0.0))
+    await world.ok("RegisterWorkers", "digits", ["worker1"], who="admin")
+
     await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
-    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1b")
-    assert_refused(result, "authorised", "CN=worker1b")
-    result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 10, who="w2")
-    assert_refused(result, "authorised", "Org2MSP")
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.25), 10, who="w1b")
+    assert_refused(result, "registered", "CN=worker1b", "is not registered")
+    assert result.status == 403
+
+    # An admin registers for its own organisation only: Org2's admin cannot admit worker1b.
+    await world.ok("RegisterWorkers", "digits", ["worker1b"], who="admin2")
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.25), 10, who="w1b")
+    assert_refused(result, "registered")
+    assert_refused(await world.call("RegisterWorkers", "digits", ["worker2"], who="w2"), "role")
+    assert_refused(
+        await world.call("RegisterWorkers", "digits", ["x"], who="admin9"), "authorised", "Org9MSP"
+    )
+    for bad in ([], [""], [7], ["x" * 257]):
+        assert_refused(
+            await world.call("RegisterWorkers", "digits", bad, who="admin"), "enrolment-ids"
+        )
+
+
+async def test_a_removed_worker_stops_and_keeps_its_place_counted(world):
+    await world.ok("CreateTask", task_json(max_workers_per_org=2), update(0.0))
+    await world.ok("RegisterWorkers", "digits", ["worker1", "worker1"], who="admin")
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+
+    await world.ok("RemoveWorkers", "digits", ["worker1"], who="admin")
+
+    result = await world.call("SubmitUpdate", "digits", 1, update(0.25), 10, who="w1")
+    assert_refused(result, "registered", "was removed from")
+    registry = await world.json("GetWorkers", "digits")
+    assert registry["orgs"]["Org1MSP"]["registered"] == 1
+    assert [m["active"] for m in registry["orgs"]["Org1MSP"]["workers"]] == [False]
+    assert len((await world.json("GetRoundUpdates", "digits", 1))["updates"]) == 1
+    await world.ok("RegisterWorkers", "digits", ["worker1b"], who="admin")
+    assert_refused(
+        await world.call("RegisterWorkers", "digits", ["worker1c"], who="admin"),
+        "registry-full",
+        "would have registered 3",
+        "allows 2",
+    )
+    # Registering the removed worker again re-admits it without taking another place.
+    await world.ok("RegisterWorkers", "digits", ["worker1"], who="admin")
+    assert (await world.json("GetWorkers", "digits"))["orgs"]["Org1MSP"]["registered"] == 2
+
+
+async def test_an_org_with_many_identities_cannot_steer_the_default_task(world):
+    # One malicious org of three registers all the identities it may and sends the same
+    # far-off direction from each; the two honest orgs send small updates.
+    await world.ok("CreateTask", task_json(aggregation={"rule": "median", "params": {}},
+                                           max_workers_per_org=6), update(0.0))  # fmt: skip
+    sybils = [f"sybil{i}" for i in range(6)]
+    for name in sybils:
+        world.ids[name] = fake_identity("Org3MSP", name=name)
+    await world.ok("RegisterWorkers", "digits", sybils, who="admin3")
+    world.ids["sybil6"] = fake_identity("Org3MSP", name="sybil6")
+    assert_refused(
+        await world.call("RegisterWorkers", "digits", ["sybil6"], who="admin3"), "registry-full"
+    )
+    await world.register("digits", ["Org1MSP", "Org2MSP"])
+    await submit_round(world, 1, {"w1": 0.1, "w1b": 0.2, "w2": 0.3})
+    for i, name in enumerate(sybils):
+        await world.ok("SubmitUpdate", "digits", 1, update(3.0 + i / 64), 10, who=name)
+
+    await world.ok("AdvanceRound", "digits", 1)
+
+    # Six identities are one row: the median of the three org rows is the honest Org2.
+    model = decode_update(await world_model(world, 1), LAYOUT)
+    np.testing.assert_allclose(model["w"], np.full((2, 2), 0.3), atol=1e-6)
 
 
 async def test_identical_resubmission_is_a_replay_not_a_second_update(world):
@@ -297,12 +401,39 @@ async def test_identical_resubmission_is_a_replay_not_a_second_update(world):
     assert len((await world.json("GetRoundUpdates", "digits", 1))["updates"]) == 1
 
 
-async def test_copying_another_workers_update_is_a_replay(world):
+async def test_a_copy_of_another_workers_update_is_refused_and_the_author_keeps_it(world):
     await world.start()
-    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
-    copied = update(0.5, compression="zlib")  # other bytes, same content
+    original = await world.json("SubmitUpdate", "digits", 1, update(0.0625), 10, who="w1")
+    copied = update(0.0625, compression="zlib")  # other bytes, same content
     result = await world.call("SubmitUpdate", "digits", 1, copied, 10, who="w2")
-    assert_refused(result, "replay", "already submitted by Org1MSP:")
+    assert_refused(result, "copy", f"first submitted by {original['worker']}", "keeps the credit")
+    # Moved by one float32 ulp (2**-27 here), below the fixed-point resolution of 2**-24:
+    # other floats, the same content for aggregation.
+    nudged = tensors(0.0625)
+    nudged["w"][0, 0] = np.nextafter(np.float32(0.0625), np.float32(1.0))
+    assert nudged["w"][0, 0] != np.float32(0.0625)
+    nudged_bytes = encode_update(nudged, LAYOUT)
+    result = await world.call("SubmitUpdate", "digits", 1, nudged_bytes, 10, who="w3")
+    assert_refused(result, "copy", original["worker"])
+    updates = (await world.json("GetRoundUpdates", "digits", 1))["updates"]
+    assert [u["worker"] for u in updates] == [original["worker"]]
+
+
+async def test_the_same_content_from_its_author_in_a_later_round_is_a_replay(world):
+    await world.start()
+    await submit_round(world, 1, {"w1": 0.5, "w2": 0.25})
+    await world.ok("AdvanceRound", "digits", 1)
+    result = await world.call("SubmitUpdate", "digits", 2, update(0.5), 10, who="w1")
+    assert_refused(result, "replay", "already submitted this content in round 1")
+
+
+async def test_all_zero_updates_are_never_replays_or_copies(world):
+    await world.start(task_json(rounds=3))
+    for round_no in (1, 2):
+        await submit_round(world, round_no, {"w1": 0.0, "w2": 0.0, "w3": 0.0})
+        await world.ok("AdvanceRound", "digits", round_no)
+    records = (await world.json("GetRoundUpdates", "digits", 2))["updates"]
+    assert len(records) == 3 and {r["fingerprint"] for r in records} == {None}
 
 
 async def test_submit_refuses_bad_sample_counts(world):
@@ -310,7 +441,7 @@ async def test_submit_refuses_bad_sample_counts(world):
     result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 0, who="w1")
     assert_refused(result, "num-samples", "got 0")
 
-    # A claim is an aggregation weight: the task bounds it (normalising it is not done yet).
+    # A claim is an aggregation weight: the task bounds it.
     result = await world.call("SubmitUpdate", "digits", 1, update(0.5), 501, who="w1")
     assert_refused(result, "num-samples", "1..500", "got 501")
     await world.ok("SubmitUpdate", "digits", 1, update(0.5), 500, who="w1")
@@ -329,6 +460,7 @@ async def test_a_round_whose_aggregation_fails_still_ends_on_the_record(world):
     # A global model at the edge of the fixed-point range: these updates would push it out.
     edge = {"w": np.full((2, 2), 32767.0, np.float32), "b": np.full(2, 32767.0, np.float32)}
     await world.ok("CreateTask", task_json(norm_bound=100.0), encode_update(edge, LAYOUT))
+    await world.register("digits", ORGS)
     await submit_round(world, 1, {"w1": 2.0, "w2": 3.0})
 
     advanced = await world.ok("AdvanceRound", "digits", 1)
@@ -398,6 +530,53 @@ async def test_query_refusals(world):
     await world.start()
     assert_refused(await world.call("GetGlobalModel", "digits", 1), "not-found", "round 1")
     assert_refused(await world.call("GetWorkerHistory", "digits", "nobody"), "worker")
-    assert_refused(await world.call("GetAudit", "nothing"), "not-found")
+    assert_refused(await world.call("GetAudit", "nothing", 1), "not-found")
+    assert_refused(await world.call("GetAudit", "digits", 0), "round")
     initial = (await world.ok("GetGlobalModel", "digits", 0)).payload
     np.testing.assert_array_equal(decode_update(initial, LAYOUT)["b"], [0.0, 0.0])
+
+
+async def test_a_huge_sample_claim_weighs_no_more_than_its_organisation(world):
+    await world.start(task_json(aggregation={"rule": "fedavg", "params": {}}))
+    await world.ok("SubmitUpdate", "digits", 1, update(2.0), 1_000_000, who="w1")
+    await submit_round(world, 1, {"w1b": 0.0625, "w2": 0.125, "w3": 0.25})
+
+    await world.ok("AdvanceRound", "digits", 1)
+
+    # Org1's row is ~2.0 (its own claims), but it is one of three organisations.
+    model = decode_update(await world_model(world, 1), LAYOUT)
+    org1 = (2.0 * 1_000_000 + 0.0625 * 10) / 1_000_010
+    np.testing.assert_allclose(model["w"], np.full((2, 2), (org1 + 0.125 + 0.25) / 3), atol=1e-6)
+
+
+async def test_the_audit_comes_in_pages_of_whole_rounds(world, monkeypatch):
+    monkeypatch.setattr("fedfabric.chaincode.fl._contract.AUDIT_PAGE_UPDATES", 4)
+    await world.start(task_json(rounds=4))
+    for round_no in (1, 2, 3):
+        await submit_round(world, round_no, {"w1": 0.01 * round_no, "w2": 0.1 + 0.01 * round_no})
+        await world.ok("AdvanceRound", "digits", round_no)
+
+    first = await world.json("GetAudit", "digits", 1)
+    second = await world.json("GetAudit", "digits", first["next_round"])
+
+    assert [r["round"] for r in first["rounds"]] == [1, 2] and first["next_round"] == 3
+    assert [r["round"] for r in second["rounds"]] == [3, 4] and second["next_round"] is None
+    assert second["rounds"][1]["state"]["status"] == "open"
+    assert verify_audit(*await fetch_audit(world)) == []
+
+
+async def test_contributions_read_one_total_per_organisation(world):
+    await world.start(task_json(rounds=3))
+    for round_no in (1, 2):
+        await submit_round(world, round_no, {"w1": 0.01 * round_no, "w2": 0.1 + 0.01 * round_no})
+        await world.ok("AdvanceRound", "digits", round_no)
+
+    result = await world.ok("GetContributions", "digits")
+
+    assert json.loads(result.payload)["orgs"]["Org2MSP"] == {
+        "excluded": 0,
+        "samples": 20,
+        "updates": 2,
+        "used": 2,
+    }
+    assert len(result.rwset.reads) == 1 + 3 and not result.rwset.range_queries

@@ -57,6 +57,7 @@ async def test_advance_round_run_twice_gives_the_same_read_write_set(world, rule
             min_updates=5,
             aggregation={"rule": rule, "params": params},
             allowed_orgs=["Org1MSP", "Org2MSP", "Org3MSP", "Org9MSP"],
+            weighting=fl_scenario.WEIGHTING.get(rule, "org"),
         )
     )
     for who, value in (("w1", 0.1), ("w1b", 0.2), ("w2", 0.3), ("w3", -0.2), ("outsider", 0)):
