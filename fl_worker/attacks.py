@@ -13,6 +13,13 @@ Attacks by name (`make_attack`)::
     label_flip    -                  train on labels y -> C - 1 - y (data-side)
     alie          z=None             send mean - z * std of the honest deltas, per coordinate;
                                      z=None derives z from the worker counts (Baruch et al.)
+    ipm           epsilon=0.5        send -epsilon * mean of the honest deltas (inner product
+                                     manipulation, Xie et al.)
+    adaptive      margin=0.9         send the opposite of the honest mean, scaled as far as
+                                     the attacker's own data says org validation allows:
+                                     its loss rises by at most margin * the task's
+                                     validation threshold, and its norm stays under the
+                                     task's bound (an attacker who knows both)
     nan           value="nan",       set a `fraction` of coordinates to NaN / inf / -inf
                   fraction=0.01      (the encoder and every peer refuse it: tests the checks)
 
@@ -23,7 +30,7 @@ All randomness comes from the generator passed in, so attacks are reproducible.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, ClassVar
@@ -38,11 +45,16 @@ Tensors = Mapping[str, np.ndarray]
 
 @dataclass(frozen=True)
 class RoundView:
-    """What a colluding attacker knows in a round: honest deltas and the worker counts."""
+    """What a colluding attacker knows in a round: honest deltas, the worker counts and the
+    task's bounds; `loss` scores a candidate delta on the attacker's own data (the loss of
+    the global model plus that delta), its stand-in for the orgs' private validation."""
 
     honest: Sequence[Tensors] = ()
     num_workers: int = 0
     num_malicious: int = 0
+    loss: Callable[[Tensors], float] | None = None
+    validation_threshold: float | None = None
+    norm_bound: float | None = None
 
 
 def _number(attack: str, name: str, value: Any, *, positive: bool = True) -> float:
@@ -174,6 +186,74 @@ class ALIE(Attack):
             stack = np.stack([np.asarray(h[k], np.float64) for h in view.honest])
             out[k] = (stack.mean(axis=0) - z * stack.std(axis=0)).astype(np.float32)
         return out
+
+
+def _honest_mean(attack: str, view: RoundView) -> dict[str, np.ndarray]:
+    if not view.honest:
+        raise ValueError(f"attack {attack!r} needs the honest updates of the round")
+    return {
+        k: np.mean([np.asarray(h[k], np.float64) for h in view.honest], axis=0)
+        for k in view.honest[0]
+    }
+
+
+@ATTACKS.register
+class IPM(Attack):
+    """Inner product manipulation (Xie et al., 2020): ``-epsilon`` times the honest mean, so
+    the aggregate's inner product with the true gradient turns negative."""
+
+    name = "ipm"
+
+    def __init__(self, *, epsilon: float = 0.5) -> None:
+        self.epsilon = _number(self.name, "epsilon", epsilon)
+
+    @property
+    def needs_honest(self) -> bool:
+        return True
+
+    def poison_update(self, delta, view, rng):
+        mean = _honest_mean(self.name, view)
+        return {k: (-self.epsilon * v).astype(np.float32) for k, v in mean.items()}
+
+
+@ATTACKS.register
+class Adaptive(Attack):
+    """The attacker that knows the defences: it sends the opposite of the honest mean at the
+    largest scale whose loss increase on its own data stays within `margin` times the task's
+    validation threshold (bisection, 12 steps), and whose L2 norm stays within the task's
+    norm bound. Without a threshold only the norm bound limits it."""
+
+    name = "adaptive"
+    _STEPS = 12
+
+    def __init__(self, *, margin: float = 0.9) -> None:
+        self.margin = _number(self.name, "margin", margin)
+
+    @property
+    def needs_honest(self) -> bool:
+        return True
+
+    def poison_update(self, delta, view, rng):
+        direction = {k: -v for k, v in _honest_mean(self.name, view).items()}
+        norm = math.sqrt(sum(float(np.sum(v * v)) for v in direction.values()))
+        if norm == 0:
+            return {k: v.astype(np.float32) for k, v in direction.items()}
+        high = 0.99 * (view.norm_bound or 100.0) / norm  # the largest scale the bound allows
+
+        def scaled(s: float) -> dict[str, np.ndarray]:
+            return {k: (s * v).astype(np.float32) for k, v in direction.items()}
+
+        if view.loss is not None and view.validation_threshold is not None:
+            allowed = view.loss(scaled(0.0)) + self.margin * view.validation_threshold
+            if view.loss(scaled(high)) > allowed:
+                low = 0.0
+                for _ in range(self._STEPS):
+                    middle = (low + high) / 2
+                    low, high = (
+                        (middle, high) if view.loss(scaled(middle)) <= allowed else (low, middle)
+                    )
+                high = low
+        return scaled(high)
 
 
 @ATTACKS.register

@@ -23,6 +23,8 @@ Example YAML (every key optional; these are the defaults except where noted)::
     attack: sign_flip            # default null: every worker is honest
     attack_params: {}
     malicious: 0.3               # fraction of workers that attack
+    malicious_org: null          # or k: every worker of the k-th org attacks (a malicious
+                                 # member with all the identities it may register)
     quantization: int8           # float32 | fp16 | int8
     compression: zlib            # none | zlib
     min_updates: null            # null: the strategy's minimum
@@ -88,6 +90,7 @@ class RunConfig:
     attack: str | None = None
     attack_params: Mapping[str, Any] = field(default_factory=dict)
     malicious: float = 0.0
+    malicious_org: int | None = None
     quantization: str = "float32"
     compression: str = "none"
     min_updates: int | None = None
@@ -200,6 +203,13 @@ class RunConfig:
             raise ConfigError("malicious", str(exc)) from exc
         if attack is None and self.malicious:
             raise ConfigError("malicious", "is > 0 but no attack is set")
+        if self.malicious_org is not None:
+            if type(self.malicious_org) is not int or not 1 <= self.malicious_org <= self.orgs:
+                raise ConfigError("malicious_org", f"must be null or an org number 1..{self.orgs}")
+            if attack is None or self.malicious:
+                raise ConfigError(
+                    "malicious_org", "needs an attack, and excludes a 'malicious' fraction"
+                )
         if self.quantization not in fl.QUANTIZATIONS:
             raise ConfigError("quantization", f"must be one of {list(fl.QUANTIZATIONS)}")
         if self.compression not in fl.COMPRESSIONS:

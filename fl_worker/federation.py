@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -92,9 +93,7 @@ def prepare(config: RunConfig, *, strategy: Strategy | None = None) -> Federatio
         alpha=config.alpha,
         seed=config.seed,
     )
-    malicious = choose_malicious(
-        config.num_workers, config.malicious, ml.derive_seed(config.seed, _STREAM_MALICIOUS)
-    )
+    malicious = _attackers(config, config.workers_per_org, _STREAM_MALICIOUS)
     return Federation(
         config=config,
         dataset=data,
@@ -106,6 +105,16 @@ def prepare(config: RunConfig, *, strategy: Strategy | None = None) -> Federatio
         attack=config.make_attack() if malicious else None,
         malicious=malicious,
     )
+
+
+def _attackers(config: RunConfig, per_org: int, stream: int) -> frozenset[int]:
+    """The malicious workers (or devices) among `per_org` per org: every one of
+    ``malicious_org``, or a seeded draw of the ``malicious`` fraction."""
+    if config.malicious_org is not None:
+        first = (config.malicious_org - 1) * per_org
+        return frozenset(range(first, first + per_org))
+    n = config.orgs * per_org
+    return choose_malicious(n, config.malicious, ml.derive_seed(config.seed, stream))
 
 
 def local_update(
@@ -151,21 +160,38 @@ def _train(
 
 
 def poison_updates(
-    fed: Federation, deltas: Mapping[int, Mapping[str, np.ndarray]], *, round_no: int
+    fed: Federation,
+    deltas: Mapping[int, Mapping[str, np.ndarray]],
+    *,
+    round_no: int,
+    base: Tensors | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Replace the malicious workers' deltas by their attack's output for round `round_no`."""
+    """Replace the malicious workers' deltas by their attack's output for round `round_no`;
+    with the round's global model `base`, each attacker can score candidates on its own data
+    (`RoundView.loss`)."""
     out = {i: dict(d) for i, d in deltas.items()}
     if fed.attack is None:
         return out
+    config = fed.config
     view = RoundView(
         honest=[deltas[i] for i in sorted(deltas) if i not in fed.malicious],
-        num_workers=fed.config.num_workers,
+        num_workers=config.num_workers,
         num_malicious=len(fed.malicious),
+        validation_threshold=config.validation_threshold,
+        norm_bound=config.norm_bound,
     )
     for i in sorted(fed.malicious & set(deltas)):
-        rng = np.random.default_rng(ml.derive_seed(fed.config.seed, _STREAM_ATTACK, round_no, i))
-        out[i] = fed.attack.poison_update(deltas[i], view, rng)
+        rng = np.random.default_rng(ml.derive_seed(config.seed, _STREAM_ATTACK, round_no, i))
+        mine = view if base is None else replace(view, loss=partial(_loss, fed, base, i))
+        out[i] = fed.attack.poison_update(deltas[i], mine, rng)
     return out
+
+
+def _loss(fed: Federation, base: Tensors, worker: int, delta: Tensors) -> float:
+    """The loss of ``base + delta`` on worker `worker`'s own data."""
+    net = fl.build_model(fed.model_spec)
+    fl.set_weights(net, {k: np.asarray(base[k], np.float32) + delta[k] for k in base})
+    return ml.evaluate(net, fed.workers[worker])[0]
 
 
 class DeltaCache:
@@ -224,7 +250,7 @@ class FederationTrainer:
                 for i in range(fed.config.num_workers):
                     if i not in fed.malicious:
                         known[i] = self.deltas.get(fed, base, base_digest, round_no, i)[0]
-            delta = poison_updates(fed, known, round_no=round_no)[index]
+            delta = poison_updates(fed, known, round_no=round_no, base=base)[index]
         return encode(
             delta, self.layout, fed.config.quantization, fed.config.compression, samples, loss
         )
@@ -262,9 +288,7 @@ def device_trainers(fed: Federation, devices_per_org: int) -> list[DeviceTrainer
     attack needs the honest updates of the round (ALIE), which devices never see.
     """
     shards = device_shards(fed, devices_per_org)
-    malicious = choose_malicious(
-        len(shards), fed.config.malicious, ml.derive_seed(fed.config.seed, _STREAM_DEVICE_MALICIOUS)
-    )
+    malicious = _attackers(fed.config, devices_per_org, _STREAM_DEVICE_MALICIOUS)
     if fed.attack is not None and fed.attack.needs_honest and malicious:
         raise ValueError(
             f"attack {fed.attack.name!r} needs the honest updates of a round; "

@@ -68,6 +68,36 @@ def test_alie_derives_z_from_the_worker_counts():
     assert make_attack("alie").z_for(VIEW) == pytest.approx(0.7647, abs=1e-4)
 
 
+def test_ipm_sends_minus_epsilon_times_the_honest_mean():
+    out = make_attack("ipm", epsilon=0.5).poison_update(DELTA, VIEW, rng())
+
+    assert list(out["w"]) == [-1.0, 0.0, -1.0] and list(out["b"]) == [-1.0]
+
+
+def test_the_adaptive_attack_goes_as_far_as_its_loss_estimate_allows():
+    # A loss that grows with the squared norm: the threshold allows ||delta||^2 <= 0.9 * 8.
+    def loss(delta):
+        return 1.0 + sum(float(np.sum(np.square(v))) for v in delta.values())
+
+    view = RoundView(honest=HONEST, loss=loss, validation_threshold=8.0, norm_bound=100.0)
+
+    out = make_attack("adaptive").poison_update(DELTA, view, rng())
+
+    # Opposite to the honest mean (2, 0, 2 | 2), scaled to a squared norm just under 7.2.
+    squared = sum(float(np.sum(np.square(v))) for v in out.values())
+    assert 7.2 * 0.99 < squared <= 7.2
+    assert out["w"][0] < 0 and out["w"][1] == 0 and out["b"][0] < 0
+
+
+def test_without_validation_the_adaptive_attack_stops_only_at_the_norm_bound():
+    view = RoundView(honest=HONEST, norm_bound=10.0)
+
+    out = make_attack("adaptive").poison_update(DELTA, view, rng())
+
+    norm = np.sqrt(sum(float(np.sum(np.square(v))) for v in out.values()))
+    assert norm == pytest.approx(9.9, rel=1e-6)
+
+
 def test_nan_injection_is_refused_by_the_update_encoder():
     layout = fl.Layout((("w", (3,)), ("b", (1,))))
     out = make_attack("nan", value="inf").poison_update(DELTA, VIEW, rng())
@@ -81,7 +111,8 @@ def test_nan_injection_is_refused_by_the_update_encoder():
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("poison", {}, "unknown attack 'poison'; known: alie, gaussian, label_flip, nan"),
+        ("poison", {}, "unknown attack 'poison'; known: adaptive, alie, gaussian, ipm"),
+        ("ipm", {"epsilon": 0}, "attack 'ipm': parameter 'epsilon' must be > 0"),
         ("scaling", {"k": 3}, "'scaling' got unknown parameters ['k']; accepted: ['factor']"),
         ("scaling", {"factor": -1}, "attack 'scaling': parameter 'factor' must be > 0"),
         ("gaussian", {"std": "big"}, "parameter 'std' must be a number"),
@@ -96,7 +127,16 @@ def test_bad_attacks_are_clear_errors(name, params, message):
 
 
 def test_every_documented_attack_exists():
-    assert attack_names() == ("alie", "gaussian", "label_flip", "nan", "scaling", "sign_flip")
+    assert attack_names() == (
+        "adaptive",
+        "alie",
+        "gaussian",
+        "ipm",
+        "label_flip",
+        "nan",
+        "scaling",
+        "sign_flip",
+    )
 
 
 def test_choose_malicious_is_seeded_and_sized_by_the_fraction():

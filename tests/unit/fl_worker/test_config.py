@@ -70,6 +70,8 @@ def test_a_yaml_file_sets_every_field(tmp_path):
         ),
         ({"weighting": "votes"}, "weighting", "must be one of ['org', 'samples', 'equal']"),
         ({"min_updates": 10}, "min_updates", "exceeds the 9 workers"),
+        ({"malicious_org": 4, "attack": "gaussian"}, "malicious_org", "org number 1..3"),
+        ({"malicious_org": 1}, "malicious_org", "needs an attack"),
         ({"norm_bound": 1e9}, "norm_bound", "must be <= 32768"),
     ],
 )

@@ -133,3 +133,9 @@ def test_a_model_that_does_not_fit_the_data_is_a_config_error():
         prepare(RunConfig(model={"arch": "mlp", "sizes": [30, 8, 2]}))
 
     assert caught.value.field == "model" and "takes 30 features" in str(caught.value)
+
+
+def test_a_malicious_org_means_every_worker_of_that_org():
+    fed = prepare(RunConfig(**QUICK, attack="gaussian", malicious_org=2))
+
+    assert fed.malicious == frozenset({3, 4, 5})
