@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedfabric.fl_worker.config import RunConfig
+from fedfabric.fl_worker.report import refusal_lines
 
 WIDE = 160  # columns of output that is not a terminal
 
@@ -73,7 +74,7 @@ class Progress:
         for column in (
             "round",
             "accuracy",
-            "no ledger",
+            "plain FedAvg",
             "committed",
             "refused",
             "used",
@@ -102,6 +103,14 @@ class Progress:
             f"({led.valid_transactions} valid), {led.bytes:,} bytes; updates "
             f"{led.ledger_update_bytes:,} bytes vs {led.raw_update_bytes:,} raw float32"
         )
+        refusals = refusal_lines(report.refusals())
+        self.console.print("refusals: " + ("; ".join(refusals) if refusals else "none"))
+        if report.baseline_final_accuracy is not None:
+            self.console.print(
+                f"final accuracy {report.rounds[-1].accuracy:.3f} on the ledger, "
+                f"{report.baseline_final_accuracy:.3f} in memory with plain FedAvg and no "
+                "validation (the 'plain FedAvg' column)"
+            )
         scores = ", ".join(
             f"{org} {score:.2f}" for org, score in report.contribution_scores().items()
         )

@@ -4,6 +4,11 @@ A config comes from keyword arguments, a dict (`RunConfig.from_dict`) or a YAML 
 (`RunConfig.from_yaml`); unknown keys are errors. Every problem is a `ConfigError` whose
 `field` names the setting, raised before any data is loaded or any transaction is sent.
 
+The defaults are the main job (`fedfabric run` with no flags): a consortium of 3 organisations
+× 3 workers on digits with Dirichlet(0.5) label skew, in which 2 of the 9 workers add Gaussian
+noise to their updates, and each organisation's chaincode server validates every update on its
+own private split before endorsing it.
+
 Example YAML (every key optional; these are the defaults except where noted)::
 
     dataset: digits              # or breast_cancer, or a path to .npz / .csv
@@ -15,21 +20,40 @@ Example YAML (every key optional; these are the defaults except where noted)::
     lr: 0.1
     batch_size: 16
     seed: 0
-    alpha: 0.5                   # default null: IID; else Dirichlet(alpha) label skew
-    strategy: median             # the aggregation rule (fedavg, median, trimmed-mean, krum,
-    strategy_params: {}          #   multi-krum) and its parameters
+    alpha: 0.5                   # Dirichlet(alpha) label skew; null: IID
+    strategy: centered-clip      # the aggregation rule (fedavg, median, trimmed-mean, krum,
+    strategy_params: {}          #   multi-krum, centered-clip) and its parameters
     weighting: org               # org: the rule runs over one merged update per organisation
                                  # (safe against one malicious org of three); samples | equal
-    attack: sign_flip            # default null: every worker is honest
+    attack: gaussian             # none (or null): every worker is honest
     attack_params: {}
-    malicious: 0.3               # fraction of workers that attack
+    malicious: 0.2222222222222222  # fraction of workers that attack (2/9: 2 of 9); 0 with none
     malicious_org: null          # or k: every worker of the k-th org attacks (a malicious
                                  # member with all the identities it may register)
     quantization: int8           # float32 | fp16 | int8
     compression: zlib            # none | zlib
     min_updates: null            # null: the strategy's minimum
     norm_bound: 100.0            # largest L2 norm of an update the contract accepts
-    validation_threshold: null   # null: no org-private validation
+    validation_threshold: 1.0    # null: no org-private validation (see below)
+    validation_fraction: 0.1     # share of each org's data held out as its validation split
+
+Org-private validation: each organisation keeps `validation_fraction` of its own data out of
+its workers' training sets (`fedfabric.fl_worker.federation.validation_split`); its chaincode
+server refuses to endorse an update when the global model plus that update has a loss on the
+split above the global model's loss plus `validation_threshold`.
+
+The default threshold, 1.0 (cross-entropy, in nats), was measured on the default run in memory
+with validation emulated (`run_in_memory`, seeds 0-7 clean and 0-5 attacked, 10 rounds): an
+honest update raised an org's validation loss by at most 0.81, a Gaussian attacker's by at least
+20. So it refuses no honest update (none in seeds 0-3 at 10 rounds of 2 epochs or 20 of 1) and
+every Gaussian attacker's. It is also the room an attacker who knows it has (the `adaptive`
+attack): at 2.0 that attacker cut the final accuracy by up to 12 points more than at 1.0.
+
+The default rule is the safe one against one malicious organisation of three: ``weighting:
+org`` gives each organisation one row however many identities it registers, and
+``centered-clip`` bounds how far one row can move the result while matching FedAvg on honest
+rows more closely than the median does (clean digits, 20 rounds, seed 1: 0.942 against
+FedAvg's 0.942 and the median's 0.794).
 """
 
 from __future__ import annotations
@@ -47,6 +71,9 @@ from fedfabric.chaincode import fl
 from fedfabric.fl_worker import attacks, strategies
 
 _BUILTIN_DATASETS = ("breast_cancer", "digits")
+NO_ATTACK = "none"
+DEFAULT_MALICIOUS = 2 / 9
+DEFAULT_VALIDATION_THRESHOLD = 1.0
 
 
 class ConfigError(ValueError):
@@ -83,19 +110,20 @@ class RunConfig:
     lr: float = 0.1
     batch_size: int = 16
     seed: int = 0
-    alpha: float | None = None
-    strategy: str = "median"
+    alpha: float | None = 0.5
+    strategy: str = "centered-clip"
     strategy_params: Mapping[str, Any] = field(default_factory=dict)
     weighting: str = "org"
-    attack: str | None = None
+    attack: str | None = "gaussian"
     attack_params: Mapping[str, Any] = field(default_factory=dict)
-    malicious: float = 0.0
+    malicious: float = DEFAULT_MALICIOUS
     malicious_org: int | None = None
     quantization: str = "float32"
     compression: str = "none"
     min_updates: int | None = None
     norm_bound: float = 100.0
-    validation_threshold: float | None = None
+    validation_threshold: float | None = DEFAULT_VALIDATION_THRESHOLD
+    validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         self._check()
@@ -147,7 +175,7 @@ class RunConfig:
 
     def make_attack(self) -> attacks.Attack | None:
         """The configured attack, or None when every worker is honest."""
-        if self.attack is None:
+        if self.attack is None or self.attack == NO_ATTACK:
             return None
         return attacks.make_attack(self.attack, **self.attack_params)
 
@@ -186,6 +214,15 @@ class RunConfig:
             or self.validation_threshold < 0
         ):
             raise ConfigError("validation_threshold", "must be null or a number >= 0")
+        if (
+            isinstance(self.validation_fraction, bool)
+            or not isinstance(self.validation_fraction, int | float)
+            or not 0 < self.validation_fraction < 1
+        ):
+            raise ConfigError(
+                "validation_fraction",
+                f"must be a number in (0, 1), got {self.validation_fraction!r}",
+            )
         for name in ("strategy_params", "attack_params"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ConfigError(name, f"must be a mapping, got {getattr(self, name)!r}")
@@ -201,15 +238,22 @@ class RunConfig:
             attacks.malicious_count(self.num_workers, self.malicious)
         except ValueError as exc:
             raise ConfigError("malicious", str(exc)) from exc
+        if self.attack == NO_ATTACK:
+            object.__setattr__(self, "attack", None)
         if attack is None and self.malicious:
-            raise ConfigError("malicious", "is > 0 but no attack is set")
+            # Without an attack nobody attacks: the default fraction reads 0, another is an error.
+            if self.malicious != DEFAULT_MALICIOUS:
+                raise ConfigError("malicious", f"is {self.malicious} but attack is none")
+            object.__setattr__(self, "malicious", 0.0)
         if self.malicious_org is not None:
             if type(self.malicious_org) is not int or not 1 <= self.malicious_org <= self.orgs:
                 raise ConfigError("malicious_org", f"must be null or an org number 1..{self.orgs}")
-            if attack is None or self.malicious:
-                raise ConfigError(
-                    "malicious_org", "needs an attack, and excludes a 'malicious' fraction"
-                )
+            if attack is None:
+                raise ConfigError("malicious_org", "needs an attack")
+            # A malicious org replaces the fraction: the default reads 0, another is an error.
+            if self.malicious not in (0, DEFAULT_MALICIOUS):
+                raise ConfigError("malicious_org", "excludes a 'malicious' fraction")
+            object.__setattr__(self, "malicious", 0.0)
         if self.quantization not in fl.QUANTIZATIONS:
             raise ConfigError("quantization", f"must be one of {list(fl.QUANTIZATIONS)}")
         if self.compression not in fl.COMPRESSIONS:

@@ -10,6 +10,10 @@ updates for `fedfabric.fl_worker.worker.Worker`:
 - `DeviceTrainer`: a simulated device holding a small shard of its organisation's data
   (`device_shards`).
 
+Each organisation also holds a private validation split of its own data
+(`validation_split`), which `write_validation_split` writes for its chaincode server's
+validator (`fl.torch_loss`).
+
 Example::
 
     fed = prepare(RunConfig(rounds=3, seed=1))
@@ -23,6 +27,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,9 @@ from fedfabric.fl_worker.strategies import FitConfig, Strategy
 from fedfabric.fl_worker.worker import LocalUpdate, Retry, Worker, WorkerResources, encode
 
 Tensors = Mapping[str, np.ndarray]
+
+TORCH_VALIDATOR = "fedfabric.chaincode.fl:torch_loss"
+"""The org-private validator of a run: the cross-entropy of the model on the org's split."""
 
 # Independent random streams derived from the run seed (see `ml.derive_seed`).
 _STREAM_MALICIOUS, _STREAM_TRAIN, _STREAM_ATTACK, _STREAM_DATA = 1, 2, 3, 4
@@ -91,6 +99,7 @@ def prepare(config: RunConfig, *, strategy: Strategy | None = None) -> Federatio
         orgs=config.orgs,
         workers_per_org=config.workers_per_org,
         alpha=config.alpha,
+        validation_fraction=config.validation_fraction,
         seed=config.seed,
     )
     malicious = _attackers(config, config.workers_per_org, _STREAM_MALICIOUS)
@@ -115,6 +124,31 @@ def _attackers(config: RunConfig, per_org: int, stream: int) -> frozenset[int]:
         return frozenset(range(first, first + per_org))
     n = config.orgs * per_org
     return choose_malicious(n, config.malicious, ml.derive_seed(config.seed, stream))
+
+
+def validation_split(fed: Federation, org: int) -> ml.Dataset:
+    """Organisation `org`'s (0-based) private validation split.
+
+    `ml.partition` carves it from that organisation's own share of the data only: a seeded
+    random ``config.validation_fraction`` of the share, taken before the rest is divided
+    among the org's workers, so it is disjoint from every training set and the same in
+    every process. It stays with the organisation: written only to a file its own chaincode
+    server reads (`write_validation_split`), never to the ledger.
+    """
+    if not 0 <= org < fed.config.orgs:
+        raise ValueError(f"organisation index {org} is not in 0..{fed.config.orgs - 1}")
+    return fed.partition.orgs[org].validation
+
+
+def write_validation_split(fed: Federation, org: int, path: Path) -> dict[str, str]:
+    """Write organisation `org`'s `validation_split` for `fl.torch_loss` to `path` (mode
+    0600, atomically) and return the chaincode server settings that validate with it."""
+    split = validation_split(fed, org)
+    temporary = path.with_name(f".{path.stem}.tmp.npz")  # np.savez adds .npz to other names
+    fl.write_validation_data(temporary, split.x, split.y, fed.model_spec)
+    temporary.chmod(0o600)
+    temporary.replace(path)
+    return {"validator": TORCH_VALIDATOR, "validation_data": str(path)}
 
 
 def local_update(

@@ -7,8 +7,11 @@ gateway. Same seeds, same contract checks, same aggregation: given the ledger ru
 identities (the ledger's key order, and so Krum's tie-breaking, follows them) it commits the
 ledger run's global models, byte for byte.
 
-Not emulated: org-private validation and endorsement policies, which need the orgs' peers;
-the result says so in `MemoryRun.notes`.
+When the config sets a ``validation_threshold``, org-private validation runs as on the
+ledger: each organisation has its own `FLContract`, built from the same settings its chaincode
+server gets in `fedfabric run` (`fl.torch_loss` on the org's `validation_split`, written to a
+temporary file), and every update is endorsed by a majority of them as the Fabric gateway
+does it (`MemoryFL`). The contract's own check decides; only the transport differs.
 
 Example::
 
@@ -18,16 +21,19 @@ Example::
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fabric_protos.msp import identities_pb2
 
+from fedfabric.chaincode import fl
 from fedfabric.chaincode.testing import fake_identity
 from fedfabric.fl_worker.config import RunConfig
 from fedfabric.fl_worker.coordinator import Coordinator, RoundOutcome
-from fedfabric.fl_worker.federation import federation_workers, prepare
+from fedfabric.fl_worker.federation import federation_workers, prepare, write_validation_split
 from fedfabric.fl_worker.ledger import MemoryFL
 from fedfabric.fl_worker.strategies import Strategy
 from fedfabric.fl_worker.worker import WorkerResources
@@ -45,7 +51,6 @@ class MemoryRun:
     rounds: tuple[RoundOutcome, ...]
     malicious: tuple[str, ...]
     final_model: bytes
-    notes: tuple[str, ...] = ()
 
     @property
     def final_accuracy(self) -> float:
@@ -84,30 +89,34 @@ async def run_in_memory(
     fed = prepare(config, strategy=strategy)
     if admin is None or workers is None:
         admin, workers = identities(config)
-    world = MemoryFL()
     msp_ids = list(
         dict.fromkeys(identities_pb2.SerializedIdentity.FromString(w).mspid for w in workers)
     )
-    resources = WorkerResources(train_concurrency=2)
-    # Each org's admin registers its workers; who signs does not change any model.
-    registrars = [world.ledger(fake_identity(m, role="admin", name="admin")) for m in msp_ids]
-    coordinator = Coordinator(
-        fed,
-        world.ledger(admin),
-        task=TASK_ID,
-        allowed_orgs=msp_ids,
-        resources=resources,
-        registrars=registrars,
-    )
-    team = federation_workers(fed, [world.ledger(w) for w in workers], resources=resources)
-    await coordinator.create_or_load_task()
-    initial_loss, initial_accuracy = await coordinator.evaluate(fed.initial_model)
-    outcomes = await coordinator.run(team, on_round=on_round)
-    notes = (
-        ("org-private validation is not emulated in memory",)
-        if config.validation_threshold is not None
-        else ()
-    )
+    with tempfile.TemporaryDirectory(prefix="fedfabric-validation-") as folder:
+        contracts = None
+        if config.validation_threshold is not None:
+            contracts = {
+                msp: fl.FLContract(
+                    {"msp_id": msp, **write_validation_split(fed, k, Path(folder) / f"{msp}.npz")}
+                )
+                for k, msp in enumerate(msp_ids)
+            }
+        world = MemoryFL(contracts)
+        resources = WorkerResources(train_concurrency=2)
+        # Each org's admin registers its workers; who signs does not change any model.
+        registrars = [world.ledger(fake_identity(m, role="admin", name="admin")) for m in msp_ids]
+        coordinator = Coordinator(
+            fed,
+            world.ledger(admin),
+            task=TASK_ID,
+            allowed_orgs=msp_ids,
+            resources=resources,
+            registrars=registrars,
+        )
+        team = federation_workers(fed, [world.ledger(w) for w in workers], resources=resources)
+        await coordinator.create_or_load_task()
+        initial_loss, initial_accuracy = await coordinator.evaluate(fed.initial_model)
+        outcomes = await coordinator.run(team, on_round=on_round)
     return MemoryRun(
         config=config,
         initial_accuracy=initial_accuracy,
@@ -115,5 +124,4 @@ async def run_in_memory(
         rounds=tuple(outcomes),
         malicious=tuple(fed.worker_name(i) for i in sorted(fed.malicious)),
         final_model=outcomes[-1].model if outcomes else coordinator.initial_model(),
-        notes=notes,
     )

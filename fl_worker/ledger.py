@@ -7,10 +7,12 @@ the transaction is VALID). With ``sync_orgs`` a transaction returns only once a 
 of those organisations has its block: whoever acts on it next (a worker submitting to the
 round an ``AdvanceRound`` opened, an admin registering workers for a task just created)
 is endorsed by peers that already read what it wrote, instead of getting ``not-found`` or
-``round-open`` from a peer a block behind. `MemoryFL` is the same ledger without a network: the real
-`FLContract` over `fedfabric.chaincode.testing`'s memory ledger, one block per transaction,
+``round-open`` from a peer a block behind. `MemoryFL` is the same ledger without a network:
+the real `FLContract` over `fedfabric.chaincode.testing`'s memory ledger, one block per transaction,
 with the same errors (`EndorseError` carrying ``chaincode response <status>, <check>: ...``)
-and the same chaincode events, so worker and coordinator tests need no peer.
+and the same chaincode events, so worker and coordinator tests need no peer. Given one
+contract per organisation (each with its own private validator), it endorses like the Fabric
+gateway under a majority policy.
 
 Both implement `Ledger`; the worker, the coordinator and the auditor accept either.
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +36,7 @@ import grpc
 from fabric_protos.msp import identities_pb2
 
 from fedfabric.chaincode import fl
-from fedfabric.chaincode.testing import MemoryLedger, invoke
+from fedfabric.chaincode.testing import DEFAULT_TIMESTAMP, InvokeResult, MemoryLedger, invoke
 from fedfabric.gateway import (
     ChaincodeEvent,
     CommitError,
@@ -265,16 +267,49 @@ class MemoryFL:
     raises. `ledger(creator)` gives the `Ledger` of one identity (``SerializedIdentity``
     bytes, e.g. from ``fedfabric.chaincode.testing.fake_identity``). `fail_next` makes the
     next call of a function fail, before or after it commits, to exercise retries.
+
+    `contracts` gives each organisation its own `FLContract` (MSP id → contract, each with
+    its own settings, e.g. its org-private validator); without it one contract endorses for
+    everybody. A transaction is then endorsed as the Fabric gateway endorses it without
+    ``endorsing_organizations`` (fabric ``internal/pkg/gateway/endorse.go`` and
+    ``endorsement.go``, read at the pinned snapshot 695dd57e) under the policy
+    ``OutOf(endorsements, orgs)`` (default: a majority, the network's default policy):
+
+    1. the submitter's own org executes it first (the gateway's own peer); if it refuses,
+       the transaction fails at once with that org's refusal only: its own org has a veto;
+    2. then the other orgs, one after another in `contracts` order, until `endorsements`
+       orgs endorsed (Fabric sends to one random layout of the policy at a time and drops
+       every layout holding an org that refused); a refusal by a minority is routed around
+       and the submitter never hears of it; when too few orgs are left, `EndorseError`
+       names every org asked that refused, with its message (``chaincode response <status>,
+       <check>: ...``, which `refusal` reads);
+    3. the endorsers' responses and read/write sets must be identical (Fabric compares the
+       proposal response payloads), and the transaction is committed once.
+
+    No org commits anything while endorsing: nothing is written when the policy is not met.
+    Queries are evaluated by the caller's own org.
     """
 
-    def __init__(self, contract: fl.FLContract | None = None, *, msp_name: str = "memory") -> None:
-        self.contract = contract or fl.FLContract()
+    def __init__(
+        self,
+        contracts: Mapping[str, fl.FLContract] | None = None,
+        *,
+        endorsements: int | None = None,
+    ) -> None:
+        if contracts is not None and not contracts:
+            raise ValueError("contracts must name at least one organisation")
+        self.contracts = dict(contracts) if contracts else {"": fl.FLContract()}
+        count = len(self.contracts)
+        self.endorsements = count // 2 + 1 if endorsements is None else endorsements
+        if not 1 <= self.endorsements <= count:
+            raise ValueError(
+                f"endorsements must be in 1..{count} (the organisations), got {endorsements}"
+            )
         self.state = MemoryLedger()
         self.blocks: list[list[ChaincodeEvent]] = []
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._faults: list[tuple[str, bool, BaseException]] = []
-        self._address = msp_name
 
     @property
     def height(self) -> int:
@@ -295,32 +330,20 @@ class MemoryFL:
                 del self._faults[i]
                 raise error
 
+    def _orgs(self, msp_id: str) -> list[str]:
+        """The orgs in the order the gateway of `msp_id`'s peer asks them."""
+        first = msp_id if msp_id in self.contracts else next(iter(self.contracts))
+        return [first] + [org for org in self.contracts if org != first]
+
     async def call(
         self, creator: bytes, function: str, args: tuple[str | bytes, ...], *, submit: bool
     ) -> bytes:
         msp_id = identities_pb2.SerializedIdentity.FromString(creator).mspid
         self._fault(function, False)
         async with self._lock:
-            result = await invoke(
-                self.contract,
-                f"fl:{function}",
-                *args,
-                creator=creator,
-                ledger=self.state,
-                commit=None if submit else False,
-            )
-            if result.status >= 400:
-                detail = ErrorDetail(
-                    self._address, msp_id, f"chaincode response {result.status}, {result.message}"
-                )
-                error = EndorseError if submit else EvaluateError
-                raise error(
-                    result.tx_id,
-                    code=grpc.StatusCode.ABORTED,
-                    grpc_message="failed to endorse transaction",
-                    details=[detail],
-                )
             if submit:
+                result = await self._endorse(creator, msp_id, function, args)
+                self.state.commit(result.rwset, tx_id=result.tx_id, timestamp=DEFAULT_TIMESTAMP)
                 events = []
                 if result.event is not None:
                     events.append(
@@ -329,11 +352,76 @@ class MemoryFL:
                         )
                     )
                 self.blocks.append(events)
+            else:
+                org = self._orgs(msp_id)[0]
+                result = await self._execute(org, creator, function, args)
+                if result.status >= 400:
+                    raise EvaluateError(
+                        result.tx_id,
+                        code=grpc.StatusCode.ABORTED,
+                        grpc_message="failed to evaluate transaction",
+                        details=[self._detail(org, msp_id, result)],
+                    )
         if submit:
             async with self._changed:
                 self._changed.notify_all()
             self._fault(function, True)
         return result.payload
+
+    async def _execute(
+        self, org: str, creator: bytes, function: str, args: tuple[str | bytes, ...]
+    ) -> InvokeResult:
+        """`org`'s contract runs the call on the committed state, committing nothing."""
+        return await invoke(
+            self.contracts[org],
+            f"fl:{function}",
+            *args,
+            creator=creator,
+            ledger=self.state,
+            commit=False,
+        )
+
+    def _detail(self, org: str, msp_id: str, result: InvokeResult) -> ErrorDetail:
+        return ErrorDetail(
+            f"memory:{org or msp_id}",
+            org or msp_id,
+            f"chaincode response {result.status}, {result.message}",
+        )
+
+    async def _endorse(
+        self, creator: bytes, msp_id: str, function: str, args: tuple[str | bytes, ...]
+    ) -> InvokeResult:
+        """The endorsed result (see the class docstring), or `EndorseError`."""
+        orgs = self._orgs(msp_id)
+        endorsed: list[InvokeResult] = []
+        details: list[ErrorDetail] = []
+        result = None
+        for i, org in enumerate(orgs):
+            result = await self._execute(org, creator, function, args)
+            if result.status >= 400:
+                details.append(self._detail(org, msp_id, result))
+            elif endorsed and _response(result) != _response(endorsed[0]):
+                details.append(
+                    ErrorDetail(f"memory:{org}", org, "ProposalResponsePayloads do not match")
+                )
+            else:
+                endorsed.append(result)
+            if len(endorsed) == self.endorsements:
+                return endorsed[0]
+            if not endorsed or len(endorsed) + len(orgs) - i - 1 < self.endorsements:
+                break  # the own org refused, or too few orgs are left
+        assert result is not None
+        raise EndorseError(
+            result.tx_id,
+            code=grpc.StatusCode.ABORTED,
+            grpc_message=(
+                "failed to collect enough transaction endorsements, see attached details for "
+                "more info"
+                if endorsed
+                else "failed to endorse transaction, see attached details for more info"
+            ),
+            details=details,
+        )
 
     async def _events(self, start_block: int | None) -> AsyncIterator[ChaincodeEvent]:
         block = self.height if start_block is None else start_block
@@ -344,6 +432,11 @@ class MemoryFL:
                 for event in self.blocks[block]:
                     yield event
                 block += 1
+
+
+def _response(result: InvokeResult) -> tuple[Any, ...]:
+    """What Fabric compares between endorsements: response, event and read/write set."""
+    return (result.status, result.message, result.payload, result.event, result.rwset)
 
 
 class MemoryFLLedger(_Calls):

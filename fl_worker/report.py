@@ -1,9 +1,16 @@
 """The report of a `fedfabric run`: tables per round, ledger figures, contributions, a plot.
 
 Written into one folder: ``report.md`` (everything, readable), ``rounds.csv`` (one row per
-round, ledger run and in-memory baseline side by side), ``summary.json`` (the numbers),
-``accuracy.png`` (accuracy per round, ledger vs baseline) and ``final_model.bin`` (the global
-model as committed on the ledger, for ``fedfabric audit --model``).
+round, ledger run and baseline side by side), ``summary.json`` (the numbers), ``accuracy.png``
+(accuracy per round, ledger vs baseline) and ``final_model.bin`` (the global model as committed
+on the ledger, for ``fedfabric audit --model``).
+
+The baseline is the same run in memory (same data, workers, attackers and seed) aggregated by
+plain FedAvg with no org-private validation: what the consortium would get without the
+ledger's endorsement. Refusals are counted per organisation and per check (the contract's
+check name, e.g. ``private-validation``), as the refusing organisations reported them to the
+workers; ``?`` stands for refusals no organisation answered (the encoder's, before
+submitting, or a transaction invalidated at commit).
 """
 
 from __future__ import annotations
@@ -26,8 +33,7 @@ class RoundRow:
     submitted: int
     committed: int
     refused: int
-    refused_by: dict[str, int] = field(default_factory=dict)  # MSP id → refusals
-    refusal_reasons: dict[str, int] = field(default_factory=dict)  # check → count
+    refusals: dict[str, dict[str, int]] = field(default_factory=dict)  # MSP id → check → count
     used: int = 0
     excluded: int = 0
     update_bytes: int = 0
@@ -63,6 +69,15 @@ class Report:
     baseline_seconds: float | None
     malicious: Sequence[str] = ()
 
+    def refusals(self) -> dict[str, dict[str, int]]:
+        """Refusals of the whole run: MSP id → check → count (see the module docstring)."""
+        total: dict[str, dict[str, int]] = {}
+        for r in self.rounds:
+            for org, checks in r.refusals.items():
+                for check, n in checks.items():
+                    total.setdefault(org, {})[check] = total.setdefault(org, {}).get(check, 0) + n
+        return {org: dict(sorted(checks.items())) for org, checks in sorted(total.items())}
+
     def contribution_scores(self) -> dict[str, float]:
         """Per org: its share of the updates the aggregates used (sums to 1)."""
         used = {org: c.get("used", 0) for org, c in self.contributions.items()}
@@ -79,6 +94,7 @@ def write_report(report: Report, folder: Path) -> Path:
     summary = {k: v for k, v in asdict(report).items() if k not in ("final_model", "rounds")}
     summary["rounds"] = [asdict(r) for r in report.rounds]
     summary["contribution_scores"] = report.contribution_scores()
+    summary["refusals"] = report.refusals()
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     path = folder / "report.md"
     path.write_text(_markdown(report))
@@ -96,7 +112,7 @@ def _write_csv(report: Report, path: Path) -> None:
                 "submitted",
                 "committed",
                 "refused",
-                "refused_by",
+                "refusals",
                 "used",
                 "excluded",
                 "update_bytes",
@@ -106,7 +122,11 @@ def _write_csv(report: Report, path: Path) -> None:
             ]
         )
         for r in report.rounds:
-            refused_by = ";".join(f"{k}={v}" for k, v in sorted(r.refused_by.items()))
+            refusals = ";".join(
+                f"{org} {check}={n}"
+                for org, checks in sorted(r.refusals.items())
+                for check, n in sorted(checks.items())
+            )
             writer.writerow(
                 [
                     r.round,
@@ -115,7 +135,7 @@ def _write_csv(report: Report, path: Path) -> None:
                     r.submitted,
                     r.committed,
                     r.refused,
-                    refused_by,
+                    refusals,
                     r.used,
                     r.excluded,
                     r.update_bytes,
@@ -138,7 +158,12 @@ def _plot(report: Report, path: Path) -> None:
         rounds,
         [report.initial_accuracy] + [r.accuracy for r in report.rounds],
         "o-",
-        label="on the ledger (endorsed, committed updates)",
+        label="on the ledger"
+        + (
+            ": endorsed after each org's validation"
+            if report.config.get("validation_threshold") is not None
+            else " (endorsed, committed updates)"
+        ),
     )
     base = [r.baseline_accuracy for r in report.rounds]
     if all(b is not None for b in base):
@@ -147,17 +172,28 @@ def _plot(report: Report, path: Path) -> None:
             [report.initial_accuracy] + base,
             "s--",
             alpha=0.7,
-            label="in memory, no ledger (same seed)",
+            label="in memory: plain FedAvg, no validation (same attackers)",
         )
     ax.set_xlabel("round")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(f"fedfabric task {report.task}")
     ax.legend(loc="lower right")
-    fig.tight_layout()
+    refused = "; ".join(refusal_lines(report.refusals())) or "none"
+    fig.text(0.5, 0.01, f"updates refused, by organisation: {refused}", ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)
+
+
+def refusal_lines(refusals: dict[str, dict[str, int]]) -> list[str]:
+    """One line per organisation: ``Org2MSP: private-validation 14, norm 1``."""
+    return [
+        f"{org}: " + ", ".join(f"{check} {n}" for check, n in sorted(checks.items()))
+        for org, checks in sorted(refusals.items())
+    ]
 
 
 def _markdown(report: Report) -> str:
@@ -167,12 +203,18 @@ def _markdown(report: Report) -> str:
         "",
         f"{c.get('dataset')} · {c.get('orgs')} orgs × {c.get('workers_per_org')} workers · "
         f"{c.get('rounds')} rounds · strategy {c.get('strategy')} · "
-        f"attack {c.get('attack') or 'none'} ({c.get('malicious', 0):.0%} malicious) · "
-        f"{c.get('quantization')}/{c.get('compression')} · seed {c.get('seed')}",
+        f"attack {c.get('attack') or 'none'} ({len(report.malicious)} malicious) · "
+        f"org validation "
+        + (
+            "off"
+            if c.get("validation_threshold") is None
+            else f"threshold {c['validation_threshold']:g}"
+        )
+        + f" · {c.get('quantization')}/{c.get('compression')} · seed {c.get('seed')}",
         "",
         f"Final accuracy **{report.rounds[-1].accuracy:.3f}** on the ledger"
         + (
-            f", {report.baseline_final_accuracy:.3f} in memory without the ledger"
+            f", {report.baseline_final_accuracy:.3f} in memory with plain FedAvg and no validation"
             if report.baseline_final_accuracy is not None
             else ""
         )
@@ -183,12 +225,15 @@ def _markdown(report: Report) -> str:
         "",
         "## Rounds",
         "",
+        "Baseline: the same run in memory (same data, workers, attackers and seed), "
+        "aggregated by plain FedAvg without org-private validation.",
+        "",
         "| round | accuracy | baseline | loss | submitted | committed | refused (by org) "
         "| used | excluded | update bytes | s (ledger) | s (baseline) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report.rounds:
-        by = ", ".join(f"{k} {v}" for k, v in sorted(r.refused_by.items())) or "-"
+        by = ", ".join(f"{org} {sum(c.values())}" for org, c in sorted(r.refusals.items())) or "-"
         base = "-" if r.baseline_accuracy is None else f"{r.baseline_accuracy:.3f}"
         bsec = "-" if r.baseline_seconds is None else f"{r.baseline_seconds:.2f}"
         lines.append(
@@ -213,6 +258,8 @@ def _markdown(report: Report) -> str:
     ]
     if report.baseline_seconds is not None:
         lines.append(f"| wall time in memory (same training) | {report.baseline_seconds:.1f} s |")
+    lines += ["", "## Refusals per organisation", ""]
+    lines += [f"- {line}" for line in refusal_lines(report.refusals())] or ["None."]
     lines += [
         "",
         "## Contributions per organisation",

@@ -1,7 +1,7 @@
 """Federated strategies: an on-chain aggregation rule, plus what workers do differently.
 
 The aggregation itself is always a `fedfabric.chaincode.fl` rule (``fedavg``, ``median``,
-``trimmed-mean``, ``krum``, ``multi-krum``, or one registered with
+``trimmed-mean``, ``krum``, ``multi-krum``, ``centered-clip``, or one registered with
 `fedfabric.chaincode.fl.register_rule`): every endorsing peer runs it in ``AdvanceRound``,
 so it is never re-implemented here. A `Strategy` adds only the client side:
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -10,6 +10,8 @@ from typing import Protocol
 from fedfabric.network._topology import Topology
 
 Progress = Callable[[str], None]
+ServerSettings = Mapping[str, Mapping[str, Mapping[str, str]]]
+"""Chaincode server settings: chaincode name → MSP id → setting → value."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ class Backend(Protocol):
     connection profiles); `install` makes the backend's own programs available (the Fabric
     binaries, built on first use); `issue_identity` adds a client identity to an organisation
     (a simulated device, say) and returns it, or returns the existing one of that name.
+
+    `deploy` may add chaincode server settings (`ServerSettings`: chaincode name → MSP id →
+    ``--setting`` key/values) to the topology's, e.g. an organisation's private validator;
+    servers whose settings change are restarted with them (and again after `up`).
+    `private_dir` is a directory of one organisation's own (mode 0700), for files only its
+    nodes and chaincode servers read.
     """
 
     topology: Topology
@@ -62,8 +70,13 @@ class Backend(Protocol):
     async def down(self) -> None: ...
     async def status(self) -> Sequence[NodeStatus]: ...
     async def deploy(
-        self, names: Sequence[str] | None = None, progress: Progress | None = None
+        self,
+        names: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        *,
+        settings: ServerSettings | None = None,
     ) -> None: ...
+    def private_dir(self, org: str) -> Path: ...
     def endpoint(self, org: str) -> Endpoint: ...
     def identity(self, org: str, user: str = "User1") -> IdentityFiles: ...
     def issue_identity(self, org: str, name: str) -> IdentityFiles: ...

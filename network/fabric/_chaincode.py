@@ -10,17 +10,18 @@ Each peer gets its own chaincode server process, listening on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedfabric.gateway import GatewayError, connect_org
 from fedfabric.network import _crypto, _process
-from fedfabric.network._backend import NodeStatus, Progress
+from fedfabric.network._backend import NodeStatus, Progress, ServerSettings
 from fedfabric.network._ccaas import (
     CONNECTION,
     package_bytes,
@@ -37,9 +38,14 @@ if TYPE_CHECKING:
     from fedfabric.network.fabric._network import FabricNetwork
 
 
-async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> None:
+async def deploy(
+    net: FabricNetwork, names: Sequence[str], say: Progress, settings: ServerSettings
+) -> None:
     t = net.topology
-    chaincodes = [t.chaincode(n) for n in names]
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise NetworkError(f"settings for {unknown[0]!r}, which is not being deployed")
+    chaincodes = [with_settings(net, t.chaincode(n), settings.get(n, {})) for n in names]
     for cc in chaincodes:
         started = time.monotonic()
         pkg = net.layout.chaincode_dir / f"{cc.label}.tar.gz"
@@ -74,11 +80,12 @@ async def deploy(net: FabricNetwork, names: Sequence[str], say: Progress) -> Non
 
 async def restart_servers(net: FabricNetwork, say: Progress) -> None:
     """After `up`: restart the chaincode servers of every chaincode deployed before."""
-    for name in _deployed(net):
+    for name, record in _deployed(net).items():
         try:
             cc = net.topology.chaincode(name)
         except NetworkError:
             continue
+        cc = dataclasses.replace(cc, settings=json.loads(record.get("settings", "{}")))
         pid = package_id(cc)
         waits = []
         for peer in net.topology.peers:
@@ -87,6 +94,21 @@ async def restart_servers(net: FabricNetwork, say: Progress) -> None:
                 waits.append(_start_server(net, cc, peer, pid))
         await asyncio.gather(*waits)
         await wait_endorsable(net, cc)
+
+
+def with_settings(
+    net: FabricNetwork, cc: Chaincode, extra: Mapping[str, Mapping[str, str]]
+) -> Chaincode:
+    """`cc` with `extra` server settings (MSP id → key → value) over the topology's."""
+    settings = {msp: dict(values) for msp, values in cc.settings.items()}
+    known = [o.msp_id for o in net.topology.organizations]
+    for msp, values in extra.items():
+        if msp not in known:
+            raise NetworkError(
+                f"{cc.name} settings: unknown MSP id {msp!r} (known: {', '.join(known)})"
+            )
+        settings[msp] = {**settings.get(msp, {}), **{str(k): str(v) for k, v in values.items()}}
+    return dataclasses.replace(cc, settings=settings)
 
 
 def server_status(net: FabricNetwork) -> list[NodeStatus]:

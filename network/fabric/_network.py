@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedfabric.network import _crypto, _process
-from fedfabric.network._backend import Endpoint, IdentityFiles, NodeStatus, Progress
+from fedfabric.network._backend import (
+    Endpoint,
+    IdentityFiles,
+    NodeStatus,
+    Progress,
+    ServerSettings,
+)
 from fedfabric.network._binaries import FabricRelease, install_fabric
 from fedfabric.network._config import CCAAS_DIR_ENV, admin_msp, render_all
 from fedfabric.network._errors import FabricNotInstalledError, NetworkError, NotRunningError
@@ -187,13 +193,33 @@ class FabricNetwork:
 
     # ----------------------------------------------------------------- chaincode
     async def deploy(
-        self, names: Sequence[str] | None = None, progress: Progress | None = None
+        self,
+        names: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        *,
+        settings: ServerSettings | None = None,
     ) -> None:
-        """Install, approve, commit and serve chaincodes (default: every one in the topology)."""
+        """Install, approve, commit and serve chaincodes (default: every one in the topology).
+
+        `settings` add to (and override) the topology's chaincode server settings, per
+        chaincode and MSP id; servers whose settings changed are restarted. Raises
+        `NetworkError` for a chaincode or organisation the topology does not have.
+        """
         self._require_running()
         await _chaincode.deploy(
-            self, names or [c.name for c in self.topology.chaincodes], progress or _quiet
+            self,
+            names or [c.name for c in self.topology.chaincodes],
+            progress or _quiet,
+            settings or {},
         )
+
+    def private_dir(self, org: str) -> Path:
+        """`org`'s own private directory (mode 0700, created on first use), inside its MSP
+        material: for files only its nodes and chaincode servers read."""
+        folder = _crypto.org_dir(self.layout.crypto_dir, self.topology.org(org)) / "private"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        return folder
 
     async def wait_endorsable(self, chaincode: str, timeout: float = 90.0) -> None:
         """Until every org's gateway can get `chaincode` endorsed by every org: after `up`,

@@ -66,7 +66,9 @@ async def fl(network: FabricNetwork) -> AsyncIterator[Contracts]:
 
 @pytest.fixture(scope="module", autouse=True)
 async def discovered(network: FabricNetwork) -> None:
-    await network.wait_endorsable("fl")
+    """The ``fl`` servers validate with `tests.fixtures.flval` (the topology's settings), also
+    after a `fedfabric run` gave them its own validators; then gossip has found them."""
+    await network.deploy(["fl"])
 
 
 def subject(network: FabricNetwork, org: str, user: str) -> str:

@@ -1,24 +1,32 @@
-"""`fedfabric run` and `fedfabric audit` end to end on real Fabric: the project's main job."""
+"""`fedfabric run` and `fedfabric audit` end to end on real Fabric: the project's main job.
+
+Each run wires its organisations' private validators into the session network's ``fl``
+chaincode servers (restarting them when the run's validation splits differ from the last).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
+from fedfabric.fl_worker.clients import Clients
 from fedfabric.fl_worker.config import RunConfig
-from fedfabric.fl_worker.run import RunOptions, run_job
+from fedfabric.fl_worker.inmemory import run_in_memory
+from fedfabric.fl_worker.run import RunOptions, run_job, task_id
 from fedfabric.network import FabricNetwork
 from tests.conftest import PORT_SHIFT, topology_data
 
-SMALL = {"rounds": 2, "workers_per_org": 2, "epochs": 1}
+SMALL = {"rounds": 2, "workers_per_org": 2, "epochs": 1, "attack": None}  # validation on
 
 
 def say(_: str) -> None:
@@ -59,10 +67,12 @@ def final_digest(report: Path) -> str:
     return json.loads((report / "summary.json").read_text())["final_model_digest"]
 
 
-async def test_small_run_learns_and_equals_the_run_without_ledger(
+async def test_small_clean_run_learns_and_equals_plain_fedavg_without_ledger(
     network: FabricNetwork, tmp_path: Path
 ) -> None:
-    config = RunConfig(**SMALL)
+    """Validation on, nobody attacking: the orgs refuse no honest update, so the ledger
+    commits what plain FedAvg computes in memory."""
+    config = RunConfig(**SMALL, strategy="fedavg", weighting="samples")
 
     report = await run_job(
         config, RunOptions(task="job-small", report_dir=tmp_path), network, say=say
@@ -70,7 +80,7 @@ async def test_small_run_learns_and_equals_the_run_without_ledger(
 
     assert report.rounds[-1].accuracy > report.initial_accuracy + 0.3
     assert report.rounds[-1].accuracy == report.baseline_final_accuracy
-    assert [r.committed for r in report.rounds] == [6, 6]
+    assert [r.committed for r in report.rounds] == [6, 6] and report.refusals() == {}
     # Each org's admin registers its workers, then per round 6 updates and one AdvanceRound
     # (CreateTask, which opened round 1, came before).
     assert report.ledger.transactions == report.ledger.valid_transactions == 3 + 2 * (6 + 1)
@@ -80,11 +90,60 @@ async def test_small_run_learns_and_equals_the_run_without_ledger(
     assert set(report.contributions) == {"TransportMSP", "EnergyMSP", "HealthMSP"}
 
 
+async def test_the_default_run_has_each_gaussian_attacker_refused_by_its_own_orgs_server(
+    network: FabricNetwork, tmp_path: Path
+) -> None:
+    """`fedfabric run` with no flags (fewer rounds): 2 of 9 workers add Gaussian noise; each
+    organisation's chaincode server validates on its own split, written to its private
+    directory; the in-memory emulation of validation commits the ledger's models."""
+    config = RunConfig(rounds=3)
+    outcomes = []
+
+    report = await run_job(
+        config,
+        RunOptions(task="job-default", report_dir=tmp_path),
+        network,
+        say=say,
+        on_round=outcomes.append,
+    )
+
+    async with Clients(network) as clients:
+        admin, workers = await clients.creators(config)
+    emulated = await run_in_memory(config, admin=admin, workers=workers)
+    assert len(report.malicious) == 2
+    for outcome in outcomes:
+        assert sorted(name for name, _, _ in outcome.refused) == sorted(report.malicious)
+        for _, org, found in outcome.refused:
+            assert (found.check, found.orgs) == ("private-validation", (org,))
+            assert f"private-validation: {org} refuses the update of {org}:" in found.message
+    assert [r.committed for r in report.rounds] == [7, 7, 7]
+    assert report.refusals() == {
+        org: {"private-validation": 3 * n}
+        for org, n in Counter(org for _, org, _ in outcomes[0].refused).items()
+    }
+    assert report.rounds[-1].accuracy > report.baseline_final_accuracy + 0.1
+    assert emulated.final_model == report.final_model
+    for org in network.topology.organizations:
+        folder = network.private_dir(org.name)
+        data = folder / f"fl-validation-{task_id(config)}.npz"
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert stat.S_IMODE(data.stat().st_mode) == 0o600
+        assert f"validation_data={data}" in server_command(network, org.peers[0].host)
+
+
+def server_command(network: FabricNetwork, peer: str) -> str:
+    """The command line of the ``fl`` chaincode server next to `peer`."""
+    pid = int(network.layout.pid_file(f"cc-fl-{peer}").read_text().split()[0])
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 async def test_a_robust_strategy_keeps_accuracy_under_sign_flip_where_fedavg_drops(
     network: FabricNetwork, tmp_path: Path
 ) -> None:
-    # Rules over single updates: Multi-Krum with f = 3 needs nine rows, there are three orgs.
+    # Rules over single updates (Multi-Krum with f = 3 needs nine rows, there are three
+    # orgs), alone, on IID data.
     attacked = {"rounds": 3, "attack": "sign_flip", "malicious": 0.3, "weighting": "samples"}
+    attacked.update(alpha=None, validation_threshold=None)
     accuracy = {}
     for strategy, params in [("fedavg", {}), ("multi-krum", {"f": 3, "m": 5})]:
         config = RunConfig(strategy=strategy, strategy_params=params, **attacked)
@@ -100,7 +159,13 @@ async def test_a_robust_strategy_keeps_accuracy_under_sign_flip_where_fedavg_dro
     clean = (
         (
             await run_job(
-                RunConfig(rounds=3, weighting="samples"),
+                RunConfig(
+                    rounds=3,
+                    alpha=None,
+                    attack=None,
+                    validation_threshold=None,
+                    weighting="samples",
+                ),
                 RunOptions(task="job-clean", baseline=False, report_dir=tmp_path / "clean"),
                 network,
                 say=say,

@@ -21,10 +21,23 @@ from fedfabric.fl_worker.worker import COMMITTED, SKIPPED, WorkerResources
 from tests.fixtures.gated import Gated, interrupt_run
 from tests.scenarios.conftest import RETRY, Backend
 
-CONFIG = RunConfig(rounds=2, orgs=3, workers_per_org=2, epochs=1, batch_size=32, seed=11)
+# A clean IID run: these scenarios are about rules, resuming and devices; the session
+# network's FL servers validate with `tests.fixtures.flval`, not with this run's splits.
+CONFIG = RunConfig(
+    rounds=2,
+    orgs=3,
+    workers_per_org=2,
+    epochs=1,
+    batch_size=32,
+    seed=11,
+    alpha=None,
+    attack=None,
+    validation_threshold=None,
+)
 # Parameters for every aggregation rule; six workers a round are enough for each of them
 # (Krum's 2f + 3 rows need weighting by update: three organisations are too few).
 RULES = {
+    "centered-clip": {},
     "fedavg": {},
     "median": {"clip_norm": 2.0},
     "trimmed-mean": {"beta": 0.2},

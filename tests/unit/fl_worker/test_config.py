@@ -7,10 +7,13 @@ import dataclasses
 import pytest
 
 from fedfabric.chaincode import fl
+from fedfabric.fl_worker.attacks import malicious_count
 from fedfabric.fl_worker.config import ConfigError, RunConfig
+from fedfabric.fl_worker.run import config_from_args
+from fedfabric.network.cli import parser
 
 
-def test_the_defaults_are_the_main_jobs_run():
+def test_the_defaults_are_the_main_jobs_run_two_of_nine_gaussian_attackers_validated():
     config = RunConfig()
 
     assert (config.dataset, config.orgs, config.workers_per_org, config.rounds) == (
@@ -19,9 +22,34 @@ def test_the_defaults_are_the_main_jobs_run():
         3,
         10,
     )
-    assert config.num_workers == 9 and config.alpha is None and config.attack is None
+    assert (config.num_workers, config.alpha, config.strategy) == (9, 0.5, "centered-clip")
+    assert config.weighting == "org"  # safe against one malicious organisation of three
+    assert config.attack == "gaussian" and malicious_count(9, config.malicious) == 2
+    assert (config.validation_threshold, config.validation_fraction) == (1.0, 0.1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.rounds = 3
+
+
+@pytest.mark.parametrize("attack", ["none", None])
+def test_attack_none_is_a_clean_run_without_malicious_workers(attack):
+    config = RunConfig(attack=attack)
+
+    assert (config.attack, config.malicious, config.make_attack()) == (None, 0.0, None)
+    assert config == RunConfig().replace(attack=attack)
+    assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_attack_none_in_yaml_and_on_the_command_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("attack: none\nrounds: 3\n")
+    args = parser().parse_args(["run", "--attack", "none"])
+
+    from_yaml = RunConfig.from_yaml(path)
+    from_cli = config_from_args(args)
+
+    assert (from_yaml.attack, from_yaml.malicious, from_yaml.rounds) == (None, 0.0, 3)
+    assert (from_cli.attack, from_cli.malicious) == (None, 0.0)
+    assert from_cli.validation_threshold == 1.0  # validation stays on in a clean run
 
 
 def test_a_yaml_file_sets_every_field(tmp_path):
@@ -48,7 +76,9 @@ def test_a_yaml_file_sets_every_field(tmp_path):
     [
         ({"strategy": "fedmean"}, "strategy", "unknown strategy 'fedmean'; valid names:"),
         ({"malicious": 1.5, "attack": "sign_flip"}, "malicious", "must be in [0, 1], got 1.5"),
-        ({"malicious": 0.3}, "malicious", "is > 0 but no attack is set"),
+        ({"attack": "none", "malicious": 0.3}, "malicious", "is 0.3 but attack is none"),
+        ({"validation_fraction": 0}, "validation_fraction", "must be a number in (0, 1), got 0"),
+        ({"validation_threshold": -1}, "validation_threshold", "must be null or a number >= 0"),
         ({"attack": "poison"}, "attack", "unknown attack 'poison'"),
         ({"dataset": "/no/such/data.npz"}, "dataset", "file '/no/such/data.npz' does not exist"),
         ({"dataset": "mnist"}, "dataset", "neither breast_cancer nor digits"),
@@ -71,7 +101,7 @@ def test_a_yaml_file_sets_every_field(tmp_path):
         ({"weighting": "votes"}, "weighting", "must be one of ['org', 'samples', 'equal']"),
         ({"min_updates": 10}, "min_updates", "exceeds the 9 workers"),
         ({"malicious_org": 4, "attack": "gaussian"}, "malicious_org", "org number 1..3"),
-        ({"malicious_org": 1}, "malicious_org", "needs an attack"),
+        ({"malicious_org": 1, "attack": "none"}, "malicious_org", "needs an attack"),
         ({"norm_bound": 1e9}, "norm_bound", "must be <= 32768"),
     ],
 )

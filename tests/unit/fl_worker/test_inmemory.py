@@ -12,20 +12,19 @@ from fedfabric.chaincode.fl import _aggregation
 from fedfabric.fl_worker.config import ConfigError, RunConfig
 from fedfabric.fl_worker.federation import local_update, poison_updates, prepare
 from fedfabric.fl_worker.inmemory import run_in_memory
+from fedfabric.fl_worker.run import baseline_config
 from fedfabric.fl_worker.strategies import Strategy
 from fedfabric.fl_worker.worker import COMMITTED
 
 SEED = 3
-# Rules over single updates (Multi-Krum with f = 3 needs 9 rows; nine workers, three orgs).
-QUICK = {
-    "rounds": 3,
-    "seed": SEED,
-    "epochs": 1,
-    "batch_size": 32,
-    "lr": 0.2,
-    "strategy": "fedavg",
-    "weighting": "samples",
-}
+# The contract's own checks, without org-private validation, on IID data; rules over single
+# updates (Multi-Krum with f = 3 needs 9 rows: nine workers, three orgs).
+QUICK = {"rounds": 3, "seed": SEED, "epochs": 1, "batch_size": 32, "lr": 0.2, "alpha": None}
+QUICK.update(attack=None, validation_threshold=None, strategy="fedavg", weighting="samples")
+
+
+def quick(**changes) -> RunConfig:
+    return RunConfig(**{**QUICK, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +53,11 @@ async def test_the_same_seed_gives_the_same_models(clean):
 
 
 async def test_with_30_percent_sign_flippers_multi_krum_stays_well_above_fedavg(clean):
-    attacked = {**QUICK, "attack": "sign_flip", "malicious": 0.3}
+    attacked = {"attack": "sign_flip", "malicious": 0.3}
 
-    fedavg = await run_in_memory(RunConfig(**attacked))
+    fedavg = await run_in_memory(quick(**attacked))
     robust = await run_in_memory(
-        RunConfig(**{**attacked, "strategy": "multi-krum", "strategy_params": {"f": 3, "m": 5}})
+        quick(**{**attacked, "strategy": "multi-krum", "strategy_params": {"f": 3, "m": 5}})
     )
 
     assert len(fedavg.malicious) == 3
@@ -68,7 +67,7 @@ async def test_with_30_percent_sign_flippers_multi_krum_stays_well_above_fedavg(
 
 
 async def test_nan_attackers_are_refused_and_the_round_goes_on():
-    result = await run_in_memory(RunConfig(**{**QUICK, "rounds": 1}, attack="nan", malicious=0.2))
+    result = await run_in_memory(quick(rounds=1, attack="nan", malicious=0.2))
 
     assert refused(result.rounds[0]) == dict.fromkeys(result.malicious, "non-finite")
     assert len(result.rounds[0].updates) == 7
@@ -76,8 +75,8 @@ async def test_nan_attackers_are_refused_and_the_round_goes_on():
 
 async def test_updates_over_the_norm_bound_are_refused_by_the_contract():
     result = await run_in_memory(
-        RunConfig(
-            **{**QUICK, "rounds": 1},
+        quick(
+            rounds=1,
             attack="scaling",
             attack_params={"factor": 1000.0},
             malicious=0.2,
@@ -90,14 +89,14 @@ async def test_updates_over_the_norm_bound_are_refused_by_the_contract():
 
 
 async def test_alie_attackers_sending_identical_content_are_refused_as_copies():
-    result = await run_in_memory(RunConfig(**{**QUICK, "rounds": 1}, attack="alie", malicious=0.3))
+    result = await run_in_memory(quick(rounds=1, attack="alie", malicious=0.3))
 
     # Three attackers send the same update: the first keeps it, the others copied it.
     assert sorted(refused(result.rounds[0]).values()) == ["copy", "copy"]
 
 
 def test_label_flipping_poisons_the_data_of_the_malicious_workers_only():
-    fed = prepare(RunConfig(**QUICK, attack="label_flip", malicious=0.2))
+    fed = prepare(quick(attack="label_flip", malicious=0.2))
     honest = next(i for i in range(9) if i not in fed.malicious)
     bad = next(iter(fed.malicious))
     fit = fed.strategy.fit_config(1)
@@ -135,7 +134,24 @@ def test_a_model_that_does_not_fit_the_data_is_a_config_error():
     assert caught.value.field == "model" and "takes 30 features" in str(caught.value)
 
 
+async def test_the_default_run_validated_in_memory_refuses_each_attacker_by_its_own_org():
+    config = RunConfig(rounds=3)  # the main job: 2 of 9 Gaussian attackers, validation on
+
+    validated = await run_in_memory(config)
+    unvalidated = await run_in_memory(baseline_config(config))  # the report's comparison
+
+    assert len(validated.malicious) == 2
+    for outcome in validated.rounds:
+        assert sorted(name for name, _, _ in outcome.refused) == sorted(validated.malicious)
+        for _, org, found in outcome.refused:
+            assert (found.check, found.orgs) == ("private-validation", (org,))
+            assert f"{org} refuses the update of {org}:" in found.message
+        assert len(outcome.updates) == 7
+    assert all(not outcome.refused for outcome in unvalidated.rounds)
+    assert validated.final_accuracy > unvalidated.final_accuracy + 0.1
+
+
 def test_a_malicious_org_means_every_worker_of_that_org():
-    fed = prepare(RunConfig(**QUICK, attack="gaussian", malicious_org=2))
+    fed = prepare(quick(attack="gaussian", malicious_org=2))
 
     assert fed.malicious == frozenset({3, 4, 5})

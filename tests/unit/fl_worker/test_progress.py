@@ -1,7 +1,9 @@
-"""What `fedfabric run` prints: the round table is whole when the output is a log, not a tty."""
+"""What `fedfabric run` prints: the round table is whole when the output is a log, not a tty;
+the ledger run next to plain FedAvg without validation; the refusals per org and check."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from rich.console import Console
@@ -10,7 +12,7 @@ from fedfabric.fl_worker._progress import Progress
 from fedfabric.fl_worker.config import RunConfig
 from fedfabric.fl_worker.report import LedgerFigures, Report, RoundRow
 
-HEADERS = ("round", "accuracy", "no ledger", "committed", "refused", "used", "excluded", "KB")
+HEADERS = ("round", "accuracy", "plain FedAvg", "committed", "refused", "used", "excluded", "KB")
 
 
 def report() -> Report:
@@ -55,3 +57,20 @@ def test_round_table_in_a_log_keeps_every_header_whole() -> None:
     for name in HEADERS:
         assert f" {name} " in header, header
     assert "…" not in text.split("ledger:")[0]
+
+
+def test_the_summary_shows_refusals_per_org_and_check_and_the_plain_fedavg_baseline() -> None:
+    rows = [
+        RoundRow(round=1, accuracy=0.8, loss=0.5, submitted=9, committed=7, refused=2,
+                 refusals={"Org2MSP": {"private-validation": 1}, "Org1MSP": {"norm": 1}},
+                 baseline_accuracy=0.6),
+        RoundRow(round=2, accuracy=0.9, loss=0.3, submitted=9, committed=7, refused=2,
+                 refusals={"Org2MSP": {"private-validation": 2}}, baseline_accuracy=0.7),
+    ]  # fmt: skip
+    out = io.StringIO()
+    with Progress(RunConfig(), Console(file=out, highlight=False)) as progress:
+        progress.summary(dataclasses.replace(report(), rounds=rows, baseline_final_accuracy=0.7))
+
+    text = out.getvalue()
+    assert "refusals: Org1MSP: norm 1; Org2MSP: private-validation 3" in text
+    assert "0.900 on the ledger, 0.700 in memory with plain FedAvg and no validation" in text

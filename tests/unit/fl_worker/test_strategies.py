@@ -75,7 +75,11 @@ def test_the_aggregation_field_is_what_the_task_spec_accepts():
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("fedmean", {}, "unknown strategy 'fedmean'; valid names: fedavg, fedprox, krum, median"),
+        (
+            "fedmean",
+            {},
+            "unknown strategy 'fedmean'; valid names: centered-clip, fedavg, fedprox, krum",
+        ),
         ("krum", {"beta": 0.1}, "aggregation rule 'krum' got unknown parameters ['beta']"),
         ("trimmed-mean", {"beta": 0.7}, "parameter 'beta' must be >= 0.0 and < 0.5"),
         ("fedprox", {"mu": -1}, "'mu' must be a number >= 0"),

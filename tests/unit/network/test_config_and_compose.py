@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedfabric.network import load_topology
-from fedfabric.network._ccaas import package_bytes, package_id, server_name
+from fedfabric.network import FabricNetwork, NetworkError, fabric_release, load_topology
+from fedfabric.network._ccaas import package_bytes, package_id, server_args, server_name
 from fedfabric.network._compose import STATE, compose_document, compose_yaml
 from fedfabric.network._config import configtx_yaml, core_yaml, orderer_yaml
 from fedfabric.network._layout import Layout
+from fedfabric.network.fabric._chaincode import with_settings
 from tests.conftest import ROOT
 
 TOPOLOGY = load_topology()
@@ -145,3 +147,23 @@ def test_compose_file_is_valid_yaml_without_aliases(name: str) -> None:
     text = (ROOT / name).read_text()
     assert "&id" not in text
     assert yaml.safe_load(text)["name"] == "fedfabric-smartcity"
+
+
+def test_deploy_settings_add_to_an_orgs_server_settings_and_name_an_unknown_org(
+    tmp_path: Path,
+) -> None:
+    net = FabricNetwork(TOPOLOGY, tmp_path, fabric_release(None))
+    cc = dataclasses.replace(TOPOLOGY.chaincode("fl"), settings={"EnergyMSP": {"a": "1", "b": "2"}})
+    extra = {"EnergyMSP": {"b": "3", "validator": "m:f"}, "HealthMSP": {"validator": "m:g"}}
+
+    served = with_settings(net, cc, extra)
+
+    assert served.settings == {
+        "EnergyMSP": {"a": "1", "b": "3", "validator": "m:f"},
+        "HealthMSP": {"validator": "m:g"},
+    }
+    org = TOPOLOGY.org("health")
+    args = server_args(Layout(tmp_path), org, org.peers[0], served)
+    assert args[-4:] == ["--setting", "msp_id=HealthMSP", "--setting", "validator=m:g"]
+    with pytest.raises(NetworkError, match="unknown MSP id 'WaterMSP' \\(known: Transport"):
+        with_settings(net, cc, {"WaterMSP": {"validator": "m:f"}})

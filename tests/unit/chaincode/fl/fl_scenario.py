@@ -34,6 +34,7 @@ def fingerprint(result) -> str:
 
 # Parameters for every registered rule (a rule added without an entry here fails the test).
 RULES = {
+    "centered-clip": {"radius": 1.5},
     "fedavg": {},
     "median": {"clip_norm": 1.0},
     "trimmed-mean": {"beta": 0.2},

@@ -57,6 +57,22 @@ def test_trimmed_mean_drops_beta_n_from_each_side_per_coordinate():
     assert result.used == ("u0", "u1", "u2", "u3", "u4")
 
 
+def test_centered_clip_bounds_a_far_row_by_the_median_deviation():
+    # Median 2; deviations -2, 0, 98 clipped to the median norm 2: mean 0, so 2 (FedAvg: 34).
+    result = make_rule("centered-clip").aggregate(zeros(1), updates([0], [2], [100]))
+    np.testing.assert_array_equal(result.model["w"], [2.0])
+    wider = make_rule("centered-clip", {"radius": 2.0}).aggregate(
+        zeros(1), updates([0], [2], [100])
+    )
+    np.testing.assert_allclose(wider.model["w"], [2 + (-2 + 0 + 4) / 3], atol=ULP)
+
+
+def test_centered_clip_leaves_rows_as_close_as_one_another_at_their_mean():
+    rows = updates([1.0, 1.0, 3.0], [1.5, 0.5, 3.0], [0.5, 1.5, 3.0])
+    result = make_rule("centered-clip").aggregate(zeros(3), rows)
+    np.testing.assert_allclose(result.model["w"], [1.0, 1.0, 3.0], atol=4 * ULP)
+
+
 KRUM_ROWS = ([0.0], [1.0], [2.0], [3.0], [100.0])
 
 
@@ -160,7 +176,14 @@ def test_registry_refuses_unknown_rules_and_bad_parameters(name, params, message
 
 
 def test_registry_lists_every_rule():
-    assert rule_names() == ("fedavg", "krum", "median", "multi-krum", "trimmed-mean")
+    assert rule_names() == (
+        "centered-clip",
+        "fedavg",
+        "krum",
+        "median",
+        "multi-krum",
+        "trimmed-mean",
+    )
 
 
 def test_a_user_rule_overrides_one_method(monkeypatch):
