@@ -25,9 +25,11 @@ ledger alone.
 
 Weighting (`WEIGHTINGS`, the task's ``weighting``) decides what the rule's rows are:
 
-    org       each organisation's updates are first merged into one row (their mean weighted
-              by sample counts); the rule then runs over organisations, each of weight 1, so
-              `f` counts organisations and extra identities buy no influence
+    org       each organisation's updates are first merged into one row by the rule itself,
+              weighted by sample counts (by their weighted mean when the org has fewer than
+              the rule needs); the rule then runs over organisations, each of weight 1, so
+              `f` counts organisations, extra identities buy no influence, and a robust rule
+              also bounds an attacker inside an otherwise honest organisation
     samples   one row per update, weighted by its (bounded) sample count
     equal     one row per update, every weight 1
 
@@ -144,6 +146,13 @@ class Rule:
         """Aggregate fixed-point `deltas` (n, d) with sample counts; override in rules."""
         raise NotImplementedError
 
+    def _merge(self, rows: np.ndarray, weights: list[int]) -> np.ndarray:
+        """One organisation's row: its updates combined by this rule (weighted by samples),
+        or their weighted mean when it has fewer than the rule needs."""
+        if len(weights) >= self.min_updates:
+            return self.combine(rows, tuple(weights)).delta
+        return fx.weighted_mean(rows, weights)
+
     def aggregate(
         self,
         global_model: Mapping[str, np.ndarray],
@@ -182,7 +191,7 @@ class Rule:
                     clipped.append(updates[i].id)
         samples = [int(u.num_samples) for u in updates]
         if weighting == "org":
-            rows = np.stack([fx.weighted_mean(deltas[g], [samples[i] for i in g]) for g in groups])
+            rows = np.stack([self._merge(deltas[g], [samples[i] for i in g]) for g in groups])
             weights = (1,) * len(groups)
         else:
             rows, weights = deltas, tuple(samples if weighting == "samples" else [1] * len(samples))

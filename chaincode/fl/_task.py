@@ -57,7 +57,6 @@ from typing import Any
 
 from fedfabric.chaincode.fl._aggregation import (
     AGGREGATION_BUDGET_S,
-    NS_PER_CELL,
     WEIGHTINGS,
     Rule,
     make_rule,
@@ -304,12 +303,14 @@ class TaskSpec:
         return len(self.allowed_orgs) * self.max_workers_per_org
 
     def aggregation_cost(self, rule: Rule | None = None) -> float:
-        """Estimated seconds to aggregate a full round (`Rule.cost`, plus the per-org merge)."""
+        """Estimated seconds to aggregate a full round (`Rule.cost`: each org's merge, then
+        the rule over organisations, for weighting ``org``)."""
         rule = rule or self.build_rule()
         size, n = self.layout.size, self.max_round_updates
         if self.weighting != "org":
             return rule.cost(n, size)
-        return NS_PER_CELL * n * size * 1e-9 + rule.cost(len(self.allowed_orgs), size)
+        orgs = len(self.allowed_orgs)
+        return orgs * rule.cost(self.max_workers_per_org, size) + rule.cost(orgs, size)
 
 
 def task_drivers(record: Mapping[str, Any]) -> tuple[str, ...]:

@@ -259,3 +259,21 @@ def test_weighted_mean_direct_and_split_sums_agree_with_python_ints(weights):
     ]
 
     assert fx.weighted_mean(rows, weights).tolist() == expected
+
+
+def test_org_weighting_merges_each_org_with_the_rule_itself():
+    rows = [
+        Update("a1", {"w": np.array([1.0], np.float32)}, 1, "A"),
+        Update("a2", {"w": np.array([2.0], np.float32)}, 1, "A"),
+        Update("a3", {"w": np.array([90.0], np.float32)}, 1, "A"),  # an attacker inside A
+        Update("b1", {"w": np.array([3.0], np.float32)}, 1, "B"),
+        Update("c1", {"w": np.array([5.0], np.float32)}, 1, "C"),
+    ]
+
+    median = make_rule("median").aggregate(zeros(1), rows, "org")
+    fedavg = make_rule("fedavg").aggregate(zeros(1), rows, "org")
+
+    # Org A's row is the median of its own updates (2), then the median over A, B, C.
+    np.testing.assert_array_equal(median.model["w"], [3.0])
+    np.testing.assert_allclose(fedavg.model["w"], [(31 + 3 + 5) / 3], rtol=1e-6)
+    assert len(median.used) == 5
