@@ -21,7 +21,8 @@
    the third organisation sends only updates every peer refuses (NaN), so its data is
    missing: the best the Sybil scenario can reach, since a malicious org trains nothing useful.
    ``fedavg-plain`` is FedAvg per update without validation (Flower's).
-   ``refusals_by_org_<msp>``: updates each org refused over the table. ``acc_check_ledger_vs_memory`` re-runs the default run's cell
+   ``refusals_by_org_<msp>``: updates each org refused over the table.
+   ``acc_check_ledger_vs_memory`` re-runs the default run's cell
    (centered-clip, 2 of 9 Gaussian, seed 0) on the ledger, with each org's own chaincode
    server validating: 1.0 when both give the same final accuracy.
 """
