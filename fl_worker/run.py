@@ -365,11 +365,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a parameter of the strategy, e.g. f=2 (repeatable)",
     )
     p.add_argument(
+        "--weighting",
+        choices=["org", "samples", "equal"],
+        help="rows of the rule: one per organisation (default) or one per update",
+    )
+    p.add_argument(
         "--attack",
-        help="gaussian (default) | none | sign_flip | scaling | label_flip | alie | nan",
+        help="gaussian (default) | none | sign_flip | scaling | label_flip | alie | ipm | "
+        "adaptive | nan",
     )
     p.add_argument(
         "--malicious", type=float, help="fraction of attacking workers (0..1; default 2/9)"
+    )
+    p.add_argument(
+        "--malicious-org", type=int, metavar="K", help="every worker of the K-th org attacks"
     )
     p.add_argument("--quantization", choices=["float32", "fp16", "int8"])
     p.add_argument("--compression", choices=["none", "zlib"])
@@ -408,8 +417,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ("seed", "seed"),
         ("alpha", "alpha"),
         ("strategy", "strategy"),
+        ("weighting", "weighting"),
         ("attack", "attack"),
         ("malicious", "malicious"),
+        ("malicious_org", "malicious_org"),
         ("quantization", "quantization"),
         ("compression", "compression"),
     ]:

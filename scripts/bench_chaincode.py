@@ -284,9 +284,21 @@ async def real_submit_ms() -> dict[str, float]:
                 ):
                     task = spec(f"e2e{params}", params)
                     initial = encode_model({"w": np.zeros(params, np.float32)}, layout(params))
-                    await admin.submit("CreateTask", [json.dumps(task), initial])
+                    # Each commit returns once every org's peer has it: the next
+                    # transaction reads it wherever it is endorsed (issue 11, point 8).
+                    await admin.submit(
+                        "CreateTask", [json.dumps(task), initial], sync_orgs=list(ORGS)
+                    )
+                    users = ("User1", "User2", "User3")
+                    ids = [
+                        worker_enrolment(net.identity("transport", u).cert.read_bytes())
+                        for u in users
+                    ]
+                    await admin.submit(
+                        "RegisterWorkers", [task["id"], json.dumps(ids)], sync_orgs=list(ORGS)
+                    )
                     times = []
-                    for user in ("User1", "User2", "User3"):
+                    for user in users:
                         async with connect_profile(net.profile("transport"), user) as gw:
                             contract = gw.get_network(topology.channel).get_contract("fl")
                             data = delta(params, len(times) + params)

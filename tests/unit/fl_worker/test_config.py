@@ -52,6 +52,17 @@ def test_attack_none_in_yaml_and_on_the_command_line(tmp_path):
     assert from_cli.validation_threshold == 1.0  # validation stays on in a clean run
 
 
+def test_weighting_and_a_malicious_org_on_the_command_line():
+    args = parser().parse_args(
+        ["run", "--weighting", "samples", "--attack", "adaptive", "--malicious-org", "2"]
+    )
+
+    config = config_from_args(args)
+
+    assert (config.weighting, config.attack, config.malicious_org) == ("samples", "adaptive", 2)
+    assert config.malicious == 0.0  # the org replaces the default fraction
+
+
 def test_a_yaml_file_sets_every_field(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(

@@ -102,3 +102,40 @@ async def test_validator_from_settings(identities, tmp_path, monkeypatch):
 def test_half_configured_settings_are_an_error():
     with pytest.raises(ValueError, match="must be given together"):
         FLContract({"validator": "fl_sample_validator:loss"})
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_concurrent_update_checks_are_bounded(identities, limit):
+    import asyncio
+    import threading
+    import time
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(model) -> float:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return validator(model)
+
+    contract = FLContract({"max_concurrent_checks": str(limit)}, validator=slow)
+    world = World(identities, contract)
+    await world.start(TASK)
+
+    results = await asyncio.gather(
+        *(
+            world.call("SubmitUpdate", "digits", 1, update(value), 10, who=who)
+            for who, value in (("w1", 0.5), ("w1b", 0.25), ("w2", 0.75), ("w3", 0.625))
+        )
+    )
+
+    assert [r.status for r in results] == [200] * 4
+    assert peak[0] == limit
+
+
+def test_a_bad_concurrency_setting_is_named():
+    with pytest.raises(ValueError, match="max_concurrent_checks must be an integer >= 1"):
+        FLContract({"max_concurrent_checks": "0"})
