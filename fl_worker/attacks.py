@@ -17,8 +17,8 @@ Attacks by name (`make_attack`)::
                                      manipulation, Xie et al.)
     adaptive      margin=0.9         send the opposite of the honest mean, scaled as far as
                                      the attacker's own data says org validation allows:
-                                     its loss rises by at most margin * the task's
-                                     validation threshold, and its norm stays under the
+                                     its loss rises by at most margin * the tightest
+                                     validation threshold it meets, and its norm stays under the
                                      task's bound (an attacker who knows both)
     nan           value="nan",       set a `fraction` of coordinates to NaN / inf / -inf
                   fraction=0.01      (the encoder and every peer refuse it: tests the checks)

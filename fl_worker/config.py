@@ -35,6 +35,7 @@ Example YAML (every key optional; these are the defaults except where noted)::
     min_updates: null            # null: the strategy's minimum
     norm_bound: 100.0            # largest L2 norm of an update the contract accepts
     validation_threshold: 1.0    # null: no org-private validation (see below)
+    own_org_threshold: 0.05      # the same for updates of the org's own workers
     validation_fraction: 0.1     # share of each org's data held out as its validation split
 
 Org-private validation: each organisation keeps `validation_fraction` of its own data out of
@@ -48,6 +49,14 @@ honest update raised an org's validation loss by at most 0.81, a Gaussian attack
 20. So it refuses no honest update (none in seeds 0-3 at 10 rounds of 2 epochs or 20 of 1) and
 every Gaussian attacker's. It is also the room an attacker who knows it has (the `adaptive`
 attack): at 2.0 that attacker cut the final accuracy by up to 12 points more than at 1.0.
+
+An organisation judges its own workers' updates by ``own_org_threshold`` (0.05): its split
+comes from the same data as theirs, so an honest update of its own worker rarely raises that
+loss at all (robustness table, 3 seeds, clean: at most 10 of 180 honest updates refused, final
+accuracy unchanged), while a sign-flipped or scaled one does. The submitter's organisation
+endorses first with a veto, so this is the threshold an attacker inside an honest organisation
+meets; the looser ``validation_threshold`` is for other organisations' updates, whose data
+differs.
 
 The default rule is the safe one against one malicious organisation of three: ``weighting:
 org`` gives each organisation one row however many identities it registers, and
@@ -74,6 +83,7 @@ _BUILTIN_DATASETS = ("breast_cancer", "digits")
 NO_ATTACK = "none"
 DEFAULT_MALICIOUS = 2 / 9
 DEFAULT_VALIDATION_THRESHOLD = 1.0
+DEFAULT_OWN_ORG_THRESHOLD = 0.05
 
 
 class ConfigError(ValueError):
@@ -123,6 +133,7 @@ class RunConfig:
     min_updates: int | None = None
     norm_bound: float = 100.0
     validation_threshold: float | None = DEFAULT_VALIDATION_THRESHOLD
+    own_org_threshold: float | None = DEFAULT_OWN_ORG_THRESHOLD
     validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
@@ -214,6 +225,12 @@ class RunConfig:
             or self.validation_threshold < 0
         ):
             raise ConfigError("validation_threshold", "must be null or a number >= 0")
+        if self.own_org_threshold is not None and (
+            isinstance(self.own_org_threshold, bool)
+            or not isinstance(self.own_org_threshold, int | float)
+            or self.own_org_threshold < 0
+        ):
+            raise ConfigError("own_org_threshold", "must be null or a number >= 0")
         if (
             isinstance(self.validation_fraction, bool)
             or not isinstance(self.validation_fraction, int | float)
@@ -313,4 +330,9 @@ class RunConfig:
             "allowed_orgs": list(allowed_orgs),
             "max_workers_per_org": max_workers_per_org or self.workers_per_org,
             "validation_threshold": self.validation_threshold,
+            **(
+                {"own_org_threshold": self.own_org_threshold}
+                if self.own_org_threshold is not None and self.validation_threshold is not None
+                else {}
+            ),
         }

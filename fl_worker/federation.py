@@ -211,7 +211,11 @@ def poison_updates(
         honest=[deltas[i] for i in sorted(deltas) if i not in fed.malicious],
         num_workers=config.num_workers,
         num_malicious=len(fed.malicious),
-        validation_threshold=config.validation_threshold,
+        # The tightest threshold an attacker's update meets: its own org validates first.
+        validation_threshold=min(
+            (t for t in (config.validation_threshold, config.own_org_threshold) if t is not None),
+            default=None,
+        ),
         norm_bound=config.norm_bound,
     )
     for i in sorted(fed.malicious & set(deltas)):

@@ -499,9 +499,14 @@ class FLContract(Contract):
             baseline, candidate = await asyncio.to_thread(run)
         except Exception as exc:
             raise _refusal("private-validation", f"{org}: validator failed: {exc!r}") from exc
-        reason = judge(baseline, candidate, spec.validation_threshold or 0.0)
+        own = worker.rpartition(":")[0] == org and spec.own_org_threshold is not None
+        threshold = spec.own_org_threshold if own else spec.validation_threshold
+        reason = judge(baseline, candidate, threshold or 0.0)
         if reason is not None:
-            raise _refusal("private-validation", f"{org} refuses the update of {worker}: {reason}")
+            whose = " (its own organisation's threshold)" if own else ""
+            raise _refusal(
+                "private-validation", f"{org} refuses the update of {worker}: {reason}{whose}"
+            )
 
     @submit
     async def AdvanceRound(self, ctx: Context, task: str, round_no: int) -> dict:

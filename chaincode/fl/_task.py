@@ -24,6 +24,8 @@ Task JSON (fields without a default are required)::
       "validation_threshold": 0.05,                # default null: no org-private validation;
                                                    # else the largest increase of an org's
                                                    # validation loss an update may cause
+      "own_org_threshold": 0.1,                    # default null: validation_threshold; the
+                                                   # same for updates of the org's own workers
       "model": {"arch": "mlp", "sizes": [64, 32, 10]}   # default null; else the model spec
                                                    # (`model_layout`), which must give `layout`
     }
@@ -92,6 +94,7 @@ _FIELDS = {
     "max_workers_per_org",
     "coordinators",
     "validation_threshold",
+    "own_org_threshold",
     "model",
 }
 
@@ -115,6 +118,15 @@ def _strings(obj: Mapping, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise TaskError(name, f"must be a non-empty list of strings, got {value!r}")
     return tuple(sorted(set(value)))
+
+
+def _threshold(obj: Mapping, name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise TaskError(name, f"must be null or >= 0, got {value!r}")
+    return float(value)
 
 
 def _model(value: object, layout: Layout) -> Mapping[str, Any] | None:
@@ -149,6 +161,7 @@ class TaskSpec:
     max_workers_per_org: int
     coordinators: tuple[str, ...]
     validation_threshold: float | None
+    own_org_threshold: float | None
     model: Mapping[str, Any] | None = None
 
     @classmethod
@@ -184,13 +197,10 @@ class TaskSpec:
         weighting = obj.get("weighting", "org")
         if weighting not in WEIGHTINGS:
             raise TaskError("weighting", f"must be one of {list(WEIGHTINGS)}, got {weighting!r}")
-        threshold = obj.get("validation_threshold")
-        if threshold is not None and (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not 0 <= threshold < math.inf
-        ):
-            raise TaskError("validation_threshold", f"must be null or >= 0, got {threshold!r}")
+        threshold = _threshold(obj, "validation_threshold")
+        own_threshold = _threshold(obj, "own_org_threshold")
+        if own_threshold is not None and threshold is None:
+            raise TaskError("own_org_threshold", "needs a validation_threshold")
         coordinators = obj.get("coordinators", [])
         if coordinators != []:
             coordinators = list(_strings(obj, "coordinators"))
@@ -212,7 +222,8 @@ class TaskSpec:
                 1,
             ),
             coordinators=tuple(coordinators),
-            validation_threshold=None if threshold is None else float(threshold),
+            validation_threshold=threshold,
+            own_org_threshold=own_threshold,
             model=_model(obj.get("model"), layout),
         )
         if spec.max_samples >= 2**31:
@@ -287,6 +298,8 @@ class TaskSpec:
             "validation_threshold": self.validation_threshold,
             "weighting": self.weighting,
         }
+        if self.own_org_threshold is not None:
+            data["own_org_threshold"] = self.own_org_threshold
         if self.model is not None:
             data["model"] = json.loads(json.dumps(self.model))
         if self.coordinators:

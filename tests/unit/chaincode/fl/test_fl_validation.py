@@ -139,3 +139,24 @@ async def test_concurrent_update_checks_are_bounded(identities, limit):
 def test_a_bad_concurrency_setting_is_named():
     with pytest.raises(ValueError, match="max_concurrent_checks must be an integer >= 1"):
         FLContract({"max_concurrent_checks": "0"})
+
+
+async def test_an_org_judges_its_own_workers_by_its_own_threshold(guarded):
+    await guarded.start(task_json(validation_threshold=0.5, own_org_threshold=0.1))
+
+    # Both raise the loss by about 0.45: within 0.5 for Org1's worker, over 0.1 for Org2's own.
+    await guarded.ok("SubmitUpdate", "digits", 1, update(-0.2), 10, who="w1")
+    result = await guarded.call("SubmitUpdate", "digits", 1, update(-0.21), 10, who="w2")
+
+    assert_refused(
+        result,
+        "private-validation",
+        "Org2MSP refuses the update of Org2MSP:",
+        "+ threshold 0.1 (its own organisation's threshold)",
+    )
+
+
+async def test_an_own_org_threshold_needs_a_validation_threshold(world):
+    result = await world.call("CreateTask", task_json(own_org_threshold=0.1), update(0.0))
+
+    assert_refused(result, "task", "task field 'own_org_threshold'", "needs a validation_threshold")
