@@ -211,11 +211,7 @@ def poison_updates(
         honest=[deltas[i] for i in sorted(deltas) if i not in fed.malicious],
         num_workers=config.num_workers,
         num_malicious=len(fed.malicious),
-        # The tightest threshold an attacker's update meets: its own org validates first.
-        validation_threshold=min(
-            (t for t in (config.validation_threshold, config.own_org_threshold) if t is not None),
-            default=None,
-        ),
+        validation_threshold=_threshold_met(config),
         norm_bound=config.norm_bound,
     )
     for i in sorted(fed.malicious & set(deltas)):
@@ -223,6 +219,17 @@ def poison_updates(
         mine = view if base is None else replace(view, loss=partial(_loss, fed, base, i))
         out[i] = fed.attack.poison_update(deltas[i], mine, rng)
     return out
+
+
+def _threshold_met(config: RunConfig) -> float | None:
+    """The validation threshold that binds an attacker's update: its own organisation
+    endorses first with ``own_org_threshold``, unless the whole organisation is malicious
+    (``malicious_org``) and endorses anything; then only the others' threshold counts."""
+    if config.malicious_org is not None or config.own_org_threshold is None:
+        return config.validation_threshold
+    if config.validation_threshold is None:
+        return None
+    return min(config.validation_threshold, config.own_org_threshold)
 
 
 def _loss(fed: Federation, base: Tensors, worker: int, delta: Tensors) -> float:

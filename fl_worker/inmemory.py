@@ -11,7 +11,9 @@ When the config sets a ``validation_threshold``, org-private validation runs as 
 ledger: each organisation has its own `FLContract`, built from the same settings its chaincode
 server gets in `fedfabric run` (`fl.torch_loss` on the org's `validation_split`, written to a
 temporary file), and every update is endorsed by a majority of them as the Fabric gateway
-does it (`MemoryFL`). The contract's own check decides; only the transport differs.
+does it (`MemoryFL`). The contract's own check decides; only the transport differs. The
+organisation a config makes malicious (``malicious_org``) runs no validator: it endorses
+whatever its workers send, so only the other organisations' validation stands in the way.
 
 Example::
 
@@ -95,12 +97,12 @@ async def run_in_memory(
     with tempfile.TemporaryDirectory(prefix="fedfabric-validation-") as folder:
         contracts = None
         if config.validation_threshold is not None:
-            contracts = {
-                msp: fl.FLContract(
-                    {"msp_id": msp, **write_validation_split(fed, k, Path(folder) / f"{msp}.npz")}
-                )
-                for k, msp in enumerate(msp_ids)
-            }
+            contracts = {}
+            for k, msp in enumerate(msp_ids):
+                settings = {"msp_id": msp}
+                if config.malicious_org != k + 1:  # a malicious org endorses anything
+                    settings.update(write_validation_split(fed, k, Path(folder) / f"{msp}.npz"))
+                contracts[msp] = fl.FLContract(settings)
         world = MemoryFL(contracts)
         resources = WorkerResources(train_concurrency=2)
         # Each org's admin registers its workers; who signs does not change any model.

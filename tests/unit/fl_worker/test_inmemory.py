@@ -155,3 +155,14 @@ def test_a_malicious_org_means_every_worker_of_that_org():
     fed = prepare(quick(attack="gaussian", malicious_org=2))
 
     assert fed.malicious == frozenset({3, 4, 5})
+
+
+async def test_a_malicious_org_endorses_its_own_attackers_and_the_others_still_refuse():
+    config = RunConfig(rounds=1, attack="gaussian", malicious_org=3)
+
+    result = await run_in_memory(config)
+
+    # Org3's own server validates nothing; Org1 and Org2 refuse every Gaussian update.
+    refusals = result.rounds[0].refused
+    assert len(refusals) == 3
+    assert all(set(found.orgs) == {"Org1MSP", "Org2MSP"} for _, _, found in refusals)
