@@ -180,11 +180,12 @@ def rule_ms(rule: str, params: dict, n: int = 9, size: int = 1_000_000) -> float
 
 def round_cap(rule: str, weighting: str, params: int, **extra) -> int:
     """The most updates a round of a valid task (3 orgs, `params` parameters) can hold."""
+    least = make_rule(rule, extra).min_updates
     low, high = 0, 1000
     while low < high:  # the largest max_workers_per_org the task accepts
         mid = (low + high + 1) // 2
         try:
-            TaskSpec.from_json(spec("c", params, 1, rule, weighting, per_org=mid, **extra))
+            TaskSpec.from_json(spec("c", params, least, rule, weighting, per_org=mid, **extra))
             low = mid
         except TaskError:
             high = mid - 1

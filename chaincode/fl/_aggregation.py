@@ -52,11 +52,13 @@ from fedfabric.chaincode.fl._registry import Registry
 
 WEIGHTINGS = ("org", "samples", "equal")
 
-# Time per fixed-point cell (one parameter of one row) of the linear rules and of the row
-# merge, and per n*n*d of Krum's exact Gram matrix, measured on a 2-core x86-64 VM (largest
-# over n = 30..2000, d = 2 410..1 M, with a margin); `scripts/bench chaincode` re-measures
-# aggregation at the cap (``aggregate_s_at_cap_*``).
+# Time per fixed-point cell (one parameter of one row) of the linear rules, of the rules that
+# sort each coordinate (median, trimmed mean, centered clipping), and per n*n*d of Krum's exact
+# Gram matrix, measured on a 2-core x86-64 VM (largest over n = 30..2000, d = 2 410..1 M, with
+# a margin); `scripts/bench chaincode` re-measures whole AdvanceRounds at the cap
+# (``aggregate_s_at_cap_*``).
 NS_PER_CELL = 30.0
+NS_PER_SORTED_CELL = 60.0
 NS_PER_KRUM_CELL = 2.5
 NS_PER_KRUM_PAIR = 1000.0
 AGGREGATION_BUDGET_S = 2.0
@@ -123,6 +125,7 @@ class Rule:
     """
 
     name: ClassVar[str] = ""
+    ns_per_cell: ClassVar[float] = NS_PER_CELL
 
     def __init__(self, *, clip_norm: float | None = None) -> None:
         if clip_norm is not None:
@@ -140,7 +143,7 @@ class Rule:
 
     def cost(self, rows: int, size: int) -> float:
         """Estimated seconds to combine `rows` rows of `size` parameters."""
-        return NS_PER_CELL * rows * size * 1e-9
+        return self.ns_per_cell * rows * size * 1e-9
 
     def combine(self, deltas: np.ndarray, weights: tuple[int, ...]) -> Combination:
         """Aggregate fixed-point `deltas` (n, d) with sample counts; override in rules."""
@@ -297,6 +300,7 @@ class Median(Rule):
     """Coordinate-wise median; with an even count, the rounded mean of the middle two."""
 
     name = "median"
+    ns_per_cell = NS_PER_SORTED_CELL
 
     def combine(self, deltas, weights):
         ordered = np.sort(deltas, axis=0)
@@ -313,6 +317,7 @@ class TrimmedMean(Rule):
     """Per coordinate, drop the floor(beta * n) lowest and highest values and average the rest."""
 
     name = "trimmed-mean"
+    ns_per_cell = NS_PER_SORTED_CELL
 
     def __init__(self, *, beta: float = 0.1, clip_norm: float | None = None) -> None:
         super().__init__(clip_norm=clip_norm)
@@ -341,6 +346,7 @@ class CenteredClip(Rule):
     """
 
     name = "centered-clip"
+    ns_per_cell = NS_PER_SORTED_CELL
 
     def __init__(self, *, radius: float = 1.0, clip_norm: float | None = None) -> None:
         super().__init__(clip_norm=clip_norm)
