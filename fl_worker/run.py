@@ -92,6 +92,9 @@ async def run_job(
         orgs = clients.org_names(config.orgs)
         admin = await clients.admin_ledger(orgs[0])
         task = options.task or await _default_task(admin, task_id(config), options.resume)
+        if config.validation_threshold is not None:
+            say("each organisation's validation split → its private directory, for its servers")
+            await asyncio.to_thread(write_validation_splits, network, fed, task)
         resources = WorkerResources(train_concurrency=2)
         coordinator = Coordinator(
             fed,
@@ -215,17 +218,30 @@ def baseline_config(config: RunConfig) -> RunConfig:
     )
 
 
-def validation_settings(network: Backend, fed: Any) -> dict[str, dict[str, str]]:
-    """Write each organisation's validation split into its private directory; return the
-    ``fl`` chaincode server settings (MSP id → settings) that validate with it."""
+VALIDATION_FOLDER = "fl-validation"
+
+
+def validation_settings(network: Backend, orgs: int) -> dict[str, dict[str, str]]:
+    """The ``fl`` chaincode server settings (MSP id → settings) of the first `orgs`
+    organisations: `fl.torch_loss` on the ``<task>.npz`` files of a folder in the org's
+    private directory (the same for every task, so a new task restarts no server)."""
+    from fedfabric.fl_worker.federation import TORCH_VALIDATOR
+
+    settings = {}
+    for org in network.topology.organizations[:orgs]:
+        folder = network.private_dir(org.name) / VALIDATION_FOLDER
+        folder.mkdir(mode=0o700, exist_ok=True)
+        settings[org.msp_id] = {"validator": TORCH_VALIDATOR, "validation_data": str(folder)}
+    return settings
+
+
+def write_validation_splits(network: Backend, fed: Any, task: str) -> None:
+    """Write each organisation's validation split for `task` where only its servers read it."""
     from fedfabric.fl_worker.federation import write_validation_split
 
-    name = f"fl-validation-{task_id(fed.config)}.npz"
-    settings = {}
     for k, org in enumerate(network.topology.organizations[: fed.config.orgs]):
-        path = network.private_dir(org.name) / name
-        settings[org.msp_id] = write_validation_split(fed, k, path)
-    return settings
+        folder = network.private_dir(org.name) / VALIDATION_FOLDER
+        write_validation_split(fed, k, folder / f"{task}.npz")
 
 
 async def _network_ready(network: Backend, options: RunOptions, say: Say, fed: Any) -> None:
@@ -244,8 +260,7 @@ async def _network_ready(network: Backend, options: RunOptions, say: Say, fed: A
         await network.up(say)
     settings = None
     if fed.config.validation_threshold is not None:
-        say("each organisation's validation split → its private directory, for its servers only")
-        settings = {"fl": await asyncio.to_thread(validation_settings, network, fed)}
+        settings = {"fl": validation_settings(network, fed.config.orgs)}
     try:
         await network.deploy(["fl"], say, settings=settings)
     except NetworkError as exc:

@@ -88,6 +88,7 @@ from fedfabric.chaincode.fl._validation import (
     Validator,
     apply_update,
     judge,
+    task_validator,
     validator_from_settings,
 )
 
@@ -486,14 +487,15 @@ class FLContract(Contract):
     ) -> None:
         key = (spec.id, round_no, hashlib.sha256(base).hexdigest())
         org = self.settings.get("msp_id", "this org")
+        assert self._validator is not None  # SubmitUpdate validates only when it has one
         validator = self._validator
-        assert validator is not None  # SubmitUpdate validates only when it has one
 
         def run() -> tuple[float, float]:
+            score = task_validator(validator, spec.id)
             model = decode_update(base, spec.layout)
             if key not in self._baselines:
-                self._baselines[key] = validator(model)
-            return self._baselines[key], validator(apply_update(model, tensors))
+                self._baselines[key] = score(model)
+            return self._baselines[key], score(apply_update(model, tensors))
 
         try:
             baseline, candidate = await asyncio.to_thread(run)

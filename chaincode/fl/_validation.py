@@ -9,6 +9,9 @@ A validator is any callable ``(model: Mapping[str, np.ndarray]) -> float`` retur
 `validator` names a function ``loss(model, data) -> float`` where `data` is the ``.npz`` file
 loaded as a dict of arrays (``allow_pickle=False``). The module is imported, and the data
 loaded, on first use, so a torch-based validator costs nothing until an update arrives.
+When `validation_data` is a directory, each task has its own file in it, ``<task id>.npz``
+(`task_validator`), so one server validates several tasks, each on its own data, and a new
+task needs a new file, not a restart.
 
 The decision never touches the read/write set: the contract decides every read and write
 first and only then asks the validator, which can refuse (the org does not endorse) but not
@@ -29,6 +32,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,12 +49,27 @@ class Validator(Protocol):
 
 
 class SettingsValidator:
-    """A validator built from ``validator=module:function`` and ``validation_data=path``."""
+    """A validator built from ``validator=module:function`` and ``validation_data=path`` (a
+    file, or a directory of ``<task id>.npz`` files: see `for_task`)."""
 
     def __init__(self, target: str, data_path: str) -> None:
         self.target, self.data_path = target, data_path
         self._loss: Callable[[Model, Mapping[str, np.ndarray]], float] | None = None
         self._data: dict[str, np.ndarray] | None = None
+        self._tasks: dict[str, SettingsValidator] = {}
+
+    def for_task(self, task: str) -> SettingsValidator:
+        """The validator of `task`: this one, or with a directory of data its
+        ``<task>.npz`` (FileNotFoundError naming it when the task has none)."""
+        folder = Path(self.data_path)
+        if not folder.is_dir():
+            return self
+        if task not in self._tasks:
+            path = folder / f"{task}.npz"
+            if not path.is_file():
+                raise FileNotFoundError(f"no validation data for task {task!r}: {path} is missing")
+            self._tasks[task] = SettingsValidator(self.target, str(path))
+        return self._tasks[task]
 
     def __call__(self, model: Model) -> float:
         if self._loss is None or self._data is None:
@@ -62,6 +81,13 @@ class SettingsValidator:
                 data = {k: archive[k] for k in sorted(archive.files)}
             self._loss, self._data = loss, data  # both or neither
         return float(self._loss(model, self._data))
+
+
+def task_validator(validator: Validator, task: str) -> Validator:
+    """The validator to use for `task`: ``validator.for_task(task)`` when it has one (per-task
+    data), else `validator` itself."""
+    pick = getattr(validator, "for_task", None)
+    return pick(task) if callable(pick) else validator
 
 
 def validator_from_settings(settings: Mapping[str, str]) -> Validator | None:

@@ -22,7 +22,7 @@ import yaml
 from fedfabric.fl_worker.clients import Clients
 from fedfabric.fl_worker.config import RunConfig
 from fedfabric.fl_worker.inmemory import run_in_memory
-from fedfabric.fl_worker.run import RunOptions, run_job, task_id
+from fedfabric.fl_worker.run import VALIDATION_FOLDER, RunOptions, run_job
 from fedfabric.network import FabricNetwork
 from tests.conftest import PORT_SHIFT, topology_data
 
@@ -124,11 +124,12 @@ async def test_the_default_run_has_each_gaussian_attacker_refused_by_its_own_org
     assert report.rounds[-1].accuracy > report.baseline_final_accuracy + 0.1
     assert emulated.final_model == report.final_model
     for org in network.topology.organizations:
-        folder = network.private_dir(org.name)
-        data = folder / f"fl-validation-{task_id(config)}.npz"
+        folder = network.private_dir(org.name) / VALIDATION_FOLDER
+        data = folder / "job-default.npz"  # one file per task, in a folder the server reads
+        assert stat.S_IMODE(network.private_dir(org.name).stat().st_mode) == 0o700
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         assert stat.S_IMODE(data.stat().st_mode) == 0o600
-        assert f"validation_data={data}" in server_command(network, org.peers[0].host)
+        assert f"validation_data={folder}" in server_command(network, org.peers[0].host)
 
 
 def server_command(network: FabricNetwork, peer: str) -> str:

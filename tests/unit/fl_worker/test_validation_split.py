@@ -17,7 +17,11 @@ from fedfabric.fl_worker.federation import (
     prepare,
     validation_split,
 )
-from fedfabric.fl_worker.run import validation_settings
+from fedfabric.fl_worker.run import (
+    VALIDATION_FOLDER,
+    validation_settings,
+    write_validation_splits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def test_an_organisation_outside_the_run_is_named():
         validation_split(prepare(RunConfig(attack=None)), 3)
 
 
-def test_each_org_gets_its_own_file_in_its_private_directory_and_server_settings(tmp_path):
+def test_each_org_gets_its_own_file_per_task_in_its_private_directory(tmp_path):
     fed = prepare(RunConfig())
     orgs = [SimpleNamespace(name=n, msp_id=f"{n.title()}MSP") for n in ("a", "b", "c", "d")]
 
@@ -87,18 +91,24 @@ def test_each_org_gets_its_own_file_in_its_private_directory_and_server_settings
 
     network = SimpleNamespace(topology=SimpleNamespace(organizations=orgs), private_dir=private_dir)
 
-    settings = validation_settings(network, fed)
+    settings = validation_settings(network, fed.config.orgs)
+    write_validation_splits(network, fed, "task-1")
 
     assert list(settings) == ["AMSP", "BMSP", "CMSP"]  # the run's three orgs, not a fourth
     for k, values in enumerate(settings.values()):
-        path = Path(values["validation_data"])
+        folder = Path(values["validation_data"])
+        path = folder / "task-1.npz"
         assert values["validator"] == TORCH_VALIDATOR == "fedfabric.chaincode.fl:torch_loss"
-        assert path.parent == tmp_path / orgs[k].name
+        assert folder == tmp_path / orgs[k].name / VALIDATION_FOLDER
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         with np.load(path, allow_pickle=False) as data:
             assert np.array_equal(data["y"], validation_split(fed, k).y)
             loss = fl.torch_loss(fed.initial_model, data)
         assert 2.0 < loss < 2.6  # an untrained 10-class model: about ln(10)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
-        ["a", "b", "c", *[Path(v["validation_data"]).name for v in settings.values()]]
-    )
+        # The server's validator picks each task's own file; a task without one is named.
+        validator = fl.FLContract(values)._validator
+        assert validator.for_task("task-1").data_path == str(path)
+        with pytest.raises(FileNotFoundError, match="no validation data for task 'task-2'"):
+            validator.for_task("task-2")
+    assert sorted(p.name for p in tmp_path.rglob("*.npz")) == ["task-1.npz"] * 3

@@ -160,3 +160,16 @@ async def test_an_own_org_threshold_needs_a_validation_threshold(world):
     result = await world.call("CreateTask", task_json(own_org_threshold=0.1), update(0.0))
 
     assert_refused(result, "task", "task field 'own_org_threshold'", "needs a validation_threshold")
+
+
+async def test_a_folder_of_validation_data_holds_one_file_per_task(identities, tmp_path):
+    np.savez(tmp_path / "digits.npz", **TARGET)
+    settings = {"validator": "fl_sample_validator:loss", "validation_data": str(tmp_path)}
+    world = World(identities, FLContract({"msp_id": "Org2MSP", **settings}))
+    await world.start(TASK)
+    await world.start(task_json(id="other", validation_threshold=0.5))
+
+    await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
+    result = await world.call("SubmitUpdate", "other", 1, update(0.25), 10, who="w1")
+
+    assert_refused(result, "private-validation", "no validation data for task 'other'")
