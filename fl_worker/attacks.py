@@ -70,6 +70,8 @@ class Attack:
     both hooks; the defaults leave data and update unchanged."""
 
     name: ClassVar[str] = ""
+    # Whether `poison_update` reads `RoundView.honest` (so honest workers go first).
+    needs_honest: ClassVar[bool] = False
 
     def poison_data(self, data: Dataset, rng: np.random.Generator) -> Dataset:
         """The data the malicious worker trains on."""
@@ -80,11 +82,6 @@ class Attack:
     ) -> dict[str, np.ndarray]:
         """The update the malicious worker submits instead of its honest `delta`."""
         return {k: np.asarray(v, np.float32) for k, v in delta.items()}
-
-    @property
-    def needs_honest(self) -> bool:
-        """Whether `poison_update` reads `RoundView.honest` (so honest workers go first)."""
-        return False
 
 
 ATTACKS: fl.Registry[Attack] = fl.Registry("attack", ValueError)
@@ -160,13 +157,10 @@ class ALIE(Attack):
     """
 
     name = "alie"
+    needs_honest = True
 
     def __init__(self, *, z: float | None = None) -> None:
         self.z = None if z is None else _number(self.name, "z", z, positive=False)
-
-    @property
-    def needs_honest(self) -> bool:
-        return True
 
     def z_for(self, view: RoundView) -> float:
         """The deviation factor used in a round with `view`'s worker counts."""
@@ -203,13 +197,10 @@ class IPM(Attack):
     the aggregate's inner product with the true gradient turns negative."""
 
     name = "ipm"
+    needs_honest = True
 
     def __init__(self, *, epsilon: float = 0.5) -> None:
         self.epsilon = _number(self.name, "epsilon", epsilon)
-
-    @property
-    def needs_honest(self) -> bool:
-        return True
 
     def poison_update(self, delta, view, rng):
         mean = _honest_mean(self.name, view)
@@ -224,14 +215,11 @@ class Adaptive(Attack):
     norm bound. Without a threshold only the norm bound limits it."""
 
     name = "adaptive"
+    needs_honest = True
     _STEPS = 12
 
     def __init__(self, *, margin: float = 0.9) -> None:
         self.margin = _number(self.name, "margin", margin)
-
-    @property
-    def needs_honest(self) -> bool:
-        return True
 
     def poison_update(self, delta, view, rng):
         direction = {k: -v for k, v in _honest_mean(self.name, view).items()}

@@ -104,7 +104,7 @@ class Clients:
 
     def ledger(self, org: str, identity: IdentityFiles) -> FLLedger:
         """The `FLLedger` of `identity` (an `IdentityFiles` of `org`); each of its commits
-        returns once every organisation's peer has the block (see `FLLedger`)."""
+        waits (10 s at most) until every organisation's peer has the block (see `FLLedger`)."""
         every_org = [o.msp_id for o in self.topology.organizations]
         return FLLedger.for_gateway(
             self.gateway(org, identity), self.channel_name, sync_orgs=every_org

@@ -219,18 +219,12 @@ class RunConfig:
         _positive("norm_bound", self.norm_bound)
         if self.norm_bound > 2**15:
             raise ConfigError("norm_bound", f"must be <= 32768, got {self.norm_bound!r}")
-        if self.validation_threshold is not None and (
-            isinstance(self.validation_threshold, bool)
-            or not isinstance(self.validation_threshold, int | float)
-            or self.validation_threshold < 0
-        ):
-            raise ConfigError("validation_threshold", "must be null or a number >= 0")
-        if self.own_org_threshold is not None and (
-            isinstance(self.own_org_threshold, bool)
-            or not isinstance(self.own_org_threshold, int | float)
-            or self.own_org_threshold < 0
-        ):
-            raise ConfigError("own_org_threshold", "must be null or a number >= 0")
+        for name in ("validation_threshold", "own_org_threshold"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ConfigError(name, "must be null or a number >= 0")
         if (
             isinstance(self.validation_fraction, bool)
             or not isinstance(self.validation_fraction, int | float)

@@ -3,8 +3,9 @@
 `FLLedger` calls the contract through a `fedfabric.gateway` Network as the identity the
 gateway was connected with: queries are evaluated on one peer, transactions are endorsed
 by the policy's organisations, ordered and committed (``submit_update`` returns only once
-the transaction is VALID). With ``sync_orgs`` a transaction returns only once a peer of each
-of those organisations has its block: whoever acts on it next (a worker submitting to the
+the transaction is VALID). With ``sync_orgs`` a transaction returns once a peer of each of
+those organisations has its block (waiting 10 s at most: an organisation whose peer is down
+delays, but never stalls, everyone's commits): whoever acts on it next (a worker submitting to the
 round an ``AdvanceRound`` opened, an admin registering workers for a task just created)
 is endorsed by peers that already read what it wrote, instead of getting ``not-found`` or
 ``round-open`` from a peer a block behind. `MemoryFL` is the same ledger without a network:

@@ -87,16 +87,19 @@ class Contract:
         endorsing_orgs: Sequence[str] | None = None,
         timeouts: Timeouts | None = None,
         sync_orgs: Sequence[str] = (),
+        sync_timeout: float = 10.0,
     ) -> bytes:
         """Endorse, sign, submit and wait for the commit; return the chaincode's result.
 
-        With ``sync_orgs`` (MSP ids), also wait until a peer of each of them has the
-        transaction's block, so a next transaction they endorse reads what this one wrote
-        (see `Network.wait_for_height`; its timeout is the commit-status timeout).
+        With ``sync_orgs`` (MSP ids), also wait, up to ``sync_timeout`` seconds, until a peer
+        of each of them has the transaction's block, so a next transaction they endorse reads
+        what this one wrote (see `Network.wait_for_height`). The transaction is committed
+        either way: an organisation still behind then (its peer down, or slow) delays the
+        caller by at most ``sync_timeout`` and is not an error; the gateway routes its next
+        endorsements around a peer that refuses for lack of the block.
 
         Raises ``EndorseError``, ``SubmitError`` or ``CommitStatusError`` for the step that
-        failed, ``CommitError`` if the transaction was committed as invalid, and
-        ``TimeoutError`` if a ``sync_orgs`` peer does not get the block in time.
+        failed, and ``CommitError`` if the transaction was committed as invalid.
         """
         steps = timeouts or self._context.timeouts
         proposal = self.new_proposal(name, args, transient=transient, endorsing_orgs=endorsing_orgs)
@@ -106,13 +109,8 @@ class Contract:
         if not status.successful:
             raise CommitError(status.transaction_id, status.code)
         if sync_orgs:
-            await _wait_for_height(
-                self._context,
-                self._channel_id,
-                status.block_number + 1,
-                sync_orgs,
-                steps.commit_status,
-            )
+            height = status.block_number + 1
+            await _behind(self._context, self._channel_id, height, sync_orgs, sync_timeout)
         return transaction.result
 
 
@@ -141,10 +139,16 @@ class Network:
         A transaction committed in block ``b`` (``Status.block_number``) is on a peer once its
         height exceeds ``b``; other organisations' peers get the block a moment after the
         gateway's. Wait for this before asking them to endorse anything that reads what it
-        wrote (``Contract.submit`` does it with ``sync_orgs``). Raises ``TimeoutError``
-        naming the organisations still behind, ``EvaluateError`` if one cannot be asked.
+        wrote (``Contract.submit`` does it with ``sync_orgs``). A peer that cannot be asked
+        counts as behind. Raises ``TimeoutError`` naming the organisations still behind
+        after ``timeout`` seconds, with each one's last height or error.
         """
-        await _wait_for_height(self._context, self.name, height, organizations, timeout)
+        behind = await _behind(self._context, self.name, height, organizations, timeout)
+        if behind:
+            raise TimeoutError(
+                f"peers of {', '.join(behind)} did not reach height {height} of channel "
+                f"{self.name!r} within {timeout:g}s ({'; '.join(behind.values())})"
+            )
 
     def new_chaincode_events_request(
         self,
@@ -225,32 +229,31 @@ async def _height(context: Context, channel: str, organization: str | None) -> i
     return int(ledger_pb2.BlockchainInfo.FromString(raw).height)
 
 
-async def _wait_for_height(
+async def _behind(
     context: Context, channel: str, height: int, organizations: Sequence[str], timeout: float
-) -> None:
+) -> dict[str, str]:
+    """Poll the organisations' peers until each has `height` blocks or `timeout` passes;
+    return those still behind, each with its last height or error."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    behind = list(dict.fromkeys(organizations))
-    why: dict[str, str] = {}
+    behind = dict.fromkeys(organizations, "not asked")
 
     async def reached(org: str) -> bool:
         try:
             ask = max(0.5, min(5.0, deadline - loop.time()))
             found = await asyncio.wait_for(_height(context, channel, org), ask)
         except (GatewayError, TimeoutError) as exc:  # down or unreachable: not there yet
-            why[org] = f"{org}: {exc or 'no answer'}"
+            behind[org] = f"{org}: {exc or 'no answer'}"
             return False
-        why[org] = f"{org}: height {found}"
+        behind[org] = f"{org}: height {found}"
         return found >= height
 
-    while True:
-        done = await asyncio.gather(*(reached(org) for org in behind))
-        behind = [org for org, ok in zip(behind, done, strict=True) if not ok]
-        if not behind:
-            return
-        if loop.time() >= deadline:
-            raise TimeoutError(
-                f"peers of {', '.join(behind)} did not reach height {height} of channel "
-                f"{channel!r} within {timeout:g}s ({'; '.join(why[o] for o in behind)})"
-            )
+    while behind:
+        done = await asyncio.gather(*(reached(org) for org in list(behind)))
+        for org, ok in zip(list(behind), done, strict=True):
+            if ok:
+                del behind[org]
+        if not behind or loop.time() >= deadline:
+            break
         await asyncio.sleep(0.1)
+    return behind

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fabric_protos.msp import identities_pb2
 
 from fedfabric.chaincode.fl import (
     AGGREGATION_BUDGET_S,
@@ -84,8 +85,6 @@ def spec(
 
 async def register(contract: FLContract, ledger: MemoryLedger, task: str, workers) -> None:
     """Each org's admin registers that org's `workers` (``SerializedIdentity`` bytes)."""
-    from fabric_protos.msp import identities_pb2
-
     by_org: dict[str, list[str]] = {}
     for creator in workers:
         identity = identities_pb2.SerializedIdentity.FromString(creator)

@@ -295,6 +295,16 @@ class FedAvg(Rule):
         return Combination(fx.weighted_mean(deltas, weights), tuple(range(len(weights))))
 
 
+def coordinate_median(rows: np.ndarray) -> np.ndarray:
+    """Per coordinate, the median of fixed-point `rows`; with an even count, the rounded
+    mean of the middle two."""
+    ordered = np.sort(rows, axis=0)
+    n = rows.shape[0]
+    if n % 2:
+        return ordered[n // 2]
+    return fx.div_round(ordered[n // 2 - 1] + ordered[n // 2], 2)
+
+
 @register_rule
 class Median(Rule):
     """Coordinate-wise median; with an even count, the rounded mean of the middle two."""
@@ -303,13 +313,7 @@ class Median(Rule):
     ns_per_cell = NS_PER_SORTED_CELL
 
     def combine(self, deltas, weights):
-        ordered = np.sort(deltas, axis=0)
-        n = len(weights)
-        if n % 2:
-            delta = ordered[n // 2]
-        else:
-            delta = fx.div_round(ordered[n // 2 - 1] + ordered[n // 2], 2)
-        return Combination(delta, tuple(range(n)))
+        return Combination(coordinate_median(deltas), tuple(range(len(weights))))
 
 
 @register_rule
@@ -356,11 +360,8 @@ class CenteredClip(Rule):
         return {**super().params(), "radius": self.radius}
 
     def combine(self, deltas, weights):
-        ordered = np.sort(deltas, axis=0)
         n = len(weights)
-        median = (
-            ordered[n // 2] if n % 2 else fx.div_round(ordered[n // 2 - 1] + ordered[n // 2], 2)
-        )
+        median = coordinate_median(deltas)
         deviations = deltas - median
         squares = sorted(fx.sum_squares(d) for d in deviations)
         scale = fx.fixed_scalar(self.radius)  # radius in fixed point: exact on every peer

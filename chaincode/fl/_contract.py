@@ -11,6 +11,8 @@ World state (composite keys; rounds are zero-padded to six digits so they sort):
     fl.worker    [task, msp, enrolment#]         the worker's latest record (history = all)
     fl.member    [task, msp, enrolment#]         a worker its org's admin registered
     fl.members   [task, msp]                     how many workers the org has registered
+    fl.seal      [task, msp]                     written by each update of the org's workers;
+                                                 its key-level policy: the org's own peer
     fl.aggregate [task, round]                   rule, updates used / excluded / clipped, digests
     fl.contrib   [task, msp]                     the org's totals over aggregated rounds
 
@@ -22,7 +24,11 @@ that change between rounds, so they never conflict with each other (MVCC).
 Workers: an organisation's admin registers its workers for a task (``RegisterWorkers``, at
 most the task's ``max_workers_per_org`` over the task's life; ``RemoveWorkers`` stops one
 without freeing its place), and only registered workers of allowed organisations submit,
-once per round. The ``fingerprint`` is the SHA-256 of an update's fixed-point values (what
+once per round. Each update also writes (blindly, so concurrent ones never conflict) its
+organisation's ``fl.seal`` key, whose key-level endorsement policy is that organisation's
+peer: an update commits only if its own organisation endorsed it, so a worker cannot pick
+endorsers that spare it its own organisation's stricter check (``own_org_threshold``).
+The ``fingerprint`` is the SHA-256 of an update's fixed-point values (what
 aggregation sees): the same content again from the same worker is a ``replay``, from another
 worker a ``copy``, and the first submitter keeps the credit. An all-zero update has no
 fingerprint and may be sent any number of times.
@@ -65,6 +71,8 @@ from collections.abc import Mapping
 
 import numpy as np
 from cryptography import x509
+from fabric_protos.common import policies_pb2
+from fabric_protos.msp import msp_principal_pb2
 
 from fedfabric.chaincode import (
     ChaincodeError,
@@ -156,6 +164,21 @@ def _worker_id(msp_id: str, enrolment: str | None) -> tuple[str, str]:
     return f"{msp_id}:{enrolment_hash}", enrolment_hash
 
 
+def _peer_policy(msp_id: str) -> bytes:
+    """A key-level endorsement policy: a peer of `msp_id` (``SignaturePolicyEnvelope``)."""
+    role = msp_principal_pb2.MSPRole(msp_identifier=msp_id, role=msp_principal_pb2.MSPRole.PEER)
+    principal = msp_principal_pb2.MSPPrincipal(
+        principal_classification=msp_principal_pb2.MSPPrincipal.ROLE,
+        principal=role.SerializeToString(),
+    )
+    signed = policies_pb2.SignaturePolicy(signed_by=0)
+    rule = policies_pb2.SignaturePolicy(
+        n_out_of=policies_pb2.SignaturePolicy.NOutOf(n=1, rules=[signed])
+    )
+    envelope = policies_pb2.SignaturePolicyEnvelope(version=0, rule=rule, identities=[principal])
+    return envelope.SerializeToString()
+
+
 def _enrolments(spec: TaskSpec, enrolment_ids: list) -> list[str]:
     """The distinct enrolment ids of a registry call, sorted; refused unless 1 to
     ``max_workers_per_org`` non-empty strings of at most 256 characters."""
@@ -181,11 +204,6 @@ def _repeat(first: Mapping, worker: str, fingerprint: str) -> tuple[str, str]:
     )
 
 
-def squared_norm(tensors: Mapping[str, np.ndarray]) -> int:
-    """Exact squared L2 norm of float tensors, in fixed-point units squared."""
-    return sum(fx.sum_squares(fx.to_fixed(t)) for t in tensors.values())
-
-
 def check_update(spec: TaskSpec, update: bytes) -> dict[str, np.ndarray]:
     """Every check of an update's bytes against its task; return the decoded tensors.
 
@@ -194,15 +212,20 @@ def check_update(spec: TaskSpec, update: bytes) -> dict[str, np.ndarray]:
     content. Raises `UpdateError` naming the check (``size``, ``format``, ..., ``norm``).
     The checks that need the ledger (round open, authorised, replay) are not part of it.
     """
+    return _checked(spec, update)[0]
+
+
+def _checked(spec: TaskSpec, update: bytes) -> tuple[dict[str, np.ndarray], str | None]:
+    """`check_update`, and the update's fingerprint (`fx.measure`) from the same pass."""
     tensors = decode_update(update, spec.layout, max_bytes=spec.max_update_bytes)
     try:
-        squares = squared_norm(tensors)
+        squares, fingerprint = fx.measure([tensors[name] for name, _ in spec.layout.tensors])
     except AggregationError as exc:
         raise UpdateError("norm", f"{exc}, so the norm exceeds {spec.norm_bound}") from exc
     if squares > fx.fixed_scalar(spec.norm_bound) ** 2:
         norm = math.sqrt(squares) / fx.SCALE
         raise UpdateError("norm", f"L2 norm {norm:.6g} exceeds the bound {spec.norm_bound}")
-    return tensors
+    return tensors, fingerprint
 
 
 class FLContract(Contract):
@@ -317,7 +340,7 @@ class FLContract(Contract):
             raise _refusal("exists", f"task {spec.id!r} already exists")
         try:
             tensors = decode_update(initial_model, spec.layout)
-            squared_norm(tensors)  # range check: every value within the fixed-point range
+            fx.measure(list(tensors.values()))  # range check: every value within fixed point
         except FLError as exc:
             raise _translate(exc, "initial-model") from exc
         model = encode_model(tensors, spec.layout)
@@ -382,11 +405,9 @@ class FLContract(Contract):
             raise _refusal("one-per-round", f"{worker} already submitted to round {round_no}")
         async with self._checks:
             try:
-                tensors = await asyncio.to_thread(check_update, spec, update)
+                tensors, fingerprint = await asyncio.to_thread(_checked, spec, update)
             except FLError as exc:
                 raise _translate(exc) from exc
-            names = [name for name, _ in spec.layout.tensors]
-            fingerprint = await asyncio.to_thread(fx.fingerprint, [tensors[n] for n in names])
             if fingerprint is not None:
                 first = await self._get_json(ctx, "digest", task, fingerprint)
                 if first is not None:
@@ -410,6 +431,7 @@ class FLContract(Contract):
                 "worker": worker,
             }
             await ctx.stub.put_state(self._key(ctx, "blob", *parts), update)
+            await self._put_json(ctx, {"msp_id": msp_id}, "seal", task, msp_id)
             await self._put_json(ctx, record, "update", *parts)
             if fingerprint is not None:
                 first = {"round": round_no, "tx_id": ctx.stub.tx_id, "worker": worker}
@@ -438,7 +460,12 @@ class FLContract(Contract):
         msp_id = ctx.client_identity.msp_id
         if msp_id not in spec.allowed_orgs:
             raise _refusal("authorised", f"{msp_id} is not an allowed organisation of {task!r}")
-        counter = await self._get_json(ctx, "members", task, msp_id) or {"registered": 0}
+        counter = await self._get_json(ctx, "members", task, msp_id)
+        if counter is None:  # the org's first registration: its seal, endorsed by its peer
+            counter = {"registered": 0}
+            seal = self._key(ctx, "seal", task, msp_id)
+            await ctx.stub.put_state(seal, canonical_json({"msp_id": msp_id}))
+            await ctx.stub.set_state_validation_parameter(seal, _peer_policy(msp_id))
         workers = []
         for enrolment in _enrolments(spec, enrolment_ids):
             worker, enrolment_hash = _worker_id(msp_id, enrolment)

@@ -61,18 +61,21 @@ def to_fixed(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def fingerprint(arrays: Sequence[np.ndarray]) -> str | None:
-    """SHA-256 (hex) of `arrays` as aggregation sees them: their fixed-point values, in
-    order, with their shapes. Two updates with the same fingerprint aggregate identically
-    (a copy moved by less than the resolution has the same one). None when every value is
-    zero, the update that changes nothing."""
-    digest, zero = hashlib.sha256(), True
+def measure(arrays: Sequence[np.ndarray]) -> tuple[int, str | None]:
+    """The exact squared L2 norm (fixed-point units squared) of `arrays` and their
+    fingerprint, in one pass: the SHA-256 (hex) of their fixed-point values, in order, with
+    their shapes, so two updates with the same fingerprint aggregate identically (a copy
+    moved by less than the resolution has the same one). The fingerprint is None when every
+    value is zero, the update that changes nothing. Raises `AggregationError` as `to_fixed`.
+    """
+    digest, squares, zero = hashlib.sha256(), 0, True
     for array in arrays:
         q = to_fixed(array)
+        squares += sum_squares(q)
         zero = zero and not q.any()
         digest.update(repr(q.shape).encode())
         digest.update(q.astype("<i8").tobytes())
-    return None if zero else digest.hexdigest()
+    return squares, None if zero else digest.hexdigest()
 
 
 def from_fixed(q: np.ndarray) -> np.ndarray:

@@ -30,7 +30,13 @@ from fedfabric.chaincode.fl import (
     verify_audit,
     worker_enrolment,
 )
-from fedfabric.gateway import Contract, EndorseError, EvaluateError, connect_profile
+from fedfabric.gateway import (
+    CommitError,
+    Contract,
+    EndorseError,
+    EvaluateError,
+    connect_profile,
+)
 from fedfabric.network import FabricNetwork
 from tests.fixtures.flval import LAYOUT, TRUE_WEIGHTS
 
@@ -163,6 +169,21 @@ async def test_update_refused_by_one_org_commits_with_the_other_two(fl, network)
     assert list(refusals(energy.value)) == ["EnergyMSP"]
     assert "private-validation: EnergyMSP refuses" in refusals(energy.value)["EnergyMSP"]
     assert await round_workers(fl, "one-refuses") == [record["worker"]]
+
+
+async def test_a_worker_cannot_leave_its_own_org_out_of_the_endorsement(fl, network) -> None:
+    await open_task(fl, network, task_spec("sealed"))
+    contract = await fl()  # a Transport worker
+    args = ["sealed", "1", delta(seed=40), "10"]
+
+    with pytest.raises(CommitError) as spared:  # Energy and Health would accept it
+        await contract.submit("SubmitUpdate", args, endorsing_orgs=["EnergyMSP", "HealthMSP"])
+    record = json.loads(
+        await contract.submit("SubmitUpdate", args, endorsing_orgs=["TransportMSP", "HealthMSP"])
+    )
+
+    assert spared.value.code_name == "ENDORSEMENT_POLICY_FAILURE"
+    assert await round_workers(fl, "sealed") == [record["worker"]]
 
 
 async def test_update_refused_by_two_orgs_never_commits_and_both_reasons_reach_the_client(

@@ -501,6 +501,7 @@ async def test_submit_with_sync_orgs_returns_once_each_org_has_the_block(
                 ["synced", "yes"],
                 endorsing_orgs=["TransportMSP", "EnergyMSP"],
                 sync_orgs=["TransportMSP", "EnergyMSP", "HealthMSP"],
+                sync_timeout=3 * BOUND,
             )
         )
         async with asyncio.timeout(BOUND):
@@ -520,6 +521,30 @@ async def test_submit_with_sync_orgs_returns_once_each_org_has_the_block(
         assert await submit == b"yes"
     assert await network.height(peer_named(network, health)) >= height_at_transport
     await network.wait_endorsable("kv")
+
+
+async def test_an_org_that_stays_behind_delays_a_synced_submit_only_by_its_timeout(
+    network: FabricNetwork, contract: Contract
+) -> None:
+    health = peer_of(network, "HealthMSP")
+    await network.stop_node(health)  # a member whose peer is down cannot stall everyone
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(BOUND):
+            result = await contract.submit(
+                "Put",
+                ["synced-or-not", "committed"],
+                endorsing_orgs=["TransportMSP", "EnergyMSP"],
+                sync_orgs=["TransportMSP", "EnergyMSP", "HealthMSP"],
+                sync_timeout=2.0,
+            )
+        waited = time.monotonic() - started
+        assert await contract.evaluate("Get", ["synced-or-not"]) == b"committed"
+    finally:
+        await network.start_node(health)
+        await network.wait_endorsable("kv")
+
+    assert result == b"committed" and waited >= 2.0
 
 
 async def test_policy_unsatisfiable_is_an_endorse_error_with_per_peer_details(

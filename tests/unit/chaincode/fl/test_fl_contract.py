@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from fabric_protos.common import policies_pb2
+from fabric_protos.msp import msp_principal_pb2
 from fl_world import LAYOUT, ORGS, World, assert_refused, task_json, tensors, update
 
 from fedfabric.chaincode.fl import Layout, decode_update, encode_update, read_header, verify_audit
@@ -340,6 +342,21 @@ async def test_only_workers_their_org_registered_may_submit(world):
         )
 
 
+async def test_an_orgs_first_registration_seals_its_updates_to_its_own_peer(world):
+    await world.ok("CreateTask", task_json(), update(0.0))
+
+    first = await world.ok("RegisterWorkers", "digits", ["worker1"], who="admin")
+    again = await world.ok("RegisterWorkers", "digits", ["worker1b"], who="admin")
+
+    ((_, key, name, policy),) = first.rwset.metadata_writes
+    assert "fl.seal" in key and name == "VALIDATION_PARAMETER"
+    envelope = policies_pb2.SignaturePolicyEnvelope.FromString(policy)
+    role = msp_principal_pb2.MSPRole.FromString(envelope.identities[0].principal)
+    assert (role.msp_identifier, role.role) == ("Org1MSP", msp_principal_pb2.MSPRole.PEER)
+    assert envelope.rule.n_out_of.n == 1 and len(envelope.identities) == 1
+    assert again.rwset.metadata_writes == ()
+
+
 async def test_a_removed_worker_stops_and_keeps_its_place_counted(world):
     await world.ok("CreateTask", task_json(max_workers_per_org=2), update(0.0))
     await world.ok("RegisterWorkers", "digits", ["worker1", "worker1"], who="admin")
@@ -517,7 +534,9 @@ async def test_accepted_update_writes_exactly_its_own_keys(world):
     await world.start()
     result = await world.ok("SubmitUpdate", "digits", 1, update(0.5), 10, who="w1")
     kinds = sorted(key.split("\x00")[1] for key, _ in result.rwset.writes)
-    assert kinds == ["fl.blob", "fl.digest", "fl.update", "fl.worker"]
+    assert kinds == ["fl.blob", "fl.digest", "fl.seal", "fl.update", "fl.worker"]
+    # The seal is written blindly: concurrent updates of one org never conflict on it.
+    assert not [key for key, _ in result.rwset.reads if "fl.seal" in key]
     record = json.loads(result.payload)
     assert record["digest"] == read_header(update(0.5))["content_digest"]
     assert record["subject"] == "CN=worker1,OU=client" and record["msp_id"] == "Org1MSP"
