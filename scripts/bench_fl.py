@@ -20,6 +20,8 @@
    minimum). ``acc_<rule>_<scenario>_<attack>`` are the cells. ``acc_without_org3_<rule>``:
    the third organisation sends only updates every peer refuses (NaN), so its data is
    missing: the best the Sybil scenario can reach, since a malicious org trains nothing useful.
+   ``acc_without_2of9_<rule>`` / ``acc_without_4of9_<rule>``: the same for the 2 or 4
+   malicious workers, the best any defence can reach in those scenarios.
    ``fedavg-plain`` is FedAvg per update without validation (Flower's).
    ``refusals_by_org_<msp>``: updates each org refused over the table.
    ``acc_check_ledger_vs_memory`` re-runs the default run's cell
@@ -124,8 +126,8 @@ def robustness_table(processes: int = 2) -> dict[str, float]:
         (rule, seed, scenario, attack)
         for rule in RULES
         for seed in SEEDS
-        for scenario, attack in [("clean", "none"), ("sybil", "nan")]
-        + [(s, a) for s in SCENARIOS for a in ATTACKS]
+        for scenario, attack in [("clean", "none")]
+        + [(s, a) for s in SCENARIOS for a in ("nan", *ATTACKS)]
     ]
     accuracy: dict[tuple[str, str, str], list[float]] = {}
     refusals: dict[str, int] = {}
@@ -147,6 +149,8 @@ def robustness_table(processes: int = 2) -> dict[str, float]:
     for rule in RULES:
         results[f"acc_clean_{rule}"] = results[f"acc_{rule}_clean"]
         results[f"acc_without_org3_{rule}"] = results.pop(f"acc_{rule}_sybil_nan")
+        for scenario in ("2of9", "4of9"):
+            results[f"acc_without_{scenario}_{rule}"] = results.pop(f"acc_{rule}_{scenario}_nan")
         for scenario in SCENARIOS:
             cells = [results[f"acc_{rule}_{scenario}_{a}"] for a in ATTACKS]
             results[f"acc_worst_{scenario}_{rule}"] = min(cells)
