@@ -102,12 +102,14 @@ class Clients:
             timeouts=self.timeouts,
         )
 
-    def ledger(self, org: str, identity: IdentityFiles) -> FLLedger:
-        """The `FLLedger` of `identity` (an `IdentityFiles` of `org`); each of its commits
-        waits (10 s at most) until every organisation's peer has the block (see `FLLedger`)."""
+    def ledger(self, org: str, identity: IdentityFiles, *, sync: bool = True) -> FLLedger:
+        """The `FLLedger` of `identity` (an `IdentityFiles` of `org`). With `sync` each of
+        its commits waits (10 s at most) until every organisation's peer has the block (see
+        `FLLedger`): what admins need, whose transactions others act on next. Workers need
+        not: the coordinator waits once (`FLLedger.reach`) before it aggregates."""
         every_org = [o.msp_id for o in self.topology.organizations]
         return FLLedger.for_gateway(
-            self.gateway(org, identity), self.channel_name, sync_orgs=every_org
+            self.gateway(org, identity), self.channel_name, sync_orgs=every_org if sync else ()
         )
 
     async def admin_ledger(self, org: str) -> FLLedger:
@@ -132,7 +134,7 @@ class Clients:
         return federation_workers(
             fed,
             [
-                self.ledger(org, identity)
+                self.ledger(org, identity, sync=False)
                 for org, identity in await self.worker_identities(fed.config)
             ],
             resources=resources,
@@ -185,7 +187,7 @@ class Clients:
                 workers.append(
                     Worker(
                         names[d],
-                        self.ledger(org, identity),
+                        self.ledger(org, identity, sync=False),
                         trainers[k * devices_per_org + d],
                         resources=resources,
                         retry=retry,

@@ -3,12 +3,17 @@
 A round, as `Coordinator.run_round` runs it (``CreateTask`` opened round 1, each
 ``AdvanceRound`` opens the next)::
 
-    GetRoundUpdates (once: the round's state, the updates already recorded, its aggregate)
+    GetRoundUpdates (the round's state, the updates already recorded, its aggregate; not
+                     needed when this coordinator's own AdvanceRound opened the round)
       → every worker trains and submits, concurrently
       → wait for the UpdateSubmitted chaincode event of every accepted update (or a deadline)
-      → AdvanceRound (aggregate, store the new global model, open the next round: one block)
+      → wait until every organisation's peer has the last of those blocks
+      → AdvanceRound (aggregate, store the new global model, open the next round: one block;
+                      it returns once every organisation's peer has that block)
       → read the new global model once, for the evaluation and for the next round's workers
       → `RoundOutcome`
+
+Nothing waits on a clock: each step starts when the commit or event it needs arrives.
 
 Everything is derived from the ledger, never from local files: `resume_point` reads
 ``GetAudit`` once to find the first round without a committed aggregate, and `run_round`
@@ -142,8 +147,12 @@ class RoundOutcome:
     already closed or aggregated on entry, see `phase_on_entry`); `updates` are the round's
     update records on the ledger and `aggregate` the contract's aggregate record (rule,
     used, excluded with reasons, clipped, digests). Worker ids map to names via `names`.
-    `timings` holds seconds per phase: ``train_submit``, ``events``, ``aggregate``
-    (``AdvanceRound``), ``evaluate`` and ``total``.
+    `timings` holds seconds per phase: ``read`` (the round's state and updates),
+    ``train_submit`` (the workers train and submit),
+    ``events`` (the rest of their commit events), ``sync`` (until every organisation's peer
+    has the round's updates), ``aggregate`` (``AdvanceRound``; ``aggregate_endorse``,
+    ``aggregate_order`` and ``aggregate_sync`` split it on Fabric), ``model`` (the new
+    global model read), ``evaluate`` and ``total``.
     """
 
     task: str
@@ -277,6 +286,7 @@ class Coordinator:
         self.registrars = tuple(registrars)
         self.max_workers_per_org = max_workers_per_org
         self._registered: set[str] = set()
+        self._opened: tuple[int, int] | None = None  # (round, height) of our last AdvanceRound
         self.spec: fl.TaskSpec | None = None
 
     # -- the task ---------------------------------------------------------------------
@@ -415,8 +425,16 @@ class Coordinator:
         timings: dict[str, float] = {}
         names = {w.worker_id: w.name for w in workers}
         # Updates committed before `height` are in the page; later ones arrive as events.
-        height = await self._query(self.ledger.height)
-        page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+        # A round this coordinator opened itself (its AdvanceRound committed in block
+        # `height` - 1) had nothing in it before: no need to read it.
+        if self._opened is not None and self._opened[0] == round_no:
+            height = self._opened[1]
+            page = {"state": {"status": "open"}, "updates": []}
+        else:
+            height = await self._query(self.ledger.height)
+            page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+        self._opened = None
+        timings["read"] = time.perf_counter() - started
         entry_phase = page["state"]["status"]
         if entry_phase == "new":
             raise RoundIncompleteError(
@@ -430,23 +448,35 @@ class Coordinator:
         events = 0
         if entry_phase == "open":
             await self.register(workers)
-            results, events = await self._collect(round_no, workers, height, records, timings)
+            results, events, tip = await self._collect(round_no, workers, height, records, timings)
             records.update((r.worker_id, r.record) for r in results if r.record is not None)
+            t = time.perf_counter()
+            # Every endorser of AdvanceRound must hold every update: wait for the last block.
+            await self.ledger.reach(max(tip + 1, height))
+            timings["sync"] = time.perf_counter() - t
             t = time.perf_counter()
             aggregate = await self._admin(
                 lambda: self.ledger.advance_round(self.task, round_no),
                 done_if=("round-state",),
                 round_no=round_no,
             )
+            steps = self.ledger.last_steps if aggregate else {}
+            for step in ("endorse", "order", "sync"):
+                if step in steps:
+                    timings[f"aggregate_{step}"] = steps[step]
+            if "block" in steps:
+                self._opened = (round_no + 1, int(steps["block"]) + 1)
             if not aggregate:  # advanced already: by an earlier attempt of ours, or not
                 page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
                 self._advanced_by_me(page["state"], round_no)
                 aggregate = page["aggregate"] or {}
                 records.update((u["worker"], u) for u in page["updates"])
             timings["aggregate"] = time.perf_counter() - t
+        t = time.perf_counter()
         model = await self.resources.global_model(
             self.ledger, self.task, round_no, self.fed.layout, self.retry
         )
+        timings["model"] = time.perf_counter() - t
         if model.digest != aggregate.get("model_digest"):
             raise CoordinatorError(
                 f"round {round_no} of {self.task!r}: the global model read "
@@ -490,11 +520,13 @@ class Coordinator:
         height: int,
         known: Mapping[str, Mapping[str, Any]],
         timings: dict[str, float],
-    ) -> tuple[tuple[WorkerResult, ...], int]:
-        """Run the workers and wait for the events of their accepted updates."""
+    ) -> tuple[tuple[WorkerResult, ...], int, int]:
+        """Run the workers and wait for the events of their accepted updates; return the
+        results, the events seen and the highest block they came in (-1: none)."""
         arrived: set[str] = set(known)
+        blocks = [-1]
         changed = asyncio.Event()
-        listener = asyncio.create_task(self._listen(round_no, height, arrived, changed))
+        listener = asyncio.create_task(self._listen(round_no, height, arrived, changed, blocks))
         try:
             t = time.perf_counter()
             gathered = await asyncio.gather(
@@ -532,14 +564,19 @@ class Coordinator:
                     missing=sorted(r.worker for r in results if r.worker_id in missing),
                     results=results,
                 )
-            return results, len(arrived - set(known))
+            return results, len(arrived - set(known)), max(blocks)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, GatewayError):
                 await listener
 
     async def _listen(
-        self, round_no: int, start_block: int, arrived: set[str], changed: asyncio.Event
+        self,
+        round_no: int,
+        start_block: int,
+        arrived: set[str],
+        changed: asyncio.Event,
+        blocks: list[int],
     ) -> None:
         async with self.ledger.events(start_block=start_block) as stream:
             async for event in stream:
@@ -548,6 +585,7 @@ class Coordinator:
                 payload = json.loads(event.payload)
                 if payload.get("task") == self.task and payload.get("round") == round_no:
                     arrived.add(payload["worker"])
+                    blocks.append(event.block_number)
                     changed.set()
 
     async def _wait(

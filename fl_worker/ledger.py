@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -114,7 +115,10 @@ class Ledger(Protocol):
     async def audit(self, task: str) -> dict[str, Any]: ...
     async def update(self, task: str, round_no: int, worker: str) -> bytes: ...
     async def height(self) -> int: ...
+    async def reach(self, height: int) -> None: ...
     def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]: ...
+    @property
+    def last_steps(self) -> Mapping[str, float]: ...
 
 
 class _Calls:
@@ -206,6 +210,7 @@ class FLLedger(_Calls):
         self.chaincode = chaincode
         self.sync_orgs = tuple(sync_orgs)
         self._identity = identity
+        self._steps: dict[str, float] = {}
 
     @classmethod
     def for_gateway(
@@ -243,6 +248,19 @@ class FLLedger(_Calls):
         """The channel's block height on the gateway peer (``qscc GetChainInfo``)."""
         return await self.network.height()
 
+    async def reach(self, height: int) -> None:
+        """Wait (10 s at most, then go on: never an error) until a peer of each of
+        `sync_orgs` has `height` blocks, so what they endorse next reads those blocks."""
+        if self.sync_orgs:
+            with contextlib.suppress(TimeoutError):
+                await self.network.wait_for_height(height, self.sync_orgs, timeout=10.0)
+
+    @property
+    def last_steps(self) -> Mapping[str, float]:
+        """Where the time of this ledger's last transaction went (`Contract.submit`'s
+        ``steps``: endorse, order, sync seconds and the block number)."""
+        return self._steps
+
     def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
         """The contract's chaincode events (committed transactions only), from `start_block`."""
         return self.network.chaincode_events(self.chaincode, start_block=start_block)
@@ -253,7 +271,10 @@ class FLLedger(_Calls):
         return self._identity
 
     async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
-        raw = await self.contract.submit(name, list(args), sync_orgs=self.sync_orgs)
+        self._steps = {}
+        raw = await self.contract.submit(
+            name, list(args), sync_orgs=self.sync_orgs, steps=self._steps
+        )
         return json.loads(raw) if raw else {}
 
     async def _evaluate_raw(self, name: str, *args: str) -> bytes:
@@ -308,6 +329,7 @@ class MemoryFL:
             )
         self.state = MemoryLedger()
         self.blocks: list[list[ChaincodeEvent]] = []
+        self.last_block: dict[bytes, int] = {}  # creator → block of its last transaction
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._faults: list[tuple[str, bool, BaseException]] = []
@@ -353,6 +375,7 @@ class MemoryFL:
                         )
                     )
                 self.blocks.append(events)
+                self.last_block[creator] = len(self.blocks) - 1
             else:
                 org = self._orgs(msp_id)[0]
                 result = await self._execute(org, creator, function, args)
@@ -450,6 +473,7 @@ class MemoryFLLedger(_Calls):
         self._msp_id = identity.mspid
         self._worker_id = fl.worker_id(identity.mspid, identity.id_bytes)
         self._enrolment_id = fl.worker_enrolment(identity.id_bytes)
+        self._steps: dict[str, float] = {}
 
     @property
     def msp_id(self) -> str:
@@ -470,12 +494,22 @@ class MemoryFLLedger(_Calls):
         """Blocks committed so far."""
         return self.world.height
 
+    async def reach(self, height: int) -> None:
+        """Nothing to wait for: one ledger."""
+
+    @property
+    def last_steps(self) -> Mapping[str, float]:
+        """The block of this identity's last transaction (no network steps in memory)."""
+        return self._steps
+
     def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
         """Chaincode events of committed transactions, from `start_block` (default: next)."""
         return EventStream(self.world._events(start_block))
 
     async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
+        self._steps = {}
         raw = await self.world.call(self.creator, name, args, submit=True)
+        self._steps = {"block": self.world.last_block[self.creator]}
         return json.loads(raw) if raw else {}
 
     async def _evaluate_raw(self, name: str, *args: str) -> bytes:

@@ -168,7 +168,8 @@ class WorkerResult:
     `status` is one of `COMMITTED`, `REPLAYED`, `SKIPPED`, `REFUSED`, `FAILED`;
     `accepted` is true for the first three (the update is on the ledger). `record` is the
     contract's update record when known, `refusal` says who refused and why, `error`
-    describes a failure. Times are seconds of local training and of submitting.
+    describes a failure. Times are seconds of local training and of submitting; `steps`
+    splits the submission of a committed update (`Ledger.last_steps`: endorse, order).
     """
 
     worker: str
@@ -185,6 +186,7 @@ class WorkerResult:
     train_seconds: float = 0.0
     submit_seconds: float = 0.0
     error: str | None = None
+    steps: Mapping[str, float] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -286,7 +288,8 @@ class Worker:
                 record = await self.ledger.submit_update(
                     task, round_no, local.blob, local.num_samples
                 )
-                return {"status": COMMITTED, "record": record, "attempts": attempt}
+                steps = dict(self.ledger.last_steps)
+                return {"status": COMMITTED, "record": record, "attempts": attempt, "steps": steps}
             except (GatewayError, CommitError) as exc:
                 if isinstance(exc, EndorseError) and not is_transient(exc):
                     refused = refusal(exc)

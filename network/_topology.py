@@ -84,11 +84,13 @@ class OrdererOrg:
 
 @dataclass(frozen=True)
 class Consensus:
+    """The orderers' batch settings (why these defaults: network/topology.yaml)."""
+
     type: str = "etcdraft"
-    batch_timeout: str = "250ms"
+    batch_timeout: str = "10ms"
     max_message_count: int = 100
     absolute_max_bytes: str = "99 MB"
-    preferred_max_bytes: str = "512 KB"
+    preferred_max_bytes: str = "16 KB"
 
 
 @dataclass(frozen=True)
@@ -239,17 +241,18 @@ def _consensus(r: _Reader | None) -> Consensus:
     kind = r.string("type", default="etcdraft")
     if kind != "etcdraft":
         raise TopologyError(f"{r.where}.type: only 'etcdraft' is supported, got {kind!r}")
-    timeout = r.string("batch_timeout", default="250ms")
+    d = Consensus()
+    timeout = r.string("batch_timeout", default=d.batch_timeout)
     if not _DURATION.match(timeout):
-        raise TopologyError(f"{r.where}.batch_timeout: expected a duration like 250ms or 2s")
+        raise TopologyError(f"{r.where}.batch_timeout: expected a duration like 10ms or 2s")
     sizes = [
-        r.string(k, default=d)
-        for k, d in (("absolute_max_bytes", "99 MB"), ("preferred_max_bytes", "512 KB"))
+        r.string(k, default=getattr(d, k)) for k in ("absolute_max_bytes", "preferred_max_bytes")
     ]
     for key, value in zip(("absolute_max_bytes", "preferred_max_bytes"), sizes, strict=True):
         if not _SIZE.match(value):
-            raise TopologyError(f"{r.where}.{key}: expected a size like '99 MB' or '512 KB'")
-    return Consensus(kind, timeout, r.integer("max_message_count", 1, 100000, default=100), *sizes)
+            raise TopologyError(f"{r.where}.{key}: expected a size like '99 MB' or '16 KB'")
+    count = r.integer("max_message_count", 1, 100000, default=d.max_message_count)
+    return Consensus(kind, timeout, count, *sizes)
 
 
 def _chaincode(

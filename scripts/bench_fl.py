@@ -3,6 +3,8 @@
 1. ``ratio_round_time``: mean round wall time of `fedfabric run` on real Fabric (digits, MLP,
    3 orgs × 3 workers, FedAvg) ÷ the same run in memory without the ledger (same seed, same
    training, same fixed-point aggregation); ``round_s_ledger`` / ``round_s_memory`` raw;
+   ``ledger_overhead_ms_p50``: the median ledger round − the memory round, in ms;
+   ``round_ms_<part>``: where a ledger round's time goes (`round_breakdown`);
    ``ratio_round_time_cnn`` the same for a small CNN trained 5 local epochs.
 2. ``ratio_ledger_bytes``: update bytes on the ledger with int8 + zlib ÷ the same updates as raw
    float32; ``accuracy_loss_quantized``: final accuracy float32 − int8+zlib, in points.
@@ -34,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -159,10 +163,93 @@ def robustness_table(processes: int = 2) -> dict[str, float]:
     return results
 
 
+def _metric_means(urls: list[str], names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each Prometheus histogram in `names`, added over the nodes at `urls`
+    (their operations endpoints) and over label sets."""
+    totals = {name: [0.0, 0.0] for name in names}
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        for line in text.splitlines():
+            metric, _, value = line.partition(" ")
+            base = metric.split("{", 1)[0]
+            for name in names:
+                if base in (f"{name}_sum", f"{name}_count"):
+                    totals[name][base.endswith("_count")] += float(value)
+    return {name: (total, count) for name, (total, count) in totals.items()}
+
+
+class NodeClock:
+    """Per-block means, in seconds, of what Fabric's own nodes measure (their Prometheus
+    metrics) between `start` and `stop`: ``commit`` (a peer validating and committing a
+    block, ``gossip_state_commit_duration``) and ``fill`` (an orderer waiting for a block
+    to fill, ``blockcutter_block_fill_duration``)."""
+
+    NAMES = {"commit": "gossip_state_commit_duration", "fill": "blockcutter_block_fill_duration"}
+
+    def __init__(self, net: FabricNetwork) -> None:
+        topology = net.topology
+        self.urls = [f"http://127.0.0.1:{p.operations_port}/metrics" for p in topology.peers]
+        self.urls += [
+            f"http://127.0.0.1:{o.operations_port}/metrics" for o in topology.orderer_org.orderers
+        ]
+        self._start: dict[str, tuple[float, float]] = {}
+
+    def start(self) -> None:
+        self._start = _metric_means(self.urls, tuple(self.NAMES.values()))
+
+    def stop(self) -> dict[str, float]:
+        now = _metric_means(self.urls, tuple(self.NAMES.values()))
+        means = {}
+        for key, name in self.NAMES.items():
+            total = now[name][0] - self._start[name][0]
+            count = now[name][1] - self._start[name][1]
+            means[key] = total / count if count else 0.0
+        return means
+
+
+def round_breakdown(outcomes: list, nodes: dict[str, float]) -> dict[str, float]:
+    """Where a ledger round's wall time goes, in ms (means over `outcomes`), on its critical
+    path: the workers train and submit, the round closes, AdvanceRound commits, the new model
+    is read and scored. ``round_ms_endorse`` / ``round_ms_order`` are one update's (the
+    mean; the last one submitted delays the round by that much) plus AdvanceRound's;
+    ``order`` runs from Submit until the gateway peer reports the commit, less
+    ``round_ms_commit``: a peer validating and committing those two blocks (`NodeClock`);
+    ``round_ms_fill`` is the part of ``order`` the orderer waited for the blocks to fill
+    (the batch timeout, when a block is cut by it). ``round_ms_event`` is the wait for the
+    round's commit events and for every organisation's peer to hold its blocks;
+    ``round_ms_read`` the round's state and the new model read from the ledger;
+    ``round_ms_train`` the rest of the train-and-submit phase: local training, whose end
+    the submissions of earlier workers overlap."""
+
+    def mean(values: list[float]) -> float:
+        return statistics.mean(values) if values else 0.0
+
+    steps = [w.steps for o in outcomes for w in o.workers if w.steps]
+    endorse, order = (mean([s[k] for s in steps]) for k in ("endorse", "order"))
+
+    def phase(key: str) -> float:
+        return mean([o.timings.get(key, 0.0) for o in outcomes])
+
+    commit = 2 * nodes["commit"]  # the last update's block and AdvanceRound's
+    parts = {
+        "train": phase("train_submit") - endorse - order,
+        "endorse": endorse + phase("aggregate_endorse"),
+        "order": order + phase("aggregate_order") - commit,
+        "commit": commit,
+        "event": phase("events") + phase("sync") + phase("aggregate_sync"),
+        "read": phase("read") + phase("model"),
+        "evaluate": phase("evaluate"),
+    }
+    parts["other"] = phase("total") - sum(parts.values())
+    parts["fill"] = 2 * nodes["fill"]
+    return {f"round_ms_{k}": round(1000 * v, 1) for k, v in parts.items()}
+
+
 async def ledger_measures(net: FabricNetwork, folder: Path) -> dict[str, float]:
     out: dict[str, float] = {}
 
-    async def job(name: str, config: RunConfig, **options) -> object:
+    async def job(name: str, config: RunConfig, on_round=None, **options) -> object:
         return await run_job(
             config,
             RunOptions(
@@ -170,15 +257,28 @@ async def ledger_measures(net: FabricNetwork, folder: Path) -> dict[str, float]:
             ),
             net,
             say=_quiet,
+            on_round=on_round,
         )
 
-    plain = await job("plain", config(rounds=5))
+    outcomes: list = []
+    clock = NodeClock(net)
+
+    def steady(outcome) -> None:  # round 1 carries the start-up; measure from round 2
+        outcomes.append(outcome)
+        if len(outcomes) == 1:
+            clock.start()
+
+    plain = await job("plain", config(rounds=8), on_round=steady)
+    nodes = clock.stop()
     ledger_round = sum(r.seconds for r in plain.rounds[1:]) / (len(plain.rounds) - 1)
     memory_round = plain.baseline_seconds / len(plain.rounds)
+    overhead = statistics.median(r.seconds for r in plain.rounds[1:]) - memory_round
     out.update(
         round_s_ledger=round(ledger_round, 3),
         round_s_memory=round(memory_round, 3),
         ratio_round_time=round(ledger_round / memory_round, 2),
+        ledger_overhead_ms_p50=round(1000 * overhead, 1),
+        **round_breakdown(outcomes[1:], nodes),
     )
     cnn = await job("cnn", config(rounds=3, epochs=5, model=CNN))
     cnn_round = sum(r.seconds for r in cnn.rounds[1:]) / (len(cnn.rounds) - 1)

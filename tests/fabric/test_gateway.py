@@ -169,6 +169,21 @@ async def test_submit_then_evaluate_round_trip(contract: Contract) -> None:
     assert await contract.evaluate("Get", ["round-trip"]) == b"value-1"
 
 
+async def test_submit_says_where_its_time_went_and_in_which_block(
+    gateway: Gateway, contract: Contract, channel: str
+) -> None:
+    steps: dict[str, float] = {}
+
+    await contract.submit(
+        "Put", ["timed", "value-t"], sync_orgs=["TransportMSP", "EnergyMSP"], steps=steps
+    )
+
+    assert set(steps) == {"endorse", "order", "sync", "block"}
+    assert steps["endorse"] > 0 and steps["order"] > 0 and steps["sync"] >= 0
+    committed = await block(gateway, channel, int(steps["block"]))
+    assert b"value-t" in committed.SerializeToString()
+
+
 async def test_transient_data_reaches_the_chaincode(contract: Contract) -> None:
     assert await contract.evaluate("Transient", ["secret"], transient={"secret": SECRET}) == SECRET
     assert await contract.submit("Transient", ["secret"], transient={"secret": SECRET}) == SECRET

@@ -252,3 +252,28 @@ async def test_a_round_advanced_by_another_coordinator_is_an_error_not_done():
 
     with pytest.raises(CoordinatorError, match="round 1 of 'digits-test' was advanced by Org2MSP:"):
         await run.coordinator.run_round(1, run.workers)
+
+
+async def test_a_round_the_coordinator_opened_is_not_read_again_yet_early_updates_count():
+    run = Run()
+    await run.start()
+    reads: list[int] = []
+    ledger = run.coordinator.ledger
+    read = ledger.round_updates
+
+    async def counted(task: str, round_no: int):
+        reads.append(round_no)
+        return await read(task, round_no)
+
+    ledger.round_updates = counted  # type: ignore[method-assign]
+    await run.coordinator.run_round(1, run.workers)
+    # Another process's worker submits to round 2 before this coordinator runs it.
+    early = await run.workers[0].run_round(TASK, 2)
+
+    outcome = await run.coordinator.run_round(2, run.workers)
+
+    baseline = await run_in_memory(CONFIG)
+    assert reads == [1]  # round 2 was opened by this coordinator's own AdvanceRound
+    assert early.status == COMMITTED and outcome.workers[0].status == REPLAYED
+    assert len(outcome.updates) == CONFIG.num_workers
+    assert outcome.model_digest == baseline.rounds[1].model_digest

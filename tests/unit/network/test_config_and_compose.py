@@ -61,7 +61,7 @@ def test_configtx_has_every_org_anchor_peers_and_raft_consenters(tmp_path: Path)
     orgs = profile["Application"]["Organizations"]
     assert [o["ID"] for o in orgs] == [o.msp_id for o in TOPOLOGY.organizations]
     assert orgs[0]["AnchorPeers"] == [{"Host": "127.0.0.1", "Port": TOPOLOGY.peers[0].port}]
-    assert profile["Orderer"]["BatchTimeout"] == "250ms"
+    assert profile["Orderer"]["BatchTimeout"] == "10ms"
 
 
 def test_raft_snapshots_come_within_one_raft_batch(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_raft_snapshots_come_within_one_raft_batch(tmp_path: Path) -> None:
     orderer = configtx_yaml(TOPOLOGY, Layout(tmp_path))["Profiles"]["Channel"]["Orderer"]
 
     interval = orderer["EtcdRaft"]["Options"]["SnapshotIntervalSize"]
-    assert interval == orderer["BatchSize"]["PreferredMaxBytes"] == "512 KB"
+    assert interval == orderer["BatchSize"]["PreferredMaxBytes"] == "16 KB"
 
 
 def test_ccaas_package_is_reproducible_and_its_id_is_label_and_sha256() -> None:
