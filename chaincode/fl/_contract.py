@@ -412,9 +412,10 @@ class FLContract(Contract):
                 first = await self._get_json(ctx, "digest", task, fingerprint)
                 if first is not None:
                     raise _refusal(*_repeat(first, worker, fingerprint))
-            # Read by every org, validator or not, so the read set never depends on the
-            # validator.
-            base = await self._model_bytes(ctx, task, round_no - 1)
+            # When the task validates, read by every org, validator or not, so the read set
+            # never depends on the validator; a task without validation never needs it.
+            if spec.validation_threshold is not None:
+                base = await self._model_bytes(ctx, task, round_no - 1)
             header = read_header(update)
             record = {
                 "digest": header["content_digest"],
