@@ -275,17 +275,18 @@ async def aggregate_buffer(
 
 async def state(contract: FLContract, ctx: Context, task: str) -> dict:
     """``GetAsyncState``: the current version, the pending update records (by key order,
-    not commit order: the ``UpdateSubmitted`` events give that) and the current version's
-    aggregate record (null for version 0)."""
+    not commit order: the ``UpdateSubmitted`` events give that), each worker's slot (its
+    update count and pending id) and the current version's aggregate record (null for
+    version 0)."""
     spec, _ = await contract._task(ctx, task)
     if spec.mode != _ASYNC:
         raise _contract._refusal("mode", f"task {task!r} is synchronous")
     current = await _version(contract, ctx, task)
-    pending = []
-    for _, value in await contract._scan(ctx, "slot", task):
-        ident = json.loads(value)["pending"]
-        if ident is not None:
-            pending.append(await contract._get_json(ctx, "update", *_parts(task, ident)))
+    pending, workers = [], {}
+    for (_, msp_id, enrolment_hash), value in await contract._scan(ctx, "slot", task):
+        slot = workers[f"{msp_id}:{enrolment_hash}"] = json.loads(value)
+        if slot["pending"] is not None:
+            pending.append(await contract._get_json(ctx, "update", *_parts(task, slot["pending"])))
     last = await contract._get_json(ctx, "aggregate", task, _contract._rnd(current))
     return {
         "last": last,
@@ -293,6 +294,7 @@ async def state(contract: FLContract, ctx: Context, task: str) -> dict:
         "rounds": spec.rounds,
         "task": task,
         "version": current,
+        "workers": workers,
     }
 
 

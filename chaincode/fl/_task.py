@@ -382,11 +382,10 @@ class TaskSpec:
                 f"pending at once (one per worker: {len(self.allowed_orgs)} organisations x "
                 f"max_workers_per_org {self.max_workers_per_org})",
             )
+        needed = buffer_floor(rule.min_updates, self.weighting, self.max_workers_per_org)
+        unit = "updates"
         if self.weighting == "org":
-            needed = (rule.min_updates - 1) * self.max_workers_per_org + 1
             unit = f"updates so that every buffer spans {rule.min_updates} organisations"
-        else:
-            needed, unit = rule.min_updates, "updates"
         if self.buffer_size < needed:
             raise TaskError(
                 "buffer_size",
@@ -412,6 +411,14 @@ class TaskSpec:
             return rule.cost(n, size)
         orgs = len(self.allowed_orgs)
         return orgs * rule.cost(self.max_workers_per_org, size) + rule.cost(orgs, size)
+
+
+def buffer_floor(rule_rows: int, weighting: str, workers_per_org: int) -> int:
+    """The smallest async buffer that always gives a rule needing `rule_rows` rows enough:
+    with weighting ``org`` one organisation fills at most `workers_per_org` places."""
+    if weighting == "org":
+        return (rule_rows - 1) * workers_per_org + 1
+    return rule_rows
 
 
 def _mode(obj: Mapping) -> dict[str, Any]:
