@@ -9,8 +9,10 @@
                  → read the new model once (for the workers and the evaluation) → `RoundOutcome`
 
 With ``async_order: free`` the workers run concurrently (arrival order is whatever the
-machine makes of it). With ``fixed`` they take turns round-robin, one at a time, each on the
-latest version; a worker whose update is still pending passes its turn. Then every update
+machine makes of it). With ``fixed`` they take turns round-robin, one at a time; each
+trains on the version it saw at its last committed update (as if it trained while the
+others took their turns; never staler than ``max_staleness``), and a worker whose update is
+still pending passes its turn. Then every update
 and every buffer is a function of the ledger alone, so `run` continues an interrupted run
 from the ledger (``GetAsyncState``: the version, the workers' update counts, the pending
 updates, ordered by replaying their ``UpdateSubmitted`` events from the block of the oldest)
@@ -223,12 +225,30 @@ class AsyncCoordinator(Coordinator):
                 if isinstance(result, Awaitable):
                     await result
 
+    async def _seen_versions(self) -> dict[str, int]:
+        """Per worker, the version after its last committed update's turn (and the
+        aggregation that turn triggered), from the ledger: its buffer's version if it
+        filled that buffer, else the version before; the current one while it is pending."""
+        audit = await self._query(lambda: self.ledger.audit(self.task))
+        where: dict[str, int] = {}
+        for entry in audit["rounds"]:
+            ids = (entry["aggregate"] or {}).get("ids", [])
+            for i, ident in enumerate(ids):
+                where[ident] = entry["round"] - (i < len(ids) - 1)
+        return {
+            worker: where.get(f"{worker}#{count}", self.version)
+            for worker, count in self._counts.items()
+            if count
+        }
+
     # -- the workers -----------------------------------------------------------------------
 
-    async def _turn(self, worker: Worker) -> WorkerResult:
-        """One update of `worker` on the latest version; its record is remembered."""
+    async def _turn(self, worker: Worker, base: int | None = None) -> WorkerResult:
+        """One update of `worker` on version `base` (default: the latest); its record is
+        remembered."""
         step = self._counts.get(worker.worker_id, 0) + 1
-        result = await worker.run_async(self.task, self.version, step)
+        base = self.version if base is None else base
+        result = await worker.run_async(self.task, base, step)
         if result.accepted:
             self._counts[worker.worker_id] = step
             if result.record is not None:
@@ -261,17 +281,22 @@ class AsyncCoordinator(Coordinator):
 
     async def _fixed(self, workers: Sequence[Worker], known: set[str], last: str | None) -> None:
         """Round-robin turns, one at a time, starting after the worker of the update
-        committed last (the last pending one, else the last one aggregated)."""
+        committed last (the last pending one, else the last one aggregated). A worker
+        trains on the version it saw when its last update committed (it trained while the
+        others took their turns), or on the oldest one still fresh enough
+        (``current - max_staleness``) if that is newer."""
         assert self.spec is not None
         await self._wait(lambda: known <= set(self._pending))
         if self._pending:
             last = self._pending[-1]
         index = {w.worker_id: i for i, w in enumerate(workers)}
         turn = index[last.rpartition("#")[0]] + 1 if last is not None else 0
+        seen = await self._seen_versions()
+        size, lag = self.spec.buffer_size, self.spec.max_staleness
         idle = 0
         while not self._done():
             # A full buffer is aggregated before the next turn.
-            await self._wait(lambda: self._done() or len(self._pending) < self.spec.buffer_size)
+            await self._wait(lambda: self._done() or len(self._pending) < size)
             if self._done():
                 return
             worker = workers[turn % len(workers)]
@@ -279,9 +304,12 @@ class AsyncCoordinator(Coordinator):
             if worker.worker_id in self._mine:
                 idle += 1
             else:
-                result = await self._turn(worker)
+                base = max(seen.get(worker.worker_id, 0), self.version - lag)
+                result = await self._turn(worker, base)
                 if result.accepted and result.record is not None:
                     await self._wait(lambda i=result.record["id"]: i in self._seen)
+                    await self._wait(lambda: self._done() or len(self._pending) < size)
+                    seen[worker.worker_id] = self.version
                     idle = 0
                 elif result.status == FAILED:
                     raise CoordinatorError(f"{worker.name} failed: {result.error}")

@@ -52,8 +52,9 @@ organisation has workers always holds two organisations, and half the workers ke
 version coming while the other half trains (with all of them, as a worker has one pending
 update at a time, every version would wait for every worker: rounds again).
 ``async_order: fixed`` makes the arrival order reproducible: the workers take turns
-round-robin, one at a time, each training on the latest version (a worker whose update is
-still pending passes its turn), so a resumed run commits the same models as an
+round-robin, one at a time, each training on the version it saw at its last committed
+update, or on the oldest one within ``max_staleness`` if that is newer (a worker whose
+update is still pending passes its turn), so a resumed run commits the same models as an
 uninterrupted one; ``free`` lets them run concurrently, as they would.
 
 Org-private validation: each organisation keeps `validation_fraction` of its own data out of

@@ -86,6 +86,9 @@ async def test_a_fixed_order_run_makes_every_version_from_k_updates_and_audits()
         ["org1-worker1", "org1-worker2", "org2-worker1", "org2-worker2"],
         ["org3-worker1", "org3-worker2", "org1-worker1", "org1-worker2"],
     ]
+    # Each worker trained while the others took their turns: stale by one version or two.
+    staleness = [[s["staleness"] for s in o.aggregate["staleness"]] for o in outcomes]
+    assert staleness[:3] == [[0, 0, 0, 0], [1, 1, 1, 1], [2, 1, 1, 1]]
     report = await audit_task(boss.ledger, "async")
     assert report.ok and len(report.rounds) == 5
 
