@@ -35,7 +35,10 @@ fingerprint and may be sent any number of times.
 
 Rounds: ``CreateTask`` opens round 1; workers ``SubmitUpdate`` to the open round; one
 ``AdvanceRound`` aggregates it, stores the new global model and opens the next round. A round
-not yet opened reads as ``{"status": "new"}``.
+not yet opened reads as ``{"status": "new"}``. An asynchronous task (``mode: "async"``) has
+model versions instead: ``SubmitUpdate`` takes the update's base version and
+``AggregateBuffer`` makes each version from a buffer of pending updates (keys, checks and
+the staleness weighting in `fedfabric.chaincode.fl._async`).
 
 Every refusal is a `ChaincodeError` whose message starts with the check's name
 (``round-open: ...``) and whose payload is ``{"check": name}``.
