@@ -75,8 +75,6 @@ class AsyncCoordinator(Coordinator):
         state = await self._query(lambda: self.ledger.async_state(self.task))
         version, rounds = state["version"], state["rounds"]
         pending = tuple(r["id"] for r in state["pending"])
-        if self.spec is None:
-            await self.create_or_load_task()
         if version >= rounds:
             return ResumePoint(rounds + 1, "aggregated", (), version, True)
         return ResumePoint(version + 1, "open", pending, version, False)
@@ -178,7 +176,7 @@ class AsyncCoordinator(Coordinator):
             version = self.version
             aggregate = await self._admin(
                 lambda v=version, i=ids: self.ledger.aggregate_buffer(self.task, v, i),
-                done_if=("version",),
+                done_if=("version", "done"),
             )
             if not aggregate:  # made already, by an earlier attempt of ours
                 aggregate = (await self._query(lambda: self.ledger.async_state(self.task)))["last"]

@@ -30,9 +30,10 @@ base version on the organisation's split), and refuses:
 - ``done``: the task has made all its versions;
 - ``stale``: version ``base + max_staleness + 1`` is already committed.
 
-None of these reads a key that another worker's submission writes, and a submission reads
-only the round records of versions ``base + max_staleness + 1`` and ``rounds``, so it
-conflicts (MVCC) with an aggregation only when that aggregation makes one of them.
+None of these reads a key that another worker's submission writes, and of the keys an
+aggregation writes a submission reads only the round records of versions ``base``,
+``base + max_staleness + 1`` and ``rounds``, so it conflicts (MVCC) with an aggregation
+only when that aggregation makes (or opens) one of them; the worker then submits again.
 
 Aggregating version ``v + 1`` (``AggregateBuffer``, by an admin of a driving organisation, as
 ``AdvanceRound``): ``v`` must be the current version, the ids exactly K distinct pending
