@@ -381,6 +381,10 @@ class FLContract(Contract):
         ``quantization``, ``compression``, ``dtype``, ``tensor-names``, ``shapes``,
         ``layout``, ``non-finite``, ``digest``, ``norm``; then ``private-validation`` when
         this org runs a validator and the task sets a threshold.
+
+        For an asynchronous task `round_no` is the version the update was trained from, and
+        ``version``, ``done``, ``stale`` and ``pending`` replace ``round-open`` and
+        ``one-per-round`` (see `_async`).
         """
         spec, _ = await self._task(ctx, task)
         if spec.mode == "async":
