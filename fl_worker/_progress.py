@@ -61,13 +61,22 @@ class Progress:
             refused_text += " (by " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())) + ")"
         acc = "-" if outcome.accuracy is None else f"{outcome.accuracy:.3f}"
         loss = "-" if outcome.loss is None else f"{outcome.loss:.3f}"
+        unit, buffer = "round", ""
+        if self.config.mode == "async":
+            unit = "version"
+            taus = [s["staleness"] for s in outcome.aggregate.get("staleness", ())]
+            stale = sum(1 for e in outcome.aggregate.get("excluded", ()) if "stale" in e["reason"])
+            buffer = (
+                f"buffer {len(taus)} (staleness {min(taus, default=0)}..{max(taus, default=0)}, "
+                f"{stale} too stale), "
+            )
         self._print(
-            f"round {outcome.round}/{self.config.rounds}: accuracy {acc}  loss {loss}  "
-            f"updates submitted {submitted}, committed {accepted}, refused {refused_text}, "
-            f"used {len(outcome.used)}, excluded {len(outcome.excluded)}  "
+            f"{unit} {outcome.round}/{self.config.rounds}: accuracy {acc}  loss {loss}  "
+            f"{buffer}updates submitted {submitted}, committed {accepted}, refused "
+            f"{refused_text}, used {len(outcome.used)}, excluded {len(outcome.excluded)}  "
             f"[{outcome.timings.get('total', 0):.1f}s]"
         )
-        self._status.update(f"round {outcome.round + 1}/{self.config.rounds}: training")
+        self._status.update(f"{unit} {outcome.round + 1}/{self.config.rounds}: training")
 
     def summary(self, report: Any) -> None:
         table = Table(title=f"task {report.task}: {len(report.rounds)} rounds")

@@ -93,7 +93,9 @@ async def _fetch_all(
             return await call()
 
     model_rounds = [0] + [e["round"] for e in audit["rounds"] if e["aggregate"]]
-    update_keys = [(e["round"], u["worker"]) for e in audit["rounds"] for u in e["updates"]]
+    update_keys = [
+        (e["round"], u.get("id", u["worker"])) for e in audit["rounds"] for u in e["updates"]
+    ]
     blobs = await asyncio.gather(
         *(fetch(lambda r=r: ledger.global_model(task, r)) for r in model_rounds),
         *(fetch(lambda k=k: ledger.update(task, k[0], k[1])) for k in update_keys),

@@ -37,6 +37,25 @@ Example YAML (every key optional; these are the defaults except where noted)::
     validation_threshold: 1.0    # null: no org-private validation (see below)
     own_org_threshold: 0.05      # the same for updates of the org's own workers
     validation_fraction: 0.1     # share of each org's data held out as its validation split
+    mode: sync                   # or async: buffered asynchronous aggregation (see below)
+    buffer_size: null            # async: updates a version (null: see below)
+    max_staleness: 3             # async: versions an update may lag behind
+    staleness_exponent: 0.5      # async: factor (1 + staleness) ** -exponent (0: constant)
+    async_order: free            # async: free (workers run concurrently) | fixed
+
+Asynchronous mode (``mode: async``, FedBuff): ``rounds`` is the number of model versions;
+workers train continuously on the latest version and the coordinator aggregates every
+``buffer_size`` committed updates, damping each by its staleness (see
+`fedfabric.chaincode.fl._async`). The default ``buffer_size`` is half the workers, rounded up,
+and at least ``workers_per_org + 1`` (5 of the default 9): a buffer of more updates than one
+organisation has workers always holds two organisations, and half the workers keeps a
+version coming while the other half trains (with all of them, as a worker has one pending
+update at a time, every version would wait for every worker: rounds again).
+``async_order: fixed`` makes the arrival order reproducible: the workers take turns
+round-robin, one at a time, each training on the version it saw at its last committed
+update, or on the oldest one within ``max_staleness`` if that is newer (a worker whose
+update is still pending passes its turn), so a resumed run commits the same models as an
+uninterrupted one; ``free`` lets them run concurrently, as they would.
 
 Org-private validation: each organisation keeps `validation_fraction` of its own data out of
 its workers' training sets (`fedfabric.fl_worker.federation.validation_split`); its chaincode
@@ -135,6 +154,11 @@ class RunConfig:
     validation_threshold: float | None = DEFAULT_VALIDATION_THRESHOLD
     own_org_threshold: float | None = DEFAULT_OWN_ORG_THRESHOLD
     validation_fraction: float = 0.1
+    mode: str = "sync"
+    buffer_size: int | None = None
+    max_staleness: int = 3
+    staleness_exponent: float = 0.5
+    async_order: str = "free"
 
     def __post_init__(self) -> None:
         self._check()
@@ -179,6 +203,14 @@ class RunConfig:
     def num_workers(self) -> int:
         """Workers in the whole federation."""
         return self.orgs * self.workers_per_org
+
+    @property
+    def versions_buffer(self) -> int:
+        """The async buffer size: `buffer_size`, else the default (module docstring)."""
+        if self.buffer_size is not None:
+            return self.buffer_size
+        half = -(-self.num_workers // 2)
+        return min(self.num_workers, max(half, self.workers_per_org + 1))
 
     def make_strategy(self) -> strategies.Strategy:
         """The configured strategy (the settings are already checked)."""
@@ -287,11 +319,44 @@ class RunConfig:
             if self.weighting == "org"
             else (self.num_workers, "workers")
         )
+        self._check_async(strategy)
         if strategy.min_updates > rows:
             raise ConfigError(
                 "strategy",
                 f"{self.strategy!r} needs at least {strategy.min_updates} {unit} per round "
                 f"but the run has {rows} (weighting {self.weighting!r})",
+            )
+
+    def _check_async(self, strategy: strategies.Strategy) -> None:
+        if self.mode not in fl.MODES:
+            raise ConfigError("mode", f"must be one of {list(fl.MODES)}, got {self.mode!r}")
+        if self.async_order not in ("free", "fixed"):
+            raise ConfigError("async_order", f"must be free or fixed, got {self.async_order!r}")
+        if self.buffer_size is not None:
+            _int("buffer_size", self.buffer_size, 1)
+        _int("max_staleness", self.max_staleness, 0)
+        exponent = self.staleness_exponent
+        if isinstance(exponent, bool) or not isinstance(exponent, int | float):
+            raise ConfigError("staleness_exponent", f"must be a number, got {exponent!r}")
+        if not 0 <= exponent <= fl.MAX_STALENESS_EXPONENT:
+            raise ConfigError(
+                "staleness_exponent", f"must be in [0, {fl.MAX_STALENESS_EXPONENT:g}]"
+            )
+        if self.mode != "async":
+            return
+        size = self.versions_buffer
+        if size > self.num_workers:
+            raise ConfigError(
+                "buffer_size",
+                f"{size} exceeds the {self.num_workers} workers (each has one pending update "
+                "at a time, so the buffer would never fill)",
+            )
+        floor = fl.buffer_floor(strategy.min_updates, self.weighting, self.workers_per_org)
+        if size < floor:
+            raise ConfigError(
+                "buffer_size",
+                f"{self.strategy!r} with weighting {self.weighting!r} needs a buffer of at "
+                f"least {floor} updates, got {size}",
             )
 
     def task_json(
@@ -329,4 +394,16 @@ class RunConfig:
                 if self.own_org_threshold is not None and self.validation_threshold is not None
                 else {}
             ),
+            **(self._async_task() if self.mode == "async" else {}),
+        }
+
+    def _async_task(self) -> dict[str, Any]:
+        exponent = float(self.staleness_exponent)
+        return {
+            "mode": "async",
+            "buffer_size": self.versions_buffer,
+            "max_staleness": self.max_staleness,
+            "staleness": {"rule": "polynomial", "exponent": exponent}
+            if exponent
+            else {"rule": "constant"},
         }

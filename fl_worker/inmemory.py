@@ -33,8 +33,9 @@ from fabric_protos.msp import identities_pb2
 
 from fedfabric.chaincode import fl
 from fedfabric.chaincode.testing import fake_identity
+from fedfabric.fl_worker.async_rounds import coordinator_for
 from fedfabric.fl_worker.config import RunConfig
-from fedfabric.fl_worker.coordinator import Coordinator, RoundOutcome
+from fedfabric.fl_worker.coordinator import RoundOutcome
 from fedfabric.fl_worker.federation import federation_workers, prepare, write_validation_split
 from fedfabric.fl_worker.ledger import MemoryFL
 from fedfabric.fl_worker.strategies import Strategy
@@ -107,7 +108,7 @@ async def run_in_memory(
         resources = WorkerResources(train_concurrency=2)
         # Each org's admin registers its workers; who signs does not change any model.
         registrars = [world.ledger(fake_identity(m, role="admin", name="admin")) for m in msp_ids]
-        coordinator = Coordinator(
+        coordinator = coordinator_for(
             fed,
             world.ledger(admin),
             task=TASK_ID,

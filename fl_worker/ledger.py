@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
+from fabric_protos.common import common_pb2
 from fabric_protos.msp import identities_pb2
 
 from fedfabric.chaincode import fl
@@ -106,6 +107,9 @@ class Ledger(Protocol):
         self, task: str, round_no: int, update: bytes, num_samples: int
     ) -> dict[str, Any]: ...
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]: ...
+    async def aggregate_buffer(self, task: str, version: int, ids: list[str]) -> dict[str, Any]: ...
+    async def async_state(self, task: str) -> dict[str, Any]: ...
+    async def block_of(self, tx_id: str) -> int: ...
     async def register_workers(self, task: str, enrolment_ids: list[str]) -> dict[str, Any]: ...
     async def workers(self, task: str) -> dict[str, Any]: ...
     async def task(self, task: str) -> dict[str, Any] | None: ...
@@ -148,6 +152,15 @@ class _Calls:
         """``AdvanceRound`` (admins only): aggregate the open round and open the next one in
         one transaction; returns the aggregate record (used, excluded, digests)."""
         return await self._submit("AdvanceRound", task, str(round_no))
+
+    async def aggregate_buffer(self, task: str, version: int, ids: list[str]) -> dict[str, Any]:
+        """``AggregateBuffer`` (admins of a driving org): make version ``version + 1`` of an
+        asynchronous task from the pending updates `ids`; returns the aggregate record."""
+        return await self._submit("AggregateBuffer", task, str(version), json.dumps(ids))
+
+    async def async_state(self, task: str) -> dict[str, Any]:
+        """``GetAsyncState``: an asynchronous task's version, pending updates and workers."""
+        return await self._evaluate("GetAsyncState", task)
 
     async def register_workers(self, task: str, enrolment_ids: list[str]) -> dict[str, Any]:
         """``RegisterWorkers`` (admins only): register workers of the caller's org for `task`
@@ -265,6 +278,12 @@ class FLLedger(_Calls):
         """The contract's chaincode events (committed transactions only), from `start_block`."""
         return self.network.chaincode_events(self.chaincode, start_block=start_block)
 
+    async def block_of(self, tx_id: str) -> int:
+        """The number of the block that holds transaction `tx_id` (``qscc GetBlockByTxID``)."""
+        qscc = self.network.get_contract("qscc")
+        raw = await qscc.evaluate("GetBlockByTxID", [self.network.name, tx_id])
+        return int(common_pb2.Block.FromString(raw).header.number)
+
     def _require_identity(self) -> Identity:
         if self._identity is None:
             raise ValueError("this FLLedger was built without identity=; use for_gateway()")
@@ -330,6 +349,7 @@ class MemoryFL:
         self.state = MemoryLedger()
         self.blocks: list[list[ChaincodeEvent]] = []
         self.last_block: dict[bytes, int] = {}  # creator → block of its last transaction
+        self.tx_blocks: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._faults: list[tuple[str, bool, BaseException]] = []
@@ -374,6 +394,7 @@ class MemoryFL:
                             len(self.blocks), result.tx_id, "fl", result.event[0], result.event[1]
                         )
                     )
+                self.tx_blocks[result.tx_id] = len(self.blocks)
                 self.blocks.append(events)
                 self.last_block[creator] = len(self.blocks) - 1
             else:
@@ -505,6 +526,10 @@ class MemoryFLLedger(_Calls):
     def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
         """Chaincode events of committed transactions, from `start_block` (default: next)."""
         return EventStream(self.world._events(start_block))
+
+    async def block_of(self, tx_id: str) -> int:
+        """The block that holds transaction `tx_id` (KeyError if none)."""
+        return self.world.tx_blocks[tx_id]
 
     async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
         self._steps = {}

@@ -196,6 +196,21 @@ def refusal_lines(refusals: dict[str, dict[str, int]]) -> list[str]:
     ]
 
 
+def _async_note(c: dict[str, Any]) -> list[str]:
+    """For an asynchronous run: each row of the tables is a model version."""
+    if c.get("mode") != "async":
+        return []
+    from fedfabric.fl_worker.config import RunConfig
+
+    size = RunConfig.from_dict(c).versions_buffer
+    return [
+        f"Asynchronous (FedBuff, {c['async_order']} arrival order): each round below is a "
+        f"model version, made from a buffer of {size} updates (max staleness "
+        f"{c['max_staleness']}, staleness exponent {c['staleness_exponent']}).",
+        "",
+    ]
+
+
 def _markdown(report: Report) -> str:
     c = report.config
     lines = [
@@ -223,6 +238,7 @@ def _markdown(report: Report) -> str:
         f"Final global model digest `{report.final_model_digest}`; check it with "
         f"`fedfabric audit --task {report.task} --model final_model.bin`.",
         "",
+        *_async_note(c),
         "## Rounds",
         "",
         "Baseline: the same run in memory (same data, workers, attackers and seed), "

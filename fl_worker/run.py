@@ -35,6 +35,7 @@ from fedfabric.fl_worker.config import ConfigError, RunConfig
 from fedfabric.network import Backend
 
 Say = Callable[[str], None]
+ASYNC_SETTINGS = ("mode", "buffer_size", "max_staleness", "staleness_exponent", "async_order")
 
 
 class RunError(Exception):
@@ -55,7 +56,11 @@ class RunOptions:
 
 def task_id(config: RunConfig) -> str:
     """The default task id: dataset and a digest of every setting (so --resume finds it)."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    settings = config.to_dict()
+    if config.mode == "sync":  # ids of sync runs stay what they were before async mode
+        for key in ASYNC_SETTINGS:
+            settings.pop(key)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     return f"{Path(str(config.dataset)).stem}-{digest.hexdigest()[:10]}"
 
 
@@ -71,8 +76,9 @@ async def run_job(
 
     Raises `RunError` for anything a user must fix, before any transaction when possible.
     """
+    from fedfabric.fl_worker.async_rounds import coordinator_for
     from fedfabric.fl_worker.clients import Clients
-    from fedfabric.fl_worker.coordinator import Coordinator, CoordinatorError
+    from fedfabric.fl_worker.coordinator import CoordinatorError
     from fedfabric.fl_worker.federation import prepare
     from fedfabric.fl_worker.inmemory import run_in_memory
     from fedfabric.fl_worker.report import Report, write_report
@@ -96,7 +102,7 @@ async def run_job(
             say("each organisation's validation split → its private directory, for its servers")
             await asyncio.to_thread(write_validation_splits, network, fed, task)
         resources = WorkerResources(train_concurrency=2)
-        coordinator = Coordinator(
+        coordinator = coordinator_for(
             fed,
             admin,
             task=task,
@@ -119,6 +125,11 @@ async def run_job(
             say(f"task {task}: created")
         elif point.done:
             say(f"task {task}: all {point.aggregated} rounds are on the ledger; reporting")
+        elif config.mode == "async":
+            say(
+                f"task {task}: resuming at version {point.aggregated} "
+                f"({len(point.updates)} updates pending)"
+            )
         else:
             say(f"task {task}: resuming at round {point.round} ({point.phase})")
         h0 = await admin.height()
@@ -395,6 +406,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--malicious-org", type=int, metavar="K", help="every worker of the K-th org attacks"
     )
+    p.add_argument(
+        "--mode",
+        choices=["sync", "async"],
+        help="sync: rounds (default); async: buffered asynchronous aggregation (FedBuff), "
+        "--rounds model versions",
+    )
+    p.add_argument(
+        "--buffer-size",
+        type=int,
+        metavar="K",
+        help="async: updates per version (default: half the workers, at least one more than "
+        "an organisation has)",
+    )
+    p.add_argument(
+        "--max-staleness", type=int, metavar="S", help="async: versions an update may lag (3)"
+    )
+    p.add_argument(
+        "--staleness-exponent",
+        type=float,
+        help="async: weight (1 + staleness) ** -exponent (0.5; 0: every update weighs 1)",
+    )
+    p.add_argument(
+        "--async-order",
+        choices=["free", "fixed"],
+        help="async: free (default, concurrent workers) or fixed (round-robin, reproducible)",
+    )
     p.add_argument("--quantization", choices=["float32", "fp16", "int8"])
     p.add_argument("--compression", choices=["none", "zlib"])
     p.add_argument(
@@ -438,6 +475,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ("malicious_org", "malicious_org"),
         ("quantization", "quantization"),
         ("compression", "compression"),
+        ("mode", "mode"),
+        ("buffer_size", "buffer_size"),
+        ("max_staleness", "max_staleness"),
+        ("staleness_exponent", "staleness_exponent"),
+        ("async_order", "async_order"),
     ]:
         value = getattr(args, flag)
         if value is not None:

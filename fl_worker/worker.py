@@ -241,14 +241,28 @@ class Worker:
                 num_samples=record.get("num_samples", 0),
                 size=record.get("size", 0),
             )
+        return await self._train_and_submit(task, round_no - 1, round_no, round_no, False)
+
+    async def run_async(self, task: str, base: int, step: int) -> WorkerResult:
+        """Train on version `base` of an asynchronous task and submit the update with that
+        base version. `step` is the worker's update count plus one: with the base model it
+        seeds training (the trainer's round), so the update is the same whenever it is
+        made again. The result's ``round`` is `base`. Never raises for refusals or
+        transient failures."""
+        return await self._train_and_submit(task, base, step, base, True)
+
+    async def _train_and_submit(
+        self, task: str, base_no: int, step: int, round_no: int, asynchronous: bool
+    ) -> WorkerResult:
+        """Train on global model `base_no` (trainer round `step`) and submit to `round_no`."""
         try:
             base = await self.resources.global_model(
-                self.ledger, task, round_no - 1, self.trainer.layout, self.retry
+                self.ledger, task, base_no, self.trainer.layout, self.retry
             )
             started = time.perf_counter()
             async with self.resources.train_slots:
                 local = await asyncio.to_thread(
-                    self.trainer.compute, base.tensors, base.digest, round_no
+                    self.trainer.compute, base.tensors, base.digest, step
                 )
             trained = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - reported in the result, never lost
@@ -266,7 +280,7 @@ class Worker:
             )
         started = time.perf_counter()
         async with self.resources.submit_slots:
-            outcome = await self._submit(task, round_no, local)
+            outcome = await self._submit(task, round_no, local, asynchronous)
         return self._result(
             round_no,
             train_loss=local.train_loss,
@@ -281,7 +295,9 @@ class Worker:
         page = await self.retry.run(lambda: self.ledger.round_updates(task, round_no))
         return {r["worker"]: r for r in page["updates"]}
 
-    async def _submit(self, task: str, round_no: int, local: LocalUpdate) -> dict[str, Any]:
+    async def _submit(
+        self, task: str, round_no: int, local: LocalUpdate, asynchronous: bool
+    ) -> dict[str, Any]:
         assert local.blob is not None
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -294,7 +310,9 @@ class Worker:
                 if isinstance(exc, EndorseError) and not is_transient(exc):
                     refused = refusal(exc)
                     if refused.check == "replay":
-                        return await self._replayed(task, round_no, local.blob, refused, attempt)
+                        return await self._replayed(
+                            task, round_no, local.blob, refused, attempt, asynchronous
+                        )
                     return {"status": REFUSED, "refusal": refused, "attempts": attempt}
                 if not is_transient(exc):
                     if isinstance(exc, CommitError):
@@ -310,10 +328,23 @@ class Worker:
         raise AssertionError("unreachable")
 
     async def _replayed(
-        self, task: str, round_no: int, blob: bytes, refused: Refusal, attempt: int
+        self,
+        task: str,
+        round_no: int,
+        blob: bytes,
+        refused: Refusal,
+        attempt: int,
+        asynchronous: bool,
     ) -> dict[str, Any]:
-        """A ``replay`` refusal: success if the recorded copy is this worker's own."""
-        mine = (await self._on_ledger(task, round_no)).get(self.worker_id)
+        """A ``replay`` refusal: success if the recorded copy is this worker's own (for an
+        asynchronous task: its pending update, or one already aggregated)."""
+        if asynchronous:
+            page = await self.retry.run(lambda: self.ledger.async_state(task))
+            mine = next((r for r in page["pending"] if r["worker"] == self.worker_id), None)
+            if mine is None:  # already aggregated: on the ledger, and no longer pending
+                return {"status": REPLAYED, "attempts": attempt}
+        else:
+            mine = (await self._on_ledger(task, round_no)).get(self.worker_id)
         if mine is not None and mine["sha256"] == hashlib.sha256(blob).hexdigest():
             return {"status": REPLAYED, "record": mine, "attempts": attempt}
         return {"status": REFUSED, "refusal": refused, "attempts": attempt}

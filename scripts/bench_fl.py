@@ -29,6 +29,13 @@
    ``acc_check_ledger_vs_memory`` re-runs the default run's cell
    (centered-clip, 2 of 9 Gaussian, seed 0) on the ledger, with each org's own chaincode
    server validating: 1.0 when both give the same final accuracy.
+5. Asynchronous rounds (``mode: async``, FedBuff, free arrival order, buffer of 5 of the 9
+   workers): ``ratio_updates_per_s_async``, updates aggregated per second (steady state,
+   from the second version on) by the CNN run on the ledger ÷ the same run in memory
+   (``updates_per_s_async_ledger`` / ``_memory`` raw); ``acc_async_vs_sync``, the final
+   accuracy of asynchronous runs ÷ synchronous ones at the same number of aggregated updates
+   (digits, MLP, Dirichlet(0.5), FedAvg, 10 rounds of 9 updates against 18 versions of 5,
+   in memory, mean over `SEEDS`; ``acc_async`` / ``acc_sync`` raw).
 """
 
 from __future__ import annotations
@@ -316,6 +323,38 @@ async def ledger_measures(net: FabricNetwork, folder: Path) -> dict[str, float]:
     return out
 
 
+ASYNC = {"mode": "async", "async_order": "free", "buffer_size": 5}
+
+
+async def async_measures(net: FabricNetwork, folder: Path) -> dict[str, float]:
+    """Section 5 of the module docstring."""
+    cnn = config(rounds=8, epochs=5, model=CNN, **ASYNC)
+    report = await run_job(
+        cnn,
+        RunOptions(task=f"bench-async-{int(time.time())}", report_dir=folder / "async"),
+        net,
+        say=_quiet,
+    )
+    size = cnn.versions_buffer
+    ledger = size * (len(report.rounds) - 1) / sum(r.seconds for r in report.rounds[1:])
+    memory = size * len(report.rounds) / report.baseline_seconds
+    accuracy: dict[str, list[float]] = {"sync": [], "async": []}
+    for seed in SEEDS:
+        sync = config(rounds=10, alpha=0.5, seed=seed)
+        runs = {"sync": sync, "async": sync.replace(rounds=10 * 9 // 5, **ASYNC)}
+        for mode, settings in runs.items():
+            accuracy[mode].append((await run_in_memory(settings)).final_accuracy)
+    acc_sync, acc_async = (sum(accuracy[m]) / len(SEEDS) for m in ("sync", "async"))
+    return {
+        "updates_per_s_async_ledger": round(ledger, 2),
+        "updates_per_s_async_memory": round(memory, 2),
+        "ratio_updates_per_s_async": round(ledger / memory, 2),
+        "acc_sync": round(acc_sync, 4),
+        "acc_async": round(acc_async, 4),
+        "acc_async_vs_sync": round(acc_async / acc_sync, 3),
+    }
+
+
 async def measure(folder: Path) -> dict[str, float]:
     chaincodes = [
         {
@@ -329,7 +368,7 @@ async def measure(folder: Path) -> dict[str, float]:
     net = FabricNetwork(topology, folder / "state", release())
     try:
         await net.up()
-        return await ledger_measures(net, folder)
+        return {**await ledger_measures(net, folder), **await async_measures(net, folder)}
     finally:
         await net.clean()
 

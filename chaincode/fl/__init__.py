@@ -13,6 +13,8 @@
 - `model_layout` / `build_model` / `get_weights` / `set_weights` turn a JSON model spec into
   its layout and a torch model (torch is imported only when a model is built, see `_models`);
   `torch_loss` is the torch-based org-private validator (see `_validation`).
+- Asynchronous tasks (``mode: "async"``, FedBuff): `aggregate_version` makes the next model
+  version from a buffer with `staleness_factor` (see `_async`).
 
 Errors::
 
@@ -44,6 +46,7 @@ from fedfabric.chaincode.fl._aggregation import (
     register_rule,
     rule_names,
 )
+from fedfabric.chaincode.fl._async import aggregate_version, staleness_factor
 from fedfabric.chaincode.fl._audit import aggregate_round, recompute_audit, verify_audit
 from fedfabric.chaincode.fl._contract import (
     AUDIT_PAGE_UPDATES,
@@ -72,7 +75,14 @@ from fedfabric.chaincode.fl._models import (
     set_weights,
 )
 from fedfabric.chaincode.fl._registry import Registry
-from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES, TaskSpec, task_drivers
+from fedfabric.chaincode.fl._task import (
+    MAX_STALENESS_EXPONENT,
+    MAX_UPDATE_BYTES,
+    MODES,
+    TaskSpec,
+    buffer_floor,
+    task_drivers,
+)
 from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
 
 __all__ = [
@@ -89,7 +99,9 @@ __all__ = [
     "FedAvg",
     "Krum",
     "Layout",
+    "MAX_STALENESS_EXPONENT",
     "MAX_UPDATE_BYTES",
+    "MODES",
     "Median",
     "MultiKrum",
     "QUANTIZATIONS",
@@ -103,6 +115,8 @@ __all__ = [
     "Validator",
     "WEIGHTINGS",
     "aggregate_round",
+    "aggregate_version",
+    "buffer_floor",
     "build_model",
     "check_update",
     "content_digest",
@@ -119,6 +133,7 @@ __all__ = [
     "register_rule",
     "rule_names",
     "set_weights",
+    "staleness_factor",
     "task_drivers",
     "torch_loss",
     "verify_audit",

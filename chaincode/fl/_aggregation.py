@@ -161,9 +161,13 @@ class Rule:
         global_model: Mapping[str, np.ndarray],
         updates: Sequence[Update],
         weighting: str = "samples",
+        factors: Sequence[int] | None = None,
     ) -> AggregateResult:
         """Return the new global model: `global_model` plus the combined update deltas,
-        with rows and weights as `weighting` says (see the module docstring)."""
+        with rows and weights as `weighting` says (see the module docstring).
+
+        `factors` (asynchronous tasks: staleness) scale each update's delta by
+        ``factor / 2**30`` (`fx.scale`) after clipping and before the rule."""
         if weighting not in WEIGHTINGS:
             raise AggregationError(
                 f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}"
@@ -192,6 +196,9 @@ class Rule:
                 deltas[i], changed = fx.clip_to_norm(deltas[i], bound)
                 if changed:
                     clipped.append(updates[i].id)
+        for i, factor in enumerate(factors or ()):
+            if factor != 1 << fx.FACTOR_BITS:
+                deltas[i] = fx.scale(deltas[i], factor)
         samples = [int(u.num_samples) for u in updates]
         if weighting == "org":
             rows = np.stack([self._merge(deltas[g], [samples[i] for i in g]) for g in groups])

@@ -19,7 +19,10 @@ from fedfabric.chaincode.fl._task import TaskSpec
 
 
 def aggregate_round(
-    spec: TaskSpec, base: bytes, submissions: Sequence[tuple[Mapping, bytes]]
+    spec: TaskSpec,
+    base: bytes,
+    submissions: Sequence[tuple[Mapping, bytes]],
+    factors: Sequence[int] | None = None,
 ) -> tuple[bytes, dict]:
     """Aggregate `submissions` (update record, encoded update) onto the encoded `base` model.
 
@@ -30,19 +33,28 @@ def aggregate_round(
     round can always be advanced and the failure is on the record. Raises `UpdateError` if a
     submission does not decode (the contract checked each at submission, so only an altered
     copy given to an auditor can).
+
+    An update of an asynchronous task is known by its ``id`` (``<worker>#<n>``), which its
+    entry then carries; `factors` are the staleness factors (`fx.scale`) of its buffer.
     """
-    entries = [{k: r[k] for k in ("digest", "num_samples", "worker")} for r, _ in submissions]
+    keys = ("digest", "num_samples", "worker") + (("id",) if spec.mode == "async" else ())
+    entries = [{k: r[k] for k in keys} for r, _ in submissions]
     updates = [
-        Update(r["worker"], decode_update(blob, spec.layout), r["num_samples"], r["msp_id"])
+        Update(
+            r.get("id", r["worker"]),
+            decode_update(blob, spec.layout),
+            r["num_samples"],
+            r["msp_id"],
+        )
         for r, blob in submissions
     ]
     rule = spec.build_rule()
     try:
-        result = rule.aggregate(decode_update(base, spec.layout), updates, spec.weighting)
+        result = rule.aggregate(decode_update(base, spec.layout), updates, spec.weighting, factors)
     except AggregationError as exc:
         reason = f"aggregation failed, the global model is unchanged: {exc}"
-        outcome: dict = {"clipped": [], "excluded": [{"id": e["worker"], "reason": reason}
-                         for e in entries], "failed": str(exc), "used": []}  # fmt: skip
+        outcome: dict = {"clipped": [], "excluded": [{"id": u.id, "reason": reason}
+                         for u in updates], "failed": str(exc), "used": []}  # fmt: skip
         model = base
     else:
         outcome, model = result.record(), encode_model(result.model, spec.layout)
@@ -64,7 +76,9 @@ def verify_audit(
     """Recompute every aggregated round of a ``GetAudit`` index; return the problems found.
 
     `models` maps a round to its encoded global model (``GetGlobalModel``; 0 is the initial
-    model) and `updates` maps ``(round, worker)`` to the encoded update (``GetUpdate``). An
+    model) and `updates` maps ``(round, worker)`` to the encoded update (``GetUpdate``). For
+    an asynchronous task rounds are versions and the key is ``(version, update id)``: each
+    version is recomputed from the one before with its buffer's staleness factors. An
     empty list means every stored global model and aggregate record is exactly what the
     task's rule gives from the stored updates.
 
@@ -99,12 +113,19 @@ def recompute_audit(
             continue
         submissions = []
         for record in entry["updates"]:
-            blob = updates.get((round_no, record["worker"]), b"")
+            key = record.get("id", record["worker"])
+            blob = updates.get((round_no, key), b"")
             if hashlib.sha256(blob).hexdigest() != record["sha256"]:
-                problems.append(f"round {round_no}: update of {record['worker']} altered")
+                problems.append(f"round {round_no}: update of {key} altered")
             submissions.append((record, blob))
         try:
-            model, expected = aggregate_round(spec, previous, submissions)
+            if spec.mode == "async":
+                # Imported here: _async builds on this module.
+                from fedfabric.chaincode.fl._async import aggregate_version
+
+                model, expected = aggregate_version(spec, previous, round_no - 1, submissions)
+            else:
+                model, expected = aggregate_round(spec, previous, submissions)
         except FLError as exc:
             problems.append(f"round {round_no}: cannot recompute: {exc}")
             continue

@@ -35,7 +35,10 @@ fingerprint and may be sent any number of times.
 
 Rounds: ``CreateTask`` opens round 1; workers ``SubmitUpdate`` to the open round; one
 ``AdvanceRound`` aggregates it, stores the new global model and opens the next round. A round
-not yet opened reads as ``{"status": "new"}``.
+not yet opened reads as ``{"status": "new"}``. An asynchronous task (``mode: "async"``) has
+model versions instead: ``SubmitUpdate`` takes the update's base version and
+``AggregateBuffer`` makes each version from a buffer of pending updates (keys, checks and
+the staleness weighting in `fedfabric.chaincode.fl._async`).
 
 Every refusal is a `ChaincodeError` whose message starts with the check's name
 (``round-open: ...``) and whose payload is ``{"check": name}``.
@@ -68,6 +71,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 from cryptography import x509
@@ -82,6 +86,7 @@ from fedfabric.chaincode import (
     evaluate,
     submit,
 )
+from fedfabric.chaincode.fl import _async
 from fedfabric.chaincode.fl import _fixedpoint as fx
 from fedfabric.chaincode.fl._audit import aggregate_round
 from fedfabric.chaincode.fl._encoding import (
@@ -135,6 +140,15 @@ def _translate(exc: FLError, prefix: str = "") -> ChaincodeError:
     if prefix:
         check, detail = prefix, f"{check}: {detail}"
     return _refusal(check, detail)
+
+
+class _Submitter(NamedTuple):
+    """The worker behind a submission: its id, MSP id, enrolment hash and X.509 subject."""
+
+    worker: str
+    msp_id: str
+    enrolment_hash: str
+    subject: str
 
 
 def _rnd(round_no: int) -> str:
@@ -367,11 +381,38 @@ class FLContract(Contract):
         ``quantization``, ``compression``, ``dtype``, ``tensor-names``, ``shapes``,
         ``layout``, ``non-finite``, ``digest``, ``norm``; then ``private-validation`` when
         this org runs a validator and the task sets a threshold.
+
+        For an asynchronous task `round_no` is the version the update was trained from, and
+        ``version``, ``done``, ``stale`` and ``pending`` replace ``round-open`` and
+        ``one-per-round`` (see `_async`).
         """
         spec, _ = await self._task(ctx, task)
+        if spec.mode == "async":
+            return await _async.submit_update(self, ctx, spec, round_no, update, num_samples)
         state = await self._round(ctx, task, round_no)
         if state["status"] != "open":
             raise _refusal("round-open", f"round {round_no} of {task!r} is {state['status']}")
+        who = await self._submitter(ctx, spec, num_samples)
+        parts = (task, _rnd(round_no), who.msp_id, who.enrolment_hash)
+        sha256 = hashlib.sha256(update).hexdigest()
+        previous = await self._get_json(ctx, "update", *parts)
+        if previous is not None:
+            if previous["sha256"] == sha256:
+                raise _refusal(
+                    "replay",
+                    f"identical update already recorded in tx "
+                    f"{previous['tx_id']} for round {round_no}",
+                )
+            raise _refusal("one-per-round", f"{who.worker} already submitted to round {round_no}")
+        async with self._checks:
+            return await self._record_update(
+                ctx, spec, parts, update, num_samples, who, base_no=round_no - 1, fields={}
+            )
+
+    async def _submitter(self, ctx: Context, spec: TaskSpec, num_samples: int) -> _Submitter:
+        """The calling worker, once it is known to be a registered worker of an allowed
+        organisation claiming a valid number of samples."""
+        task = spec.id
         identity = ctx.client_identity
         msp_id, subject = identity.msp_id, identity.id
         if msp_id not in spec.allowed_orgs:
@@ -392,61 +433,67 @@ class FLContract(Contract):
                 f"{worker} ({subject}) {state_word} task {task!r}; {msp_id}'s admin registers "
                 "workers with RegisterWorkers",
             )
-        parts = (task, _rnd(round_no), msp_id, enrolment_hash)
-        sha256 = hashlib.sha256(update).hexdigest()
-        previous = await self._get_json(ctx, "update", *parts)
-        if previous is not None:
-            if previous["sha256"] == sha256:
-                raise _refusal(
-                    "replay",
-                    f"identical update already recorded in tx "
-                    f"{previous['tx_id']} for round {round_no}",
-                )
-            raise _refusal("one-per-round", f"{worker} already submitted to round {round_no}")
-        async with self._checks:
-            try:
-                tensors, fingerprint = await asyncio.to_thread(_checked, spec, update)
-            except FLError as exc:
-                raise _translate(exc) from exc
-            if fingerprint is not None:
-                first = await self._get_json(ctx, "digest", task, fingerprint)
-                if first is not None:
-                    raise _refusal(*_repeat(first, worker, fingerprint))
-            # When the task validates, read by every org, validator or not, so the read set
-            # never depends on the validator; a task without validation never needs it.
-            if spec.validation_threshold is not None:
-                base = await self._model_bytes(ctx, task, round_no - 1)
-            header = read_header(update)
-            record = {
-                "digest": header["content_digest"],
-                "fingerprint": fingerprint,
-                "msp_id": msp_id,
-                "num_samples": num_samples,
-                "quantization": header["quantization"],
-                "round": round_no,
-                "sha256": sha256,
-                "size": len(update),
-                "subject": subject,
-                "task": task,
-                "tx_id": ctx.stub.tx_id,
-                "worker": worker,
-            }
-            await ctx.stub.put_state(self._key(ctx, "blob", *parts), update)
-            await self._put_json(ctx, {"msp_id": msp_id}, "seal", task, msp_id)
-            await self._put_json(ctx, record, "update", *parts)
-            if fingerprint is not None:
-                first = {"round": round_no, "tx_id": ctx.stub.tx_id, "worker": worker}
-                await self._put_json(ctx, first, "digest", task, fingerprint)
-            await self._put_json(ctx, record, "worker", task, msp_id, enrolment_hash)
-            ctx.stub.set_event(
-                "UpdateSubmitted",
-                canonical_json(
-                    {k: record[k] for k in ("digest", "num_samples", "round", "task", "worker")}
-                ),
-            )
-            # Every read and write is decided above; the private check can only refuse.
-            if self._validator is not None and spec.validation_threshold is not None:
-                await self._validate(spec, round_no, base, tensors, worker)
+        return _Submitter(worker, msp_id, enrolment_hash, subject)
+
+    async def _record_update(
+        self,
+        ctx: Context,
+        spec: TaskSpec,
+        parts: tuple[str, ...],
+        update: bytes,
+        num_samples: int,
+        who: _Submitter,
+        *,
+        base_no: int,
+        fields: Mapping[str, object],
+    ) -> dict:
+        """Check the content of an update trained from global model `base_no`, record it
+        under `parts` (its record: the usual fields, ``round`` and `fields`), emit
+        ``UpdateSubmitted`` and run this org's private validation. Called holding
+        ``self._checks``."""
+        task = spec.id
+        try:
+            tensors, fingerprint = await asyncio.to_thread(_checked, spec, update)
+        except FLError as exc:
+            raise _translate(exc) from exc
+        if fingerprint is not None:
+            first = await self._get_json(ctx, "digest", task, fingerprint)
+            if first is not None:
+                raise _refusal(*_repeat(first, who.worker, fingerprint))
+        # When the task validates, read by every org, validator or not, so the read set
+        # never depends on the validator; a task without validation never needs it.
+        if spec.validation_threshold is not None:
+            base = await self._model_bytes(ctx, task, base_no)
+        header = read_header(update)
+        record = {
+            "digest": header["content_digest"],
+            "fingerprint": fingerprint,
+            "msp_id": who.msp_id,
+            "num_samples": num_samples,
+            "quantization": header["quantization"],
+            "round": base_no + 1,
+            "sha256": hashlib.sha256(update).hexdigest(),
+            "size": len(update),
+            "subject": who.subject,
+            "task": task,
+            "tx_id": ctx.stub.tx_id,
+            "worker": who.worker,
+            **fields,
+        }
+        await ctx.stub.put_state(self._key(ctx, "blob", *parts), update)
+        await self._put_json(ctx, {"msp_id": who.msp_id}, "seal", task, who.msp_id)
+        await self._put_json(ctx, record, "update", *parts)
+        if fingerprint is not None:
+            first = {"round": record["round"], "tx_id": ctx.stub.tx_id, "worker": who.worker}
+            await self._put_json(ctx, first, "digest", task, fingerprint)
+        await self._put_json(ctx, record, "worker", task, who.msp_id, who.enrolment_hash)
+        event = ("base_version", "digest", "id", "num_samples", "round", "task", "worker")
+        ctx.stub.set_event(
+            "UpdateSubmitted", canonical_json({k: record[k] for k in event if k in record})
+        )
+        # Every read and write is decided above; the private check can only refuse.
+        if self._validator is not None and spec.validation_threshold is not None:
+            await self._validate(spec, base_no + 1, base, tensors, who.worker)
         return record
 
     @submit
@@ -550,6 +597,8 @@ class FLContract(Contract):
         """
         spec, stored = await self._task(ctx, task)
         self._require_driver(ctx, spec, stored, "AdvanceRound")
+        if spec.mode == "async":
+            raise _refusal("mode", f"task {task!r} is asynchronous: AggregateBuffer makes versions")
         state = await self._round(ctx, task, round_no)
         if state["status"] != "open":
             raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
@@ -606,6 +655,21 @@ class FLContract(Contract):
             ),
         )
         return record
+
+    @submit
+    async def AggregateBuffer(self, ctx: Context, task: str, version: int, ids: list) -> dict:
+        """Make version ``version + 1`` of an asynchronous task from the pending updates
+        `ids` (exactly ``buffer_size``, in commit order), by an admin of a driving
+        organisation, with staleness factors and the task's rule (see `_async`). Refusals:
+        ``mode``, ``done``, ``version``, ``buffer``, ``update-id``, ``not-pending``. Returns
+        the aggregate record; emits ``AggregateCommitted`` (``version``, ``used``, ...)."""
+        return await _async.aggregate_buffer(self, ctx, task, version, ids)
+
+    @evaluate
+    async def GetAsyncState(self, ctx: Context, task: str) -> dict:
+        """An asynchronous task's current version, its pending update records and the
+        current version's aggregate record (see `_async.state`)."""
+        return await _async.state(self, ctx, task)
 
     async def _count_contributions(
         self, ctx: Context, task: str, submissions: list, record: Mapping
@@ -711,8 +775,11 @@ class FLContract(Contract):
 
     @evaluate
     async def GetUpdate(self, ctx: Context, task: str, round_no: int, worker: str) -> bytes:
-        """The encoded update `worker` (``"<msp id>:<enrolment#>"``) submitted to `round_no`."""
-        await self._task(ctx, task)
+        """The encoded update `worker` (``"<msp id>:<enrolment#>"``) submitted to `round_no`;
+        for an asynchronous task, `worker` is the update's id and `round_no` is ignored."""
+        spec, _ = await self._task(ctx, task)
+        if spec.mode == "async":
+            return await _async.get_update(self, ctx, task, worker)
         msp_id, enrolment_hash = self._split_worker(worker)
         blob = await ctx.stub.get_state(
             self._key(ctx, "blob", task, _rnd(round_no), msp_id, enrolment_hash)
@@ -735,6 +802,8 @@ class FLContract(Contract):
         spec, stored = await self._task(ctx, task)
         if from_round < 1:
             raise _refusal("round", f"from_round must be >= 1, got {from_round}")
+        if spec.mode == "async":  # rounds are versions
+            return await _async.audit_page(self, ctx, spec, stored, from_round, AUDIT_PAGE_UPDATES)
         rounds: list[dict] = []
         records = 0
         round_no = from_round

@@ -37,7 +37,7 @@ MAX_TOTAL_WEIGHT = 1 << 40
 _SPLIT = 20
 _LOW_MASK = (1 << _SPLIT) - 1
 _CHUNK = 1 << 22
-_FACTOR_BITS = 30
+FACTOR_BITS = 30
 
 
 def to_fixed(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -160,14 +160,21 @@ def clip_to_norm(v: np.ndarray, bound: int) -> tuple[np.ndarray, bool]:
         return v, False
     root = math.isqrt(squares)
     norm = root if root * root == squares else root + 1
-    factor = (bound << _FACTOR_BITS) // norm
+    return scale(v, (bound << FACTOR_BITS) // norm), True
+
+
+def scale(v: np.ndarray, factor: int) -> np.ndarray:
+    """``v * factor / 2**30`` for a fixed-point `factor` in ``[0, 2**30]``, each product
+    truncated toward zero (so the result never grows), in exact int64 arithmetic."""
+    if not 0 <= factor <= 1 << FACTOR_BITS:
+        raise AggregationError(f"scale factor {factor} is outside [0, 2**{FACTOR_BITS}]")
     sign = np.sign(v)
     hi, lo = _split(np.abs(v))
     prod_hi = hi * factor  # < 2**49
-    carry_hi = prod_hi >> (_FACTOR_BITS - _SPLIT)
-    carry_lo = prod_hi & ((1 << (_FACTOR_BITS - _SPLIT)) - 1)
-    tail = ((carry_lo << _SPLIT) + lo * factor) >> _FACTOR_BITS
-    return sign * (carry_hi + tail), True
+    carry_hi = prod_hi >> (FACTOR_BITS - _SPLIT)
+    carry_lo = prod_hi & ((1 << (FACTOR_BITS - _SPLIT)) - 1)
+    tail = ((carry_lo << _SPLIT) + lo * factor) >> FACTOR_BITS
+    return sign * (carry_hi + tail)
 
 
 _EXACT_BITS = 52  # float64 holds every integer of magnitude up to 2**53

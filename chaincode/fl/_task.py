@@ -26,9 +26,24 @@ Task JSON (fields without a default are required)::
                                                    # validation loss an update may cause
       "own_org_threshold": 0.1,                    # default null: validation_threshold; the
                                                    # same for updates of the org's own workers
-      "model": {"arch": "mlp", "sizes": [64, 32, 10]}   # default null; else the model spec
+      "model": {"arch": "mlp", "sizes": [64, 32, 10]},  # default null; else the model spec
                                                    # (`model_layout`), which must give `layout`
+      "mode": "async",                             # default "sync": rounds (see below)
+      "buffer_size": 5,                            # async only (required): K updates a version
+      "max_staleness": 3,                          # async only (required): versions an update
+                                                   # may lag behind the version it makes
+      "staleness": {"rule": "polynomial", "exponent": 0.5}   # async only; this is the
+                                                   # default; or {"rule": "constant"}
     }
+
+Modes: ``sync`` (the default) runs rounds (``AdvanceRound``). ``async`` is buffered
+asynchronous aggregation (FedBuff): ``rounds`` is the number of model versions to produce,
+each aggregated from ``buffer_size`` committed updates, each update damped by its staleness
+(`fedfabric.chaincode.fl._async`). An async task's ``buffer_size`` must be reachable (at most
+``len(allowed_orgs) * max_workers_per_org``, since a worker has one pending update at a time)
+and must always give the rule enough rows: with ``weighting: "org"`` a buffer of K updates
+spans at least ``ceil(K / max_workers_per_org)`` organisations, so K must exceed
+``(rule minimum - 1) * max_workers_per_org``.
 
 The initial global model travels as a separate bytes argument of ``CreateTask``.
 
@@ -96,7 +111,17 @@ _FIELDS = {
     "validation_threshold",
     "own_org_threshold",
     "model",
+    "mode",
+    "buffer_size",
+    "max_staleness",
+    "staleness",
 }
+MODES = ("sync", "async")
+STALENESS_RULES = ("polynomial", "constant")
+DEFAULT_STALENESS = {"exponent": 0.5, "rule": "polynomial"}
+MAX_STALENESS_EXPONENT = 4.0
+MAX_STALENESS = 1000
+_ASYNC_FIELDS = ("buffer_size", "max_staleness", "staleness")
 
 
 def _int(obj: Mapping, name: str, low: int) -> int:
@@ -143,6 +168,34 @@ def _model(value: object, layout: Layout) -> Mapping[str, Any] | None:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
+def _staleness(value: object) -> tuple[tuple[str, Any], ...]:
+    """The staleness rule as sorted (key, value) pairs; `TaskError` naming what is wrong."""
+    if value is None:
+        value = DEFAULT_STALENESS
+    if not isinstance(value, Mapping) or value.get("rule") not in STALENESS_RULES:
+        raise TaskError(
+            "staleness",
+            f"must be {{'rule': 'polynomial', 'exponent': a}} or {{'rule': 'constant'}}, "
+            f"got {value!r}",
+        )
+    if value["rule"] == "constant":
+        if set(value) != {"rule"}:
+            raise TaskError("staleness", f"rule 'constant' takes no parameters, got {value!r}")
+        return (("rule", "constant"),)
+    exponent = value.get("exponent", DEFAULT_STALENESS["exponent"])
+    if set(value) - {"rule", "exponent"} or (
+        isinstance(exponent, bool)
+        or not isinstance(exponent, int | float)
+        or not 0 <= exponent <= MAX_STALENESS_EXPONENT
+    ):
+        raise TaskError(
+            "staleness",
+            f"rule 'polynomial' takes one parameter 'exponent', a number in "
+            f"[0, {MAX_STALENESS_EXPONENT:g}], got {value!r}",
+        )
+    return (("exponent", float(exponent)), ("rule", "polynomial"))
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A validated FL task. Build with `TaskSpec.from_json`; `to_json` is canonical."""
@@ -163,6 +216,10 @@ class TaskSpec:
     validation_threshold: float | None
     own_org_threshold: float | None
     model: Mapping[str, Any] | None = None
+    mode: str = "sync"
+    buffer_size: int = 0
+    max_staleness: int = 0
+    staleness: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_json(cls, obj: object) -> TaskSpec:
@@ -225,6 +282,7 @@ class TaskSpec:
             validation_threshold=threshold,
             own_org_threshold=own_threshold,
             model=_model(obj.get("model"), layout),
+            **_mode(obj),
         )
         if spec.max_samples >= 2**31:
             raise TaskError("max_samples", f"must be below 2**31, got {spec.max_samples}")
@@ -268,6 +326,8 @@ class TaskSpec:
                 "min_updates",
                 f"rule {spec.rule!r} needs at least {strategy.min_updates}, got {spec.min_updates}",
             )
+        if spec.mode == "async":
+            spec._check_buffer(strategy)
         seconds = spec.aggregation_cost(strategy)
         if seconds > AGGREGATION_BUDGET_S:
             raise TaskError(
@@ -304,7 +364,34 @@ class TaskSpec:
             data["model"] = json.loads(json.dumps(self.model))
         if self.coordinators:
             data["coordinators"] = list(self.coordinators)
+        if self.mode == "async":
+            data.update(
+                buffer_size=self.buffer_size,
+                max_staleness=self.max_staleness,
+                mode=self.mode,
+                staleness=dict(self.staleness),
+            )
         return data
+
+    def _check_buffer(self, rule: Rule) -> None:
+        """An async buffer must be reachable and always give `rule` enough rows."""
+        if self.buffer_size > self.max_round_updates:
+            raise TaskError(
+                "buffer_size",
+                f"{self.buffer_size} exceeds the {self.max_round_updates} updates that can be "
+                f"pending at once (one per worker: {len(self.allowed_orgs)} organisations x "
+                f"max_workers_per_org {self.max_workers_per_org})",
+            )
+        needed = buffer_floor(rule.min_updates, self.weighting, self.max_workers_per_org)
+        unit = "updates"
+        if self.weighting == "org":
+            unit = f"updates so that every buffer spans {rule.min_updates} organisations"
+        if self.buffer_size < needed:
+            raise TaskError(
+                "buffer_size",
+                f"rule {self.rule!r} with weighting {self.weighting!r} needs at least "
+                f"{needed} {unit}, got {self.buffer_size}",
+            )
 
     def build_rule(self) -> Rule:
         """The task's aggregation rule. Raises `AggregationError` if it cannot be built."""
@@ -324,6 +411,38 @@ class TaskSpec:
             return rule.cost(n, size)
         orgs = len(self.allowed_orgs)
         return orgs * rule.cost(self.max_workers_per_org, size) + rule.cost(orgs, size)
+
+
+def buffer_floor(rule_rows: int, weighting: str, workers_per_org: int) -> int:
+    """The smallest async buffer that always gives a rule needing `rule_rows` rows enough:
+    with weighting ``org`` one organisation fills at most `workers_per_org` places."""
+    if weighting == "org":
+        return (rule_rows - 1) * workers_per_org + 1
+    return rule_rows
+
+
+def _mode(obj: Mapping) -> dict[str, Any]:
+    """The mode fields of a task JSON, checked (async fields only in async mode)."""
+    mode = obj.get("mode", "sync")
+    if mode not in MODES:
+        raise TaskError("mode", f"must be one of {list(MODES)}, got {mode!r}")
+    if mode == "sync":
+        given = [f for f in _ASYNC_FIELDS if f in obj]
+        if given:
+            raise TaskError(given[0], "is a setting of mode 'async'; this task is 'sync'")
+        return {}
+    for name in ("buffer_size", "max_staleness"):
+        if name not in obj:
+            raise TaskError(name, "is required in mode 'async'")
+    max_staleness = _int(obj, "max_staleness", 0)
+    if max_staleness > MAX_STALENESS:
+        raise TaskError("max_staleness", f"must be at most {MAX_STALENESS}, got {max_staleness}")
+    return {
+        "mode": mode,
+        "buffer_size": _int(obj, "buffer_size", 1),
+        "max_staleness": max_staleness,
+        "staleness": _staleness(obj.get("staleness")),
+    }
 
 
 def task_drivers(record: Mapping[str, Any]) -> tuple[str, ...]:

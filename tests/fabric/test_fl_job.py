@@ -180,55 +180,41 @@ async def test_a_robust_strategy_keeps_accuracy_under_sign_flip_where_fedavg_dro
     assert accuracy["multi-krum"] > clean - 0.1
 
 
-def test_kill_9_then_resume_gives_the_same_final_model_and_audit_checks_it(
-    network: FabricNetwork, tmp_path: Path
-) -> None:
-    flags = ["run", "--rounds", "3", "--workers-per-org", "2", "--no-baseline"]
-    whole = subprocess.run(
-        cli(network, tmp_path, *flags, "--task", "job-whole", "--report", str(tmp_path / "whole")),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+def run_cli(network: FabricNetwork, folder: Path, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        cli(network, folder, *args), capture_output=True, text=True, timeout=900, check=False
     )
-    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
+
+def kill_9_at(network: FabricNetwork, folder: Path, marker: str, *args: str) -> None:
+    """Run the CLI and kill -9 it as soon as a line of its output holds `marker`."""
     proc = subprocess.Popen(
-        cli(
-            network, tmp_path, *flags, "--task", "job-killed", "--report", str(tmp_path / "killed")
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        cli(network, folder, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     assert proc.stdout is not None
-    for line in proc.stdout:  # kill -9 right after round 1 committed, mid-run
-        if "round 1/3" in line or time.monotonic() > deadline:
+    for line in proc.stdout:
+        if marker in line or time.monotonic() > deadline:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "summary.json").exists()
 
-    resumed = subprocess.run(
-        cli(
-            network,
-            tmp_path,
-            *flags,
-            "--task",
-            "job-killed",
-            "--resume",
-            "--report",
-            str(tmp_path / "killed"),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+def test_kill_9_then_resume_gives_the_same_final_model_and_audit_checks_it(
+    network: FabricNetwork, tmp_path: Path
+) -> None:
+    flags = ["run", "--rounds", "3", "--workers-per-org", "2", "--no-baseline"]
+    run_cli(network, tmp_path, *flags, "--task", "job-whole", "--report", str(tmp_path / "whole"))
+    killed = [*flags, "--task", "job-killed", "--report", str(tmp_path / "killed")]
+
+    kill_9_at(network, tmp_path, "round 1/3", *killed)  # right after round 1 committed, mid-run
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    resumed = run_cli(network, tmp_path, *killed, "--resume")
+
     assert "resuming at round 2" in resumed.stdout
     assert final_digest(tmp_path / "killed") == final_digest(tmp_path / "whole")
 
@@ -260,6 +246,32 @@ def test_kill_9_then_resume_gives_the_same_final_model_and_audit_checks_it(
         check=False,
     )
     assert audit.returncode == 1 and "DOES NOT MATCH" in audit.stdout
+
+
+def test_async_mode_kill_9_then_resume_gives_the_same_final_model(
+    network: FabricNetwork, tmp_path: Path
+) -> None:
+    """Asynchronous rounds (FedBuff) with the fixed arrival order, validation on and two
+    Gaussian attackers refused by their own organisations: an uninterrupted run and one
+    killed mid-run (updates pending) and resumed from the ledger commit the same versions;
+    the audit recomputes each of them with its staleness factors."""
+    flags = ["run", "--mode", "async", "--async-order", "fixed", "--rounds", "3"]
+    flags += ["--workers-per-org", "2", "--buffer-size", "4", "--no-baseline"]
+    whole = run_cli(
+        network, tmp_path, *flags, "--task", "async-whole", "--report", str(tmp_path / "whole")
+    )
+    killed = [*flags, "--task", "async-killed", "--report", str(tmp_path / "killed")]
+
+    kill_9_at(network, tmp_path, "version 1/3", *killed)
+    resumed = run_cli(network, tmp_path, *killed, "--resume")
+    audit = run_cli(network, tmp_path, "audit", "--task", "async-killed")
+
+    assert "version 3/3" in whole.stdout and "buffer 4 (staleness" in whole.stdout
+    assert "resuming at version" in resumed.stdout
+    assert final_digest(tmp_path / "killed") == final_digest(tmp_path / "whole")
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert [r["committed"] for r in summary["rounds"]] == [4, 4, 4]
+    assert "audit passed" in audit.stdout and audit.stdout.count(" ok ") == 3
 
 
 @pytest.mark.parametrize(

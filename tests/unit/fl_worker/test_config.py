@@ -132,7 +132,8 @@ def test_unknown_keys_are_refused_listing_the_known_ones(tmp_path):
     with pytest.raises(ConfigError) as caught:
         RunConfig.from_yaml(path)
 
-    assert caught.value.field == "round" and "known: alpha, attack" in str(caught.value)
+    assert caught.value.field == "round"
+    assert "known: alpha, async_order, attack" in str(caught.value)
 
 
 def test_a_missing_config_file_is_a_config_error(tmp_path):

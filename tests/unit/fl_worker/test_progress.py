@@ -74,3 +74,20 @@ def test_the_summary_shows_refusals_per_org_and_check_and_the_plain_fedavg_basel
     text = out.getvalue()
     assert "refusals: Org1MSP: norm 1; Org2MSP: private-validation 3" in text
     assert "0.900 on the ledger, 0.700 in memory with plain FedAvg and no validation" in text
+
+
+def test_an_async_run_shows_progress_per_version_with_its_buffer() -> None:
+    from fedfabric.fl_worker.coordinator import RoundOutcome
+
+    aggregate = {
+        "excluded": [{"id": "Org1MSP:a#3", "reason": "stale: trained from version 0, ..."}],
+        "staleness": [{"staleness": 0}, {"staleness": 2}, {"staleness": 4}],
+        "used": ["Org2MSP:b#1", "Org3MSP:c#1"],
+    }
+    outcome = RoundOutcome("t", 2, "open", (), (), aggregate, b"", "d", 0.5, 1.0, {}, 3)
+    out = io.StringIO()
+    with Progress(RunConfig(mode="async", rounds=7), Console(file=out)) as progress:
+        progress.round(outcome)
+
+    assert "version 2/7: accuracy 0.500" in out.getvalue()
+    assert "buffer 3 (staleness 0..4, 1 too stale)" in out.getvalue()
