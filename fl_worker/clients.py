@@ -35,7 +35,7 @@ import grpc.aio
 from fabric_protos.msp import identities_pb2
 
 from fedfabric.fl_worker.federation import Federation, device_trainers, federation_workers
-from fedfabric.fl_worker.ledger import FLLedger
+from fedfabric.fl_worker.ledger import CHAINCODE, FLLedger
 from fedfabric.fl_worker.worker import Retry, Worker, WorkerResources
 from fedfabric.gateway import (
     Gateway,
@@ -46,7 +46,7 @@ from fedfabric.gateway import (
     profile_channel,
 )
 from fedfabric.gateway.signers import new_private_key_signer
-from fedfabric.network import Backend, IdentityFiles
+from fedfabric.network import Backend, IdentityFiles, endorsing_sets
 
 
 class Clients:
@@ -108,8 +108,12 @@ class Clients:
         `FLLedger`): what admins need, whose transactions others act on next. Workers need
         not: the coordinator waits once (`FLLedger.reach`) before it aggregates."""
         every_org = [o.msp_id for o in self.topology.organizations]
+        policy = self.topology.chaincode(CHAINCODE).endorsement_policy
         return FLLedger.for_gateway(
-            self.gateway(org, identity), self.channel_name, sync_orgs=every_org if sync else ()
+            self.gateway(org, identity),
+            self.channel_name,
+            sync_orgs=every_org if sync else (),
+            endorsing=endorsing_sets(policy, identity.msp_id, every_org),
         )
 
     async def admin_ledger(self, org: str) -> FLLedger:

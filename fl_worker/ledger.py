@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -217,11 +218,13 @@ class FLLedger(_Calls):
         *,
         identity: Identity | None = None,
         sync_orgs: Sequence[str] = (),
+        endorsing: Sequence[Sequence[str]] = (),
     ) -> None:
         self.network = network
         self.contract: Contract = network.get_contract(chaincode)
         self.chaincode = chaincode
         self.sync_orgs = tuple(sync_orgs)
+        self.endorsing = tuple(tuple(orgs) for orgs in endorsing)
         self._identity = identity
         self._steps: dict[str, float] = {}
 
@@ -233,12 +236,23 @@ class FLLedger(_Calls):
         chaincode: str = CHAINCODE,
         *,
         sync_orgs: Sequence[str] = (),
+        endorsing: Sequence[Sequence[str]] = (),
     ) -> FLLedger:
         """The ledger of `gateway`'s identity on `channel` (the usual way to build one);
         `sync_orgs`: the organisations whose peers must have each commit's block before it
-        returns (every endorsing organisation of the channel)."""
+        returns (every endorsing organisation of the channel). `endorsing`: sets of
+        organisations (MSP ids, the caller's own first) whose endorsements satisfy the
+        chaincode's policy (`fedfabric.network.endorsing_sets`), tried in order: the gateway
+        then asks a set's peers at once, instead of its own organisation's peer first and the
+        others after it. A set in which another organisation refuses (or cannot answer) gives
+        way to the next; a refusal by the caller's own organisation is final, as when the
+        gateway plans the endorsements itself (without `endorsing`)."""
         return cls(
-            gateway.get_network(channel), chaincode, identity=gateway.identity, sync_orgs=sync_orgs
+            gateway.get_network(channel),
+            chaincode,
+            identity=gateway.identity,
+            sync_orgs=sync_orgs,
+            endorsing=endorsing,
         )
 
     @property
@@ -291,10 +305,30 @@ class FLLedger(_Calls):
 
     async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
         self._steps = {}
-        raw = await self.contract.submit(
-            name, list(args), sync_orgs=self.sync_orgs, steps=self._steps
+        refused: list[EndorseError] = []
+        for orgs in self.endorsing or (None,):
+            try:
+                raw = await self.contract.submit(
+                    name,
+                    list(args),
+                    endorsing_orgs=orgs,
+                    sync_orgs=self.sync_orgs,
+                    steps=self._steps,
+                )
+                return json.loads(raw) if raw else {}
+            except EndorseError as exc:
+                refused.append(exc)
+                if orgs is None or any(d.msp_id == self.msp_id for d in exc.details):
+                    break  # the own organisation refused (or the gateway planned): final
+        last = refused[-1]
+        if len(refused) == 1:
+            raise last
+        raise EndorseError(  # every set failed: what each organisation said
+            last.transaction_id,
+            code=last.code,
+            grpc_message=last.grpc_message,
+            details=[d for exc in refused for d in exc.details],
         )
-        return json.loads(raw) if raw else {}
 
     async def _evaluate_raw(self, name: str, *args: str) -> bytes:
         return await self.contract.evaluate(name, list(args))
@@ -311,20 +345,19 @@ class MemoryFL:
 
     `contracts` gives each organisation its own `FLContract` (MSP id → contract, each with
     its own settings, e.g. its org-private validator); without it one contract endorses for
-    everybody. A transaction is then endorsed as the Fabric gateway endorses it without
-    ``endorsing_organizations`` (fabric ``internal/pkg/gateway/endorse.go`` and
-    ``endorsement.go``, read at the pinned snapshot 695dd57e) under the policy
+    everybody. A transaction is then endorsed as `FLLedger` has the Fabric gateway endorse
+    it, naming the organisations of one set after another (``endorsing_organizations``; fabric
+    ``internal/pkg/gateway/api.go``, read at the pinned snapshot 695dd57e), under the policy
     ``OutOf(endorsements, orgs)`` (default: a majority, the network's default policy):
 
-    1. the submitter's own org executes it first (the gateway's own peer); if it refuses,
-       the transaction fails at once with that org's refusal only: its own org has a veto;
-    2. then the other orgs, one after another in `contracts` order, until `endorsements`
-       orgs endorsed (Fabric sends to one random layout of the policy at a time and drops
-       every layout holding an org that refused); a refusal by a minority is routed around
-       and the submitter never hears of it; when too few orgs are left, `EndorseError`
-       names every org asked that refused, with its message (``chaincode response <status>,
-       <check>: ...``, which `refusal` reads);
-    3. the endorsers' responses and read/write sets must be identical (Fabric compares the
+    1. the sets are the submitter's own org with ``endorsements - 1`` others, in `contracts`
+       order (`fedfabric.network.endorsing_sets`); every org of a set executes it;
+    2. if the own org refuses, the transaction fails at once, naming every org of that set
+       that refused, with its message (``chaincode response <status>, <check>: ...``, which
+       `refusal` reads): its own org has a veto;
+    3. if another org of the set refuses, the next set is tried; when no set is left,
+       `EndorseError` names every org that refused;
+    4. the endorsers' responses and read/write sets must be identical (Fabric compares the
        proposal response payloads), and the transaction is committed once.
 
     No org commits anything while endorsing: nothing is written when the policy is not met.
@@ -437,32 +470,38 @@ class MemoryFL:
         self, creator: bytes, msp_id: str, function: str, args: tuple[str | bytes, ...]
     ) -> InvokeResult:
         """The endorsed result (see the class docstring), or `EndorseError`."""
-        orgs = self._orgs(msp_id)
-        endorsed: list[InvokeResult] = []
+        own, *others = self._orgs(msp_id)
+        results: dict[str, InvokeResult] = {}  # an org's answer is the same in every set
         details: list[ErrorDetail] = []
-        result = None
-        for i, org in enumerate(orgs):
-            result = await self._execute(org, creator, function, args)
-            if result.status >= 400:
-                details.append(self._detail(org, msp_id, result))
-            elif endorsed and _response(result) != _response(endorsed[0]):
-                details.append(
-                    ErrorDetail(f"memory:{org}", org, "ProposalResponsePayloads do not match")
-                )
-            else:
-                endorsed.append(result)
-            if len(endorsed) == self.endorsements:
+        endorsed_any = False
+        for combo in itertools.combinations(others, self.endorsements - 1):
+            endorsed: list[InvokeResult] = []
+            refused = []
+            for org in (own, *combo):
+                if org not in results:
+                    results[org] = await self._execute(org, creator, function, args)
+                result = results[org]
+                if result.status >= 400:
+                    refused.append(self._detail(org, msp_id, result))
+                elif endorsed and _response(result) != _response(endorsed[0]):
+                    refused.append(
+                        ErrorDetail(f"memory:{org}", org, "ProposalResponsePayloads do not match")
+                    )
+                else:
+                    endorsed.append(result)
+            if not refused:
                 return endorsed[0]
-            if not endorsed or len(endorsed) + len(orgs) - i - 1 < self.endorsements:
-                break  # the own org refused, or too few orgs are left
-        assert result is not None
+            endorsed_any = endorsed_any or bool(endorsed)
+            details += [d for d in refused if d not in details]
+            if results[own].status >= 400:
+                break  # the own org refused: final
         raise EndorseError(
-            result.tx_id,
+            results[own].tx_id,
             code=grpc.StatusCode.ABORTED,
             grpc_message=(
                 "failed to collect enough transaction endorsements, see attached details for "
                 "more info"
-                if endorsed
+                if endorsed_any
                 else "failed to endorse transaction, see attached details for more info"
             ),
             details=details,

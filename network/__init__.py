@@ -20,7 +20,12 @@ from fedfabric.network._errors import (
     PortInUseError,
 )
 from fedfabric.network._layout import default_state_root
-from fedfabric.network._policy import PolicyError, majority_policy, parse_policy
+from fedfabric.network._policy import (
+    PolicyError,
+    endorsing_sets,
+    majority_policy,
+    parse_policy,
+)
 from fedfabric.network._topology import (
     DEFAULT_TOPOLOGY,
     Chaincode,
@@ -54,6 +59,7 @@ __all__ = [
     "TopologyError",
     "default_fabric_home",
     "default_state_root",
+    "endorsing_sets",
     "fabric_release",
     "install_fabric",
     "load_topology",

@@ -1,11 +1,14 @@
 """Fabric's signature-policy language: ``OutOf(n, ...)``, ``AND(...)``, ``OR(...)``, ``'MSP.role'``.
 
-Only parsing and checking live here; the policy string itself is handed to Fabric unchanged.
+Only parsing and checking (and which organisations' endorsements satisfy a policy, for clients
+that name their endorsers) live here; the policy string itself is handed to Fabric unchanged.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 ROLES = ("member", "admin", "client", "peer", "orderer")
@@ -47,6 +50,32 @@ def principals(rule: OutOf | Principal) -> list[Principal]:
     if isinstance(rule, Principal):
         return [rule]
     return [p for sub in rule.rules for p in principals(sub)]
+
+
+def satisfied_by(rule: OutOf | Principal, orgs: Collection[str]) -> bool:
+    """Whether one peer endorsement from each of `orgs` (MSP ids) satisfies `rule` (a peer
+    counts for its org's ``peer`` and ``member`` principals; each principal is checked on
+    its own, so a rule naming one org twice counts that org's one peer twice)."""
+    if isinstance(rule, Principal):
+        return rule.msp_id in orgs and rule.role in ("peer", "member")
+    return sum(satisfied_by(sub, orgs) for sub in rule.rules) >= rule.n
+
+
+def endorsing_sets(policy: str, own: str, msp_ids: Sequence[str]) -> list[tuple[str, ...]]:
+    """The smallest sets of organisations, each `own` first and then others in the order of
+    `msp_ids`, whose peers' endorsements satisfy `policy`, in the order to try them (empty
+    when no set holding `own` does)."""
+    rule = parse_policy(policy)
+    others = [m for m in msp_ids if m != own]
+    for size in range(len(others) + 1):
+        found = [
+            (own, *combo)
+            for combo in itertools.combinations(others, size)
+            if satisfied_by(rule, {own, *combo})
+        ]
+        if found:
+            return found
+    return []
 
 
 def majority_policy(msp_ids: list[str], role: str = "peer") -> str:

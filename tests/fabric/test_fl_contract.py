@@ -30,6 +30,7 @@ from fedfabric.chaincode.fl import (
     verify_audit,
     worker_enrolment,
 )
+from fedfabric.fl_worker.ledger import FLLedger, refusal
 from fedfabric.gateway import (
     CommitError,
     Contract,
@@ -37,7 +38,7 @@ from fedfabric.gateway import (
     EvaluateError,
     connect_profile,
 )
-from fedfabric.network import FabricNetwork
+from fedfabric.network import FabricNetwork, endorsing_sets
 from tests.fixtures.flval import LAYOUT, TRUE_WEIGHTS
 
 ORGS = {"transport": "TransportMSP", "energy": "EnergyMSP", "health": "HealthMSP"}
@@ -169,6 +170,32 @@ async def test_update_refused_by_one_org_commits_with_the_other_two(fl, network)
     assert list(refusals(energy.value)) == ["EnergyMSP"]
     assert "private-validation: EnergyMSP refuses" in refusals(energy.value)["EnergyMSP"]
     assert await round_workers(fl, "one-refuses") == [record["worker"]]
+
+
+async def test_named_endorsers_give_way_to_the_next_org_and_every_refusal_is_reported(
+    fl, network
+) -> None:
+    await open_task(fl, network, task_spec("named"))
+    policy = network.topology.chaincode("fl").endorsement_policy
+    orgs = [o.msp_id for o in network.topology.organizations]
+    sets = endorsing_sets(policy, "TransportMSP", orgs)
+    gateways = [connect_profile(network.profile("transport"), u) for u in ("User1", "User2")]
+    ledgers = [FLLedger.for_gateway(g, network.topology.channel, endorsing=sets) for g in gateways]
+    try:
+        # Energy refuses, so Transport and Health endorse it: one attempt more, no error.
+        record = await ledgers[0].submit_update("named", 1, delta(seed=5, direction=ENERGY_ONLY), 9)
+        with pytest.raises(EndorseError) as both:  # Energy and Health both refuse
+            await ledgers[1].submit_update(
+                "named", 1, delta(seed=6, direction=ENERGY_AND_HEALTH), 9
+            )
+    finally:
+        for gateway in gateways:
+            await gateway.close()
+
+    assert sets == [("TransportMSP", "EnergyMSP"), ("TransportMSP", "HealthMSP")]
+    assert await round_workers(fl, "named") == [record["worker"]]
+    assert sorted(refusals(both.value)) == ["EnergyMSP", "HealthMSP"]
+    assert refusal(both.value).check == "private-validation"
 
 
 async def test_a_worker_cannot_leave_its_own_org_out_of_the_endorsement(fl, network) -> None:

@@ -114,12 +114,13 @@ async def test_the_default_run_has_each_gaussian_attacker_refused_by_its_own_org
     for outcome in outcomes:
         assert sorted(name for name, _, _ in outcome.refused) == sorted(report.malicious)
         for _, org, found in outcome.refused:
-            assert (found.check, found.orgs) == ("private-validation", (org,))
+            # Its own org refuses it; the org endorsing alongside may refuse it too.
+            assert found.check == "private-validation" and org in found.orgs
             assert f"private-validation: {org} refuses the update of {org}:" in found.message
     assert [r.committed for r in report.rounds] == [7, 7, 7]
     assert report.refusals() == {
         org: {"private-validation": 3 * n}
-        for org, n in Counter(org for _, org, _ in outcomes[0].refused).items()
+        for org, n in Counter(o for _, _, found in outcomes[0].refused for o in found.orgs).items()
     }
     assert report.rounds[-1].accuracy > report.baseline_final_accuracy + 0.1
     assert emulated.final_model == report.final_model

@@ -144,7 +144,8 @@ async def test_the_default_run_validated_in_memory_refuses_each_attacker_by_its_
     for outcome in validated.rounds:
         assert sorted(name for name, _, _ in outcome.refused) == sorted(validated.malicious)
         for _, org, found in outcome.refused:
-            assert (found.check, found.orgs) == ("private-validation", (org,))
+            # Its own org refuses it; the org endorsing alongside may refuse it too.
+            assert found.check == "private-validation" and org in found.orgs
             assert f"{org} refuses the update of {org}:" in found.message
         assert len(outcome.updates) == 7
     assert all(not outcome.refused for outcome in unvalidated.rounds)

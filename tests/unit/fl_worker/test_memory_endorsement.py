@@ -1,6 +1,7 @@
-"""`MemoryFL` with one contract per organisation endorses as the Fabric gateway does under
-``OutOf(2, 3 orgs)``: the submitter's own org first, with a veto; a refusal by one other org
-is routed around; refusals by both others end it, naming them; nothing is written then.
+"""`MemoryFL` with one contract per organisation endorses as `FLLedger` has the Fabric
+gateway endorse under ``OutOf(2, 3 orgs)``: the submitter's own org with one other at a time,
+the own org with a veto; a refusal by one other org is routed around; refusals by both
+others end it, naming them; nothing is written then.
 
 The same scenarios as tests/fabric/test_fl_contract.py, on the same validators
 (`tests.fixtures.flval`: each org scores only its own coordinates of the model).
@@ -106,14 +107,14 @@ async def test_refusals_by_both_other_orgs_name_them_and_nothing_is_written(worl
     assert await recorded(world) == []
 
 
-async def test_the_submitters_own_org_refuses_alone_and_the_others_are_not_asked(world) -> None:
-    """Energy and Health would endorse; Transport's peer, asked first, has a veto."""
+async def test_the_submitters_own_org_has_a_veto(world) -> None:
+    """Energy and Health would endorse; Transport's refusal ends it at the first set."""
     with pytest.raises(EndorseError) as caught:
         await worker(world, "TransportMSP").submit_update(TASK, 1, update(TRANSPORT), 10)
 
     found = refusal(caught.value)
     assert (found.check, found.orgs) == ("private-validation", ("TransportMSP",))
-    assert "failed to endorse transaction" in caught.value.grpc_message
+    assert "failed to collect enough transaction endorsements" in caught.value.grpc_message
     assert await recorded(world) == []
 
 

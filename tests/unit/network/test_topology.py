@@ -9,6 +9,7 @@ import yaml
 
 from fedfabric.network import (
     TopologyError,
+    endorsing_sets,
     load_topology,
     majority_policy,
     parse_policy,
@@ -145,3 +146,16 @@ def test_policy_language() -> None:
     ]:
         with pytest.raises(PolicyError, match=words.replace("(", r"\(").replace(")", r"\)")):
             parse_policy(bad)
+
+
+def test_endorsing_sets_are_the_smallest_that_satisfy_the_policy_own_org_first() -> None:
+    orgs = ["A", "B", "C"]
+
+    majority = endorsing_sets("OutOf(2, 'A.peer', 'B.peer', 'C.peer')", "B", orgs)
+    every = endorsing_sets("AND('A.peer', 'B.member', 'C.peer')", "C", orgs)
+    either = endorsing_sets("OR('A.peer', 'B.peer')", "C", orgs)
+
+    assert majority == [("B", "A"), ("B", "C")]
+    assert every == [("C", "A", "B")]
+    assert either == [("C", "A"), ("C", "B")]  # the own org endorses every FL update
+    assert endorsing_sets("AND('A.peer', 'B.admin')", "A", orgs) == []  # peers are no admins
