@@ -5,7 +5,8 @@ A round, as `Coordinator.run_round` runs it (``CreateTask`` opened round 1, each
 
     GetRoundUpdates (once: the round's state, the updates already recorded, its aggregate)
       → every worker trains and submits, concurrently
-      → wait for the UpdateSubmitted chaincode event of every accepted update (or a deadline)
+      → wait for the chaincode event of every accepted update (or a deadline): its
+        UpdateSubmitted, or the BatchSubmitted of its device batch
       → AdvanceRound (aggregate, store the new global model, open the next round: one block)
       → read the new global model once, for the evaluation and for the next round's workers
       → `RoundOutcome`
@@ -543,11 +544,13 @@ class Coordinator:
     ) -> None:
         async with self.ledger.events(start_block=start_block) as stream:
             async for event in stream:
-                if event.event_name != "UpdateSubmitted":
+                if event.event_name not in ("UpdateSubmitted", "BatchSubmitted"):
                     continue
                 payload = json.loads(event.payload)
                 if payload.get("task") == self.task and payload.get("round") == round_no:
-                    arrived.add(payload["worker"])
+                    # A device batch announces each of its accepted updates.
+                    for update in payload.get("accepted", [payload]):
+                        arrived.add(update["worker"])
                     changed.set()
 
     async def _wait(

@@ -55,6 +55,8 @@ from fedfabric.gateway import (
 )
 
 CHAINCODE = "fl"
+MEMORY_CHANNEL = "memory"
+"""The channel name `MemoryFL`'s contract sees."""
 _RESPONSE = re.compile(r"chaincode response (\d+), (.*)", re.DOTALL)
 
 
@@ -71,6 +73,16 @@ class Refusal:
     check: str
     message: str
     orgs: tuple[str, ...]
+
+
+class EntryRefused(Exception):
+    """The contract refused one entry of a device batch (``SubmitBatch``); `refusal` says
+    which check and why, `orgs` are empty (every endorser decides the same)."""
+
+    def __init__(self, worker: str, refused: Refusal) -> None:
+        super().__init__(f"{worker}: {refused.message}")
+        self.worker = worker
+        self.refusal = refused
 
 
 def refusal(exc: GatewayError | CommitError) -> Refusal:
@@ -100,10 +112,13 @@ class Ledger(Protocol):
     def worker_id(self) -> str: ...
     @property
     def enrolment_id(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
     async def create_task(self, spec: dict[str, Any], initial_model: bytes) -> dict[str, Any]: ...
     async def submit_update(
         self, task: str, round_no: int, update: bytes, num_samples: int
     ) -> dict[str, Any]: ...
+    async def submit_batch(self, task: str, round_no: int, batch: bytes) -> dict[str, Any]: ...
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]: ...
     async def register_workers(self, task: str, enrolment_ids: list[str]) -> dict[str, Any]: ...
     async def workers(self, task: str) -> dict[str, Any]: ...
@@ -139,6 +154,17 @@ class _Calls:
     ) -> dict[str, Any]:
         """``SubmitUpdate`` as this identity; returns the committed update record."""
         return await self._submit("SubmitUpdate", task, str(round_no), update, str(num_samples))
+
+    async def submit_batch(self, task: str, round_no: int, batch: bytes) -> dict[str, Any]:
+        """``SubmitBatch`` as this identity (any identity of the devices' organisation):
+        `batch` is encoded by `fedfabric.chaincode.fl.encode_batch`, each entry signed by its
+        device. Returns the batch record (accepted devices, refused entries with device,
+        check and reason) and, under ``records``, the accepted update records."""
+        return await self._submit("SubmitBatch", task, str(round_no), batch)
+
+    async def batches(self, task: str, round_no: int) -> list[dict[str, Any]]:
+        """``GetBatches``: the round's batch records."""
+        return await self._evaluate("GetBatches", task, str(round_no))
 
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]:
         """``AdvanceRound`` (admins only): aggregate the open round and open the next one in
@@ -238,6 +264,11 @@ class FLLedger(_Calls):
     def enrolment_id(self) -> str:
         """The enrolment id its org's admin registers (`fl.worker_enrolment`)."""
         return fl.worker_enrolment(self._require_identity().credentials)
+
+    @property
+    def channel(self) -> str:
+        """The channel's name (device batch entries are signed for it)."""
+        return self.network.name
 
     async def height(self) -> int:
         """The channel's block height on the gateway peer (``qscc GetChainInfo``)."""
@@ -379,6 +410,7 @@ class MemoryFL:
             *args,
             creator=creator,
             ledger=self.state,
+            channel_id=MEMORY_CHANNEL,
             commit=False,
         )
 
@@ -466,6 +498,11 @@ class MemoryFLLedger(_Calls):
         """The enrolment id its org's admin registers."""
         return self._enrolment_id
 
+    @property
+    def channel(self) -> str:
+        """The channel the memory contract sees (`MEMORY_CHANNEL`)."""
+        return MEMORY_CHANNEL
+
     async def height(self) -> int:
         """Blocks committed so far."""
         return self.world.height
@@ -506,7 +543,9 @@ def is_transient(exc: BaseException) -> bool:
 
 __all__ = [
     "CHAINCODE",
+    "MEMORY_CHANNEL",
     "EndorseError",
+    "EntryRefused",
     "FLLedger",
     "Ledger",
     "MemoryFL",

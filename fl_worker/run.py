@@ -95,7 +95,9 @@ async def run_job(
         if config.validation_threshold is not None:
             say("each organisation's validation split → its private directory, for its servers")
             await asyncio.to_thread(write_validation_splits, network, fed, task)
-        resources = WorkerResources(train_concurrency=2)
+        # Devices wait in their org's batch: each may hold a submission slot meanwhile.
+        slots = config.orgs * options.devices_per_org if options.devices_per_org else 64
+        resources = WorkerResources(train_concurrency=2, submit_concurrency=max(64, slots))
         coordinator = Coordinator(
             fed,
             admin,
@@ -124,7 +126,7 @@ async def run_job(
         h0 = await admin.height()
         if options.devices_per_org:
             workers = await clients.device_workers(
-                fed, options.devices_per_org, resources=resources
+                fed, options.devices_per_org, resources=resources, say=say
             )
         else:
             workers = await clients.federation_workers(fed, resources=resources)

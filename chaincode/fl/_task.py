@@ -17,8 +17,11 @@ Task JSON (fields without a default are required)::
                                                    # merged update per organisation; or
                                                    # "samples" / "equal" (per update)
       "allowed_orgs": ["Org1MSP", "Org2MSP", "Org3MSP"],
-      "max_workers_per_org": 10,                   # default 10, at most 1000: the workers
-                                                   # each org's admin may register
+      "max_workers_per_org": 10,                   # default 10, at most 100000: the workers
+                                                   # (or devices) each org's admin may register
+      "batch_refusal": "entry",                    # default "entry": an invalid entry of a
+                                                   # device batch (SubmitBatch) is refused
+                                                   # alone; "batch": the whole batch is
       "coordinators": ["Org1MSP"],                 # default []: the creating organisation;
                                                    # whose admins may advance rounds
       "validation_threshold": 0.05,                # default null: no org-private validation;
@@ -63,6 +66,7 @@ from fedfabric.chaincode.fl._aggregation import (
     Rule,
     make_rule,
 )
+from fedfabric.chaincode.fl._batch import BATCH_REFUSALS
 from fedfabric.chaincode.fl._encoding import Layout, encoded_size
 from fedfabric.chaincode.fl._errors import AggregationError, TaskError, UpdateError
 from fedfabric.chaincode.fl._fixedpoint import MAX_ABS, MAX_TOTAL_WEIGHT
@@ -77,7 +81,7 @@ MAX_UPDATE_BYTES = 50_000_000
 # far from overflow, but does not stop one large claim outweighing small ones.
 DEFAULT_MAX_SAMPLES = 1_000_000
 DEFAULT_MAX_WORKERS_PER_ORG = 10
-MAX_WORKERS_PER_ORG = 1000
+MAX_WORKERS_PER_ORG = 100_000
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FIELDS = {
@@ -96,6 +100,7 @@ _FIELDS = {
     "validation_threshold",
     "own_org_threshold",
     "model",
+    "batch_refusal",
 }
 
 
@@ -163,6 +168,7 @@ class TaskSpec:
     validation_threshold: float | None
     own_org_threshold: float | None
     model: Mapping[str, Any] | None = None
+    batch_refusal: str = "entry"
 
     @classmethod
     def from_json(cls, obj: object) -> TaskSpec:
@@ -201,6 +207,13 @@ class TaskSpec:
         own_threshold = _threshold(obj, "own_org_threshold")
         if own_threshold is not None and threshold is None:
             raise TaskError("own_org_threshold", "needs a validation_threshold")
+        batch_refusal = obj.get("batch_refusal", "entry")
+        if batch_refusal not in BATCH_REFUSALS:
+            raise TaskError(
+                "batch_refusal",
+                f"must be one of {list(BATCH_REFUSALS)} (refuse an invalid entry of a device "
+                f"batch alone, or the whole batch), got {batch_refusal!r}",
+            )
         coordinators = obj.get("coordinators", [])
         if coordinators != []:
             coordinators = list(_strings(obj, "coordinators"))
@@ -225,6 +238,7 @@ class TaskSpec:
             validation_threshold=threshold,
             own_org_threshold=own_threshold,
             model=_model(obj.get("model"), layout),
+            batch_refusal=batch_refusal,
         )
         if spec.max_samples >= 2**31:
             raise TaskError("max_samples", f"must be below 2**31, got {spec.max_samples}")
@@ -282,7 +296,8 @@ class TaskSpec:
     def to_json(self) -> dict:
         """The task as canonical JSON-ready data (defaults filled in, lists sorted).
 
-        ``model`` appears only when set, so tasks without it keep their canonical form.
+        ``model`` and ``coordinators`` appear only when set, ``batch_refusal`` only when not
+        the default, so tasks without them keep their canonical form.
         """
         data = {
             "aggregation": {"params": dict(self.rule_params), "rule": self.rule},
@@ -304,6 +319,8 @@ class TaskSpec:
             data["model"] = json.loads(json.dumps(self.model))
         if self.coordinators:
             data["coordinators"] = list(self.coordinators)
+        if self.batch_refusal != "entry":
+            data["batch_refusal"] = self.batch_refusal
         return data
 
     def build_rule(self) -> Rule:
