@@ -2,8 +2,9 @@
 
 An organisation's gateway identity collects the updates of its devices and submits them
 together; each update stays signed by its own device, whose certificate the organisation's
-CA issued. The contract checks every entry on its own (`verify_entry`, then every check of
-``SubmitUpdate``) and records each accepted one exactly as ``SubmitUpdate`` would.
+CA issued. The contract checks every entry on its own (`verify_certificate`,
+`verify_signature`, then every check of ``SubmitUpdate``) and records each accepted one
+exactly as ``SubmitUpdate`` would.
 
 Batch encoding (``SubmitBatch``'s third argument; all integers unsigned big-endian)::
 
@@ -75,10 +76,12 @@ class BatchEntry:
 
 @dataclass(frozen=True)
 class Device:
-    """A verified entry's device: enrolment id (as ``RegisterWorkers`` takes it) and subject."""
+    """A device whose certificate its organisation's CA issued: enrolment id (as
+    ``RegisterWorkers`` takes it), subject and public key."""
 
     enrolment: str
     subject: str
+    key: ec.EllipticCurvePublicKey
 
 
 def entry_message(channel: str, task: str, round_no: int, update: bytes, num_samples: int) -> bytes:
@@ -162,20 +165,12 @@ class Authorities:
         return self._cas[msp_id]
 
 
-def verify_entry(
-    entry: BatchEntry,
-    msp_id: str,
-    ca: x509.Certificate | None,
-    when: datetime.datetime | None,
-    message: bytes,
+def verify_certificate(
+    certificate: bytes, msp_id: str, ca: x509.Certificate | None, when: datetime.datetime | None
 ) -> Device:
-    """Check that `entry`'s certificate was issued by `ca` (`msp_id`'s CA) and is valid at
-    `when`, that it names an enrolment id, and that the device signed `message`.
-
-    Pure and deterministic. Raises `UpdateError` naming the check: ``certificate`` (not
-    parseable, not issued by `ca`, no CA configured, expired or not yet valid, no
-    enrolment id) or ``signature``.
-    """
+    """The device of a certificate (DER) that `ca` (`msp_id`'s CA) issued and that is valid
+    at `when`. Pure and deterministic. Raises `UpdateError` (check ``certificate``): not
+    parseable, not issued by `ca`, no CA configured, not valid at `when`, no enrolment id."""
     if ca is None:
         raise UpdateError(
             "certificate",
@@ -183,22 +178,18 @@ def verify_entry(
             "ca_certs: a folder of <MSP id>.pem)",
         )
     try:
-        cert = x509.load_der_x509_certificate(entry.certificate)
+        cert = x509.load_der_x509_certificate(certificate)
     except ValueError as exc:
         raise UpdateError("certificate", f"not a DER X.509 certificate: {exc}") from exc
     subject = cert.subject.rfc4514_string()
     if cert.issuer != ca.subject:
         raise UpdateError("certificate", f"{subject} was not issued by {msp_id}'s CA")
     ca_key = ca.public_key()
+    algorithm = cert.signature_hash_algorithm
     try:
-        if (
-            not isinstance(ca_key, ec.EllipticCurvePublicKey)
-            or cert.signature_hash_algorithm is None
-        ):
+        if not isinstance(ca_key, ec.EllipticCurvePublicKey) or algorithm is None:
             raise InvalidSignature
-        ca_key.verify(
-            cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm)
-        )
+        ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
     except InvalidSignature as exc:
         raise UpdateError(
             "certificate", f"{subject}: the signature is not {msp_id}'s CA's"
@@ -215,13 +206,19 @@ def verify_entry(
     if not enrolment:
         raise UpdateError("certificate", f"{subject} has no enrolment id (hf.EnrollmentID or CN)")
     key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise UpdateError("certificate", f"{subject}: only ECDSA device keys are supported")
+    return Device(enrolment, subject, key)
+
+
+def verify_signature(device: Device, signature: bytes, message: bytes) -> None:
+    """Check that `device` signed `message` (ECDSA over its SHA-256). Raises `UpdateError`
+    (check ``signature``)."""
     try:
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise InvalidSignature
-        key.verify(entry.signature, message, ec.ECDSA(hashes.SHA256()))
+        device.key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError) as exc:
         raise UpdateError(
             "signature",
-            f"{subject} did not sign this update for this channel, task, round and sample count",
+            f"{device.subject} did not sign this update for this channel, task, round and "
+            "sample count",
         ) from exc
-    return Device(enrolment, subject)

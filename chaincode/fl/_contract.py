@@ -98,7 +98,8 @@ from fedfabric.chaincode.fl._batch import (
     Device,
     decode_batch,
     entry_message,
-    verify_entry,
+    verify_certificate,
+    verify_signature,
 )
 from fedfabric.chaincode.fl._encoding import (
     canonical_json,
@@ -283,13 +284,14 @@ def _checked_entry(
     when: datetime.datetime | None,
     message: bytes,
 ) -> tuple[Device | FLError, tuple[dict[str, np.ndarray], str | None] | FLError | None]:
-    """A batch entry's pure checks in one thread hop: its device (`verify_entry`) and its
-    content (`_checked`), each result or the error that refuses it."""
+    """A batch entry's pure checks in one thread hop: its device (`verify_certificate`), then
+    its signature and content (`_checked`); each result or the error that refuses it."""
     try:
-        device = verify_entry(entry, msp_id, ca, when, message)
+        device = verify_certificate(entry.certificate, msp_id, ca, when)
     except FLError as exc:
         return exc, None
     try:
+        verify_signature(device, entry.signature, message)
         return device, _checked(spec, entry.update)
     except FLError as exc:
         return device, exc
@@ -514,6 +516,8 @@ class FLContract(Contract):
                     continue
                 who = _Submitter(msp_id, device.enrolment, device.subject)
                 try:
+                    if isinstance(checked, UpdateError) and checked.check == "signature":
+                        raise _translate(checked)  # before any other check: not the device's
                     record, tensors = await self._admit(
                         ctx, spec, round_no, who, entry.update, entry.num_samples, checked, pending
                     )
