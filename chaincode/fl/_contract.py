@@ -257,10 +257,12 @@ class _Submitter:
 @dataclass
 class _Pending:
     """What a transaction records before its next update (it does not read its own writes):
-    update records by worker, first submitters by fingerprint."""
+    update records by worker, first submitters by fingerprint; and, for a batch, the
+    submitting org's registry by enrolment hash when it was read in one scan."""
 
     updates: dict[str, dict] = field(default_factory=dict)
     firsts: dict[str, dict] = field(default_factory=dict)
+    members: dict[str, dict] | None = None  # the org's registry, when read at once
 
     def add(self, record: dict) -> None:
         self.updates[record["worker"]] = record
@@ -276,25 +278,32 @@ def _announced(record: Mapping) -> dict:
     return {k: record[k] for k in ("digest", "num_samples", "round", "task", "worker")}
 
 
-def _checked_entry(
+def _checked_entries(
     spec: TaskSpec,
-    entry: BatchEntry,
+    entries: list[BatchEntry],
     msp_id: str,
     ca: x509.Certificate | None,
     when: datetime.datetime | None,
-    message: bytes,
-) -> tuple[Device | FLError, tuple[dict[str, np.ndarray], str | None] | FLError | None]:
-    """A batch entry's pure checks in one thread hop: its device (`verify_certificate`), then
-    its signature and content (`_checked`); each result or the error that refuses it."""
-    try:
-        device = verify_certificate(entry.certificate, msp_id, ca, when)
-    except FLError as exc:
-        return exc, None
-    try:
-        verify_signature(device, entry.signature, message)
-        return device, _checked(spec, entry.update)
-    except FLError as exc:
-        return device, exc
+    channel: str,
+    round_no: int,
+) -> list[tuple[Device | FLError, tuple[None, str | None] | FLError | None]]:
+    """A batch's pure checks in one thread hop, entry by entry: its device
+    (`verify_certificate`), then its signature and content (`_checked`, whose tensors are
+    dropped at once); each result or the error that refuses it."""
+    results: list[tuple[Device | FLError, tuple[None, str | None] | FLError | None]] = []
+    for entry in entries:
+        try:
+            device = verify_certificate(entry.certificate, msp_id, ca, when)
+        except FLError as exc:
+            results.append((exc, None))
+            continue
+        try:
+            message = entry_message(channel, spec.id, round_no, entry.update, entry.num_samples)
+            verify_signature(device, entry.signature, message)
+            results.append((device, (None, _checked(spec, entry.update)[1])))
+        except FLError as exc:
+            results.append((device, exc))
+    return results
 
 
 def _refused_entry(index: int, worker: str | None, exc: ChaincodeError) -> dict:
@@ -466,6 +475,7 @@ class FLContract(Contract):
             await self._seal(ctx, task, msp_id)
             ctx.stub.set_event("UpdateSubmitted", canonical_json(_announced(record)))
             # Every read and write is decided above; the private check can only refuse.
+            assert tensors is not None  # _admit decoded them itself
             await self._validate(spec, round_no, base, tensors, record["worker"])
         return record
 
@@ -497,36 +507,33 @@ class FLContract(Contract):
             entries = decode_batch(batch, spec.max_update_bytes)
         except FLError as exc:
             raise _translate(exc) from exc
-        ca = self._authorities.ca(msp_id)
-        when = ctx.stub.timestamp
         base = await self._model_bytes(ctx, task, round_no - 1)
-        pending = _Pending()
+        async with self._checks:  # one update decoded at a time, none kept
+            checks = await asyncio.to_thread(
+                _checked_entries, spec, entries, msp_id, self._authorities.ca(msp_id),
+                ctx.stub.timestamp, ctx.stub.channel_id, round_no,
+            )  # fmt: skip
+        pending = _Pending(members=await self._members(ctx, task, msp_id, len(entries)))
         accepted: list[tuple[dict, bytes]] = []
         refused: list[dict] = []
-        for index, entry in enumerate(entries):
-            message = entry_message(
-                ctx.stub.channel_id, task, round_no, entry.update, entry.num_samples
-            )
-            async with self._checks:
-                device, checked = await asyncio.to_thread(
-                    _checked_entry, spec, entry, msp_id, ca, when, message
+        for index, (entry, (device, checked)) in enumerate(zip(entries, checks, strict=True)):
+            if isinstance(device, FLError):
+                refused.append(_refused_entry(index, None, _translate(device)))
+                continue
+            who = _Submitter(msp_id, device.enrolment, device.subject)
+            try:
+                if isinstance(checked, UpdateError) and checked.check == "signature":
+                    raise _translate(checked)  # before any other check: not the device's
+                record, _ = await self._admit(
+                    ctx, spec, round_no, who, entry.update, entry.num_samples, checked, pending
                 )
-                if isinstance(device, FLError):
-                    refused.append(_refused_entry(index, None, _translate(device)))
-                    continue
-                who = _Submitter(msp_id, device.enrolment, device.subject)
-                try:
-                    if isinstance(checked, UpdateError) and checked.check == "signature":
-                        raise _translate(checked)  # before any other check: not the device's
-                    record, tensors = await self._admit(
-                        ctx, spec, round_no, who, entry.update, entry.num_samples, checked, pending
-                    )
-                except ChaincodeError as exc:
-                    refused.append(
-                        _refused_entry(index, _worker_id(msp_id, device.enrolment)[0], exc)
-                    )
-                    continue
-                await self._validate(spec, round_no, base, tensors, record["worker"])
+            except ChaincodeError as exc:
+                refused.append(_refused_entry(index, _worker_id(msp_id, device.enrolment)[0], exc))
+                continue
+            if self._validator is not None and spec.validation_threshold is not None:
+                async with self._checks:
+                    tensors = await asyncio.to_thread(decode_update, entry.update, spec.layout)
+                    await self._validate(spec, round_no, base, tensors, record["worker"])
             pending.add(record)
             accepted.append((record, entry.update))
         if refused and spec.batch_refusal == "batch":
@@ -558,6 +565,20 @@ class FLContract(Contract):
         ctx.stub.set_event("BatchSubmitted", canonical_json(event))
         return {**outcome, "records": [r for r, _ in accepted]}
 
+    async def _members(
+        self, ctx: Context, task: str, msp_id: str, entries: int
+    ) -> dict[str, dict] | None:
+        """The org's whole registry in one scan (about one ledger round trip a hundred
+        members) when that is fewer round trips than one read an entry; else None."""
+        counter = await self._get_json(ctx, "members", task, msp_id)
+        if counter is None:
+            return {}
+        if counter["registered"] > 100 * entries:
+            return None
+        return {
+            parts[-1]: json.loads(v) for parts, v in await self._scan(ctx, "member", task, msp_id)
+        }
+
     async def _submitting(self, ctx: Context, task: str, round_no: int) -> tuple[TaskSpec, str]:
         """The task and the caller's MSP id, if the round is open to the caller's org."""
         spec, _ = await self._task(ctx, task)
@@ -577,13 +598,14 @@ class FLContract(Contract):
         who: _Submitter,
         update: bytes,
         num_samples: int,
-        checked: tuple[dict[str, np.ndarray], str | None] | FLError | None,
+        checked: tuple[dict[str, np.ndarray] | None, str | None] | FLError | None,
         pending: _Pending,
-    ) -> tuple[dict, dict[str, np.ndarray]]:
+    ) -> tuple[dict, dict[str, np.ndarray] | None]:
         """Every check of one update of `who` (an org's worker or device) that ``SubmitUpdate``
         and ``SubmitBatch`` share; the update record to write and the decoded tensors.
 
-        `checked` is `_checked`'s result when the caller ran it already (else it runs here);
+        `checked` is `_checked`'s result when the caller ran it already (else it runs here;
+        the tensors returned are None when the caller dropped them);
         `pending` holds what this transaction records before this update (a transaction
         does not read its own writes). Raises the refusal naming the failed check.
         """
@@ -596,7 +618,10 @@ class FLContract(Contract):
             worker, enrolment_hash = _worker_id(msp_id, who.enrolment)
         except ValueError as exc:
             raise _refusal("authorised", str(exc)) from exc
-        member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
+        if pending.members is not None:
+            member = pending.members.get(enrolment_hash)
+        else:
+            member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
         if member is None or not member["active"]:
             state_word = "was removed from" if member else "is not registered for"
             raise _refusal(

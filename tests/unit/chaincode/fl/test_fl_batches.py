@@ -270,3 +270,30 @@ def test_batches_round_trip_and_the_task_setting_is_checked(devices):
         "batch"
     )
     assert "batch_refusal" not in TaskSpec.from_json(task_json()).to_json()
+
+
+@pytest.mark.parametrize("others", [0, 300])  # the registry read in one scan, or key by key
+async def test_removed_and_unknown_devices_are_refused_however_the_registry_is_read(
+    batch_world, devices, cas, others
+):
+    world = batch_world
+    await start(world, devices, max_workers_per_org=400)
+    if others:
+        await world.ok("RegisterWorkers", "digits", [f"other{i}" for i in range(others)])
+    await world.ok("RemoveWorkers", "digits", ["device1"])
+    org1 = devices["org1"]
+    entries = [
+        org1[0].entry(CHANNEL, "digits", 1, update(0.1)),
+        org1[1].entry(CHANNEL, "digits", 1, update(0.2)),
+        cas["Org1MSP"].issue("stranger").entry(CHANNEL, "digits", 1, update(0.3)),
+    ]
+
+    outcome = await world.json("SubmitBatch", "digits", 1, encode_batch(entries), who="w1")
+
+    assert len(outcome["accepted"]) == 1
+    assert [(r["entry"], r["check"]) for r in outcome["refused"]] == [
+        (1, "registered"),
+        (2, "registered"),
+    ]
+    assert "was removed from task" in outcome["refused"][0]["reason"]
+    assert "is not registered for task" in outcome["refused"][1]["reason"]
