@@ -118,6 +118,9 @@ from fedfabric.chaincode.fl._validation import (
 )
 
 AUDIT_PAGE_UPDATES = 1000
+# AdvanceRound reads a round's updates in one scan (the peer sends 100 results a message)
+# when 100 of the largest fit a message well below the 100 MiB gRPC limit; else key by key.
+SCAN_BLOBS_UP_TO = 500_000
 
 _STATUS = {
     "role": 403,
@@ -798,8 +801,13 @@ class FLContract(Contract):
             raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
         base = await self._model_bytes(ctx, task, round_no - 1)
         submissions = []
+        blobs: dict[tuple[str, ...], bytes] = {}
+        if spec.max_update_bytes <= SCAN_BLOBS_UP_TO:  # a scan: one round trip per 100 blobs
+            blobs = {tuple(p): v for p, v in await self._scan(ctx, "blob", task, _rnd(round_no))}
         for parts, value in await self._scan(ctx, "update", task, _rnd(round_no)):
-            blob = await ctx.stub.get_state(self._key(ctx, "blob", *parts))
+            blob = blobs.get(tuple(parts)) or await ctx.stub.get_state(
+                self._key(ctx, "blob", *parts)
+            )
             submissions.append((json.loads(value), blob))
         if len(submissions) < spec.min_updates:
             raise _refusal(
