@@ -7,8 +7,9 @@ gateway identity submits them together in ``SubmitBatch`` transactions.
   `EntryRefused` with the contract's check and reason. Queries go through the org's gateway.
 - `OrgBatcher`: collects one organisation's entries per round and submits them, split by
   `BatchLimits`, as soon as every device of the org has handed in its entry, a batch is
-  full, or no entry came for `linger` seconds. Transient failures are retried; when an
-  endorsing org's private validation refuses a device, the batch goes again without it.
+  full, or no entry came for `linger` seconds, with at most `max_in_flight` batches of the
+  org in flight. Transient failures are retried; when an endorsing org's private validation
+  refuses a device, the batch goes again without it.
 - `split_batches`, `BatchLimits`: the message limits.
 
 Why `DEFAULT_MAX_BATCH_BYTES` is 4 MiB: a batch's bytes travel twice in its transaction (the
@@ -99,8 +100,8 @@ class _Item:
 @dataclass
 class _Round:
     items: list[_Item] = field(default_factory=list)
-    size: int = 0
     arrived: int = 0
+    due: bool = False  # no entry came for `linger` seconds: send what there is
     timer: asyncio.TimerHandle | None = None
 
 
@@ -108,8 +109,11 @@ class OrgBatcher:
     """Submits one organisation's device entries in batches, as `ledger`'s identity (any
     identity of that organisation: the org's gateway).
 
-    `devices` is how many devices hand in entries (a round's batch goes as soon as all did);
-    `say` reports each batch (progress for long rounds).
+    A round's entries go as soon as a batch is full, every one of the `devices` has handed
+    in its entry, or none came for `linger` seconds; at most `max_in_flight` batches of the
+    org are being endorsed and committed at once (more would only share the same CPUs and
+    run into the peers' endorsement timeout), and entries arriving meanwhile fill the next
+    batches. `say` reports each batch (progress for long rounds) and each failed one.
     """
 
     def __init__(
@@ -120,13 +124,17 @@ class OrgBatcher:
         limits: BatchLimits | None = None,
         retry: Retry | None = None,
         linger: float = 0.2,
+        max_in_flight: int = 2,
         say: Callable[[str], None] | None = None,
     ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.ledger = ledger
         self.devices = devices
         self.limits = limits or BatchLimits()
         self.retry = retry or Retry()
         self.linger = linger
+        self.max_in_flight = max_in_flight
         self.say = say
         self._rounds: dict[tuple[str, int], _Round] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -137,35 +145,36 @@ class OrgBatcher:
         loop = asyncio.get_running_loop()
         key = (task, round_no)
         pending = self._rounds.setdefault(key, _Round())
-        if pending.items and (
-            len(pending.items) >= self.limits.max_entries
-            or pending.size + fl.entry_size(entry) > self.limits.max_bytes
-        ):
-            self._flush(key)
-            pending = self._rounds.setdefault(key, _Round(arrived=pending.arrived))
         item = _Item(worker, entry, loop.create_future())
         pending.items.append(item)
-        pending.size += fl.entry_size(entry)
         pending.arrived += 1
+        pending.due = False
         if pending.timer is not None:
             pending.timer.cancel()
-        if pending.arrived >= self.devices:
-            self._flush(key)
-        else:
-            pending.timer = loop.call_later(self.linger, self._flush, key)
+        pending.timer = loop.call_later(self.linger, self._due, key)
+        self._flush()
         return await item.done
 
-    def _flush(self, key: tuple[str, int]) -> None:
-        pending = self._rounds.get(key)
-        if pending is None or not pending.items:
-            return
-        if pending.timer is not None:
-            pending.timer.cancel()
-        self._rounds[key] = _Round(arrived=pending.arrived)
-        for indices in split_batches([i.entry for i in pending.items], self.limits):
-            sending = asyncio.create_task(self._send(key, [pending.items[i] for i in indices]))
-            self._sending.add(sending)
-            sending.add_done_callback(self._sending.discard)
+    def _due(self, key: tuple[str, int]) -> None:
+        self._rounds[key].due = True
+        self._flush()
+
+    def _flush(self) -> None:
+        """Start sending every ready batch there is a slot for."""
+        for key, pending in self._rounds.items():
+            while pending.items and len(self._sending) < self.max_in_flight:
+                first = split_batches([i.entry for i in pending.items], self.limits)[0]
+                whole = len(first) == len(pending.items)
+                if whole and not (pending.due or pending.arrived >= self.devices):
+                    break  # a partial batch while more entries may come
+                batch, pending.items = pending.items[: len(first)], pending.items[len(first) :]
+                sending = asyncio.create_task(self._send(key, batch))
+                self._sending.add(sending)
+                sending.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._flush()
 
     async def _send(self, key: tuple[str, int], items: list[_Item]) -> None:
         task, round_no = key
@@ -184,10 +193,12 @@ class OrgBatcher:
                         _settle(i, EntryRefused(i.worker, refused))
                     items = [i for i in items if i not in named]
                     continue
+                self._report(round_no, items, f"failed: {refused.check}: {refused.message}")
                 for i in items:
                     _settle(i, EntryRefused(i.worker, refused) if refused.check == "batch" else exc)
                 return
             except Exception as exc:  # noqa: BLE001 - every device hears of it
+                self._report(round_no, items, f"failed: {type(exc).__name__}: {exc}")
                 for i in items:
                     _settle(i, exc)
                 return
@@ -198,13 +209,19 @@ class OrgBatcher:
             for i in items:
                 if i.worker in records:
                     _settle(i, records[i.worker])
-            if self.say is not None:
-                self.say(
-                    f"{self.ledger.msp_id}: round {round_no}: a batch of {len(items)} devices: "
-                    f"{len(records)} recorded, {len(result['refused'])} refused "
-                    f"({time.perf_counter() - started:.1f}s)"
-                )
+            elapsed = time.perf_counter() - started
+            self._report(
+                round_no,
+                items,
+                f"{len(records)} recorded, {len(result['refused'])} refused ({elapsed:.1f}s)",
+            )
             return
+
+    def _report(self, round_no: int, items: list[_Item], what: str) -> None:
+        if self.say is not None:
+            self.say(
+                f"{self.ledger.msp_id}: round {round_no}: a batch of {len(items)} devices: {what}"
+            )
 
 
 def _settle(item: _Item, outcome: dict | BaseException) -> None:
