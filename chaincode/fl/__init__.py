@@ -48,7 +48,6 @@ from fedfabric.chaincode.fl._aggregation import (
 )
 from fedfabric.chaincode.fl._audit import aggregate_round, recompute_audit, verify_audit
 from fedfabric.chaincode.fl._batch import (
-    BATCH_REFUSALS,
     MAX_BATCH_ENTRIES,
     BatchEntry,
     decode_batch,
@@ -83,7 +82,12 @@ from fedfabric.chaincode.fl._models import (
     set_weights,
 )
 from fedfabric.chaincode.fl._registry import Registry
-from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES, TaskSpec, task_drivers
+from fedfabric.chaincode.fl._task import (
+    BATCH_REFUSALS,
+    MAX_UPDATE_BYTES,
+    TaskSpec,
+    task_drivers,
+)
 from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
 
 __all__ = [

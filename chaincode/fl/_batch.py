@@ -49,14 +49,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedfabric.chaincode import enrollment_id
 from fedfabric.chaincode.fl._errors import UpdateError
+from fedfabric.chaincode.fl._task import MAX_UPDATE_BYTES
 
 MAGIC = b"FLB1"
 MAX_BATCH_ENTRIES = 2000
 """The most entries a batch may hold: bounds one endorsement's work (about 1 ms an entry)."""
 MAX_CERT_BYTES = 8192
 MAX_SIGNATURE_BYTES = 139  # a DER ECDSA signature on P-521, the largest curve
-BATCH_REFUSALS = ("entry", "batch")
-"""A task's ``batch_refusal``: refuse an invalid entry alone (default) or the whole batch."""
 
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
@@ -109,9 +108,10 @@ def entry_size(entry: BatchEntry) -> int:
     return 14 + len(entry.certificate) + len(entry.update) + len(entry.signature)
 
 
-def decode_batch(data: bytes, max_update_bytes: int) -> list[BatchEntry]:
+def decode_batch(data: bytes) -> list[BatchEntry]:
     """The entries of an encoded batch. Raises `UpdateError` (check ``batch-format``) for
-    anything that is not exactly one well-formed batch within the limits."""
+    anything that is not exactly one well-formed batch within the limits (an update up to
+    `MAX_UPDATE_BYTES`: the task's own ``max_update_bytes`` refuses an entry alone)."""
     view = memoryview(data)
     if bytes(view[:4]) != MAGIC or len(view) < 8:
         raise UpdateError("batch-format", f"not a batch: expected the magic {MAGIC!r}")
@@ -137,7 +137,7 @@ def decode_batch(data: bytes, max_update_bytes: int) -> list[BatchEntry]:
 
     for _ in range(count):
         cert = sized(_U32, MAX_CERT_BYTES, "certificate")
-        update = sized(_U32, max_update_bytes, "update")
+        update = sized(_U32, MAX_UPDATE_BYTES, "update")
         (samples,) = _U32.unpack(take(4, "num_samples"))
         signature = sized(_U16, MAX_SIGNATURE_BYTES, "signature")
         entries.append(BatchEntry(cert, update, samples, signature))

@@ -507,7 +507,7 @@ class FLContract(Contract):
         """
         spec, msp_id = await self._submitting(ctx, task, round_no)
         try:
-            entries = decode_batch(batch, spec.max_update_bytes)
+            entries = decode_batch(batch)
         except FLError as exc:
             raise _translate(exc) from exc
         base = await self._model_bytes(ctx, task, round_no - 1)

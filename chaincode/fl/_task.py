@@ -66,7 +66,6 @@ from fedfabric.chaincode.fl._aggregation import (
     Rule,
     make_rule,
 )
-from fedfabric.chaincode.fl._batch import BATCH_REFUSALS
 from fedfabric.chaincode.fl._encoding import Layout, encoded_size
 from fedfabric.chaincode.fl._errors import AggregationError, TaskError, UpdateError
 from fedfabric.chaincode.fl._fixedpoint import MAX_ABS, MAX_TOTAL_WEIGHT
@@ -80,6 +79,9 @@ MAX_UPDATE_BYTES = 50_000_000
 # 2**31). Claims weigh FedAvg and Multi-Krum: the bound keeps weights and their sum finite and
 # far from overflow, but does not stop one large claim outweighing small ones.
 DEFAULT_MAX_SAMPLES = 1_000_000
+BATCH_REFUSALS = ("entry", "batch")
+"""A task's ``batch_refusal``: refuse an invalid entry of a device batch alone (default), or
+the whole batch."""
 DEFAULT_MAX_WORKERS_PER_ORG = 10
 MAX_WORKERS_PER_ORG = 100_000
 

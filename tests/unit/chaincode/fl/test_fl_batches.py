@@ -126,6 +126,7 @@ async def test_each_device_is_recorded_exactly_as_submit_update_records_a_worker
         ("expired", "certificate", "not at 2024-01-01"),
         ("not registered", "registered", "is not registered for task 'digits'"),
         ("garbage certificate", "certificate", "not a DER X.509 certificate"),
+        ("too large", "size", "1001 bytes"),
     ],
 )
 async def test_an_entry_that_is_not_its_devices_own_for_this_round_is_refused(
@@ -160,6 +161,8 @@ async def test_an_entry_that_is_not_its_devices_own_for_this_round_is_refused(
         entry = cas["Org1MSP"].issue("stranger").entry(CHANNEL, "digits", 1, blob)
     elif case == "garbage certificate":
         entry = type(entry)(b"\x30\x03abc", blob, 10, entry.signature)
+    elif case == "too large":  # the task's max_update_bytes is 1000
+        entry = device.entry(CHANNEL, "digits", 1, blob + b"\x00" * (1001 - len(blob)))
     good = devices["org1"][1].entry(CHANNEL, "digits", 1, update(0.25))
 
     outcome = await world.json("SubmitBatch", "digits", 1, encode_batch([entry, good]), who="w1")
@@ -263,7 +266,7 @@ async def test_a_batch_endorses_to_the_same_read_write_set_twice(batch_world, de
 def test_batches_round_trip_and_the_task_setting_is_checked(devices):
     entries = [d.entry(CHANNEL, "t", 1, update(0.5)) for d in devices["org1"][:2]]
 
-    assert decode_batch(encode_batch(entries), 1000) == entries
+    assert decode_batch(encode_batch(entries)) == entries
     with pytest.raises(TaskError, match="'batch_refusal': must be one of \\['entry', 'batch'\\]"):
         TaskSpec.from_json(task_json(batch_refusal="device"))
     assert TaskSpec.from_json(task_json(batch_refusal="batch")).to_json()["batch_refusal"] == (
