@@ -40,7 +40,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fedfabric.chaincode import fl
-from fedfabric.fl_worker.ledger import EntryRefused, Ledger, Refusal, _Calls, refusal
+from fedfabric.fl_worker.ledger import EntryRefused, Ledger, Refusal, _Calls, _Identity, refusal
 from fedfabric.fl_worker.worker import Retry
 from fedfabric.gateway import ChaincodeEvent, EndorseError, EventStream
 
@@ -233,7 +233,7 @@ def _settle(item: _Item, outcome: dict | BaseException) -> None:
         item.done.set_result(outcome)
 
 
-class DeviceLedger(_Calls):
+class DeviceLedger(_Identity):
     """One device's `Ledger`: its certificate (PEM, from its organisation's CA) and signer
     (``signer(sha256 digest) -> DER signature``, e.g. `fedfabric.gateway.signers`); its
     update goes through `batcher`, and queries through the batcher's ledger. A device
@@ -244,27 +244,10 @@ class DeviceLedger(_Calls):
             raise TypeError("the batcher's ledger must be an FLLedger or a MemoryFLLedger")
         self.batcher = batcher
         self._queries: _Calls = batcher.ledger
-        self._msp_id = batcher.ledger.msp_id
-        self._worker_id = fl.worker_id(self._msp_id, certificate)
-        self._enrolment_id = fl.worker_enrolment(certificate)
+        self._identify(batcher.ledger.msp_id, certificate)
         cert = x509.load_pem_x509_certificate(certificate)
         self._der = cert.public_bytes(serialization.Encoding.DER)
         self._sign = signer
-
-    @property
-    def msp_id(self) -> str:
-        """The device's organisation."""
-        return self._msp_id
-
-    @property
-    def worker_id(self) -> str:
-        """The contract's id of the device (`fedfabric.chaincode.fl.worker_id`)."""
-        return self._worker_id
-
-    @property
-    def enrolment_id(self) -> str:
-        """The enrolment id its org's admin registers."""
-        return self._enrolment_id
 
     @property
     def channel(self) -> str:

@@ -472,16 +472,13 @@ def _response(result: InvokeResult) -> tuple[Any, ...]:
     return (result.status, result.message, result.payload, result.event, result.rwset)
 
 
-class MemoryFLLedger(_Calls):
-    """One identity's `Ledger` over a `MemoryFL`."""
+class _Identity(_Calls):
+    """`_Calls` for one known identity (MSP id and certificate PEM) without a gateway."""
 
-    def __init__(self, world: MemoryFL, creator: bytes) -> None:
-        self.world = world
-        self.creator = creator
-        identity = identities_pb2.SerializedIdentity.FromString(creator)
-        self._msp_id = identity.mspid
-        self._worker_id = fl.worker_id(identity.mspid, identity.id_bytes)
-        self._enrolment_id = fl.worker_enrolment(identity.id_bytes)
+    def _identify(self, msp_id: str, certificate: bytes) -> None:
+        self._msp_id = msp_id
+        self._worker_id = fl.worker_id(msp_id, certificate)
+        self._enrolment_id = fl.worker_enrolment(certificate)
 
     @property
     def msp_id(self) -> str:
@@ -497,6 +494,16 @@ class MemoryFLLedger(_Calls):
     def enrolment_id(self) -> str:
         """The enrolment id its org's admin registers."""
         return self._enrolment_id
+
+
+class MemoryFLLedger(_Identity):
+    """One identity's `Ledger` over a `MemoryFL`."""
+
+    def __init__(self, world: MemoryFL, creator: bytes) -> None:
+        self.world = world
+        self.creator = creator
+        identity = identities_pb2.SerializedIdentity.FromString(creator)
+        self._identify(identity.mspid, identity.id_bytes)
 
     @property
     def channel(self) -> str:

@@ -35,17 +35,7 @@ async def world(tmp_path):
         settings = {"msp_id": msp, "ca_certs": str(tmp_path / "ca-certs")}
         contracts[msp] = fl.FLContract(settings, validator=validator)
     world = MemoryFL(contracts)
-    spec = {
-        "id": TASK,
-        "layout": flval.LAYOUT,
-        "rounds": 2,
-        "min_updates": 1,
-        "norm_bound": 100.0,
-        "max_update_bytes": 10_000,
-        "aggregation": {"rule": "fedavg", "params": {}},
-        "allowed_orgs": sorted(flval.ORG_COORDINATES),
-        "validation_threshold": 0.05,
-    }
+    spec = flval.memory_task(TASK)
     transport = cas["TransportMSP"]
     admin = world.ledger(transport.creator("admin", role="admin"))
     await admin.create_task(spec, fl.encode_model({"w": flval.TRUE_WEIGHTS}, LAYOUT))
