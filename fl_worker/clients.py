@@ -187,8 +187,10 @@ class Clients:
         """`devices_per_org` simulated devices per org of `fed`, each with its own identity
         (``device<n>``, issued by its org's CA) that signs its updates; each org's
         ``User1`` submits them in device batches (`fedfabric.fl_worker.devices`) within
-        `limits` (default: `message_limit`). `say` reports each batch. Raises ValueError
-        as `device_trainers` does."""
+        `limits` (default: `message_limit`). `say` reports each batch. A device waiting in
+        its batch holds one of `resources`' submission slots: give it a
+        ``submit_concurrency`` of at least the fleet, or batches fill only that far. Raises
+        ValueError as `device_trainers` does."""
         resources = resources if resources is not None else WorkerResources()
         limits = limits or BatchLimits.for_message_limit(self.message_limit())
         trainers = device_trainers(fed, devices_per_org)

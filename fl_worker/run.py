@@ -403,7 +403,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--devices",
         type=int,
         metavar="N",
-        help="device mode: N simulated devices per org, each its own identity",
+        help="device mode: N simulated devices per org, each its own identity; each org's "
+        "gateway submits its devices' signed updates in batches",
     )
     p.add_argument("--task", help="task id on the ledger (default: from the settings)")
     p.add_argument(
