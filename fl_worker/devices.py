@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,18 +76,21 @@ class BatchLimits:
 def split_batches(entries: Sequence[fl.BatchEntry], limits: BatchLimits) -> list[list[int]]:
     """The indices of `entries`, in order, cut into batches within `limits` (an entry larger
     than ``max_bytes`` alone goes in a batch of its own)."""
-    batches: list[list[int]] = []
-    size = 0
+    return list(_batches(entries, limits))
+
+
+def _batches(entries: Sequence[fl.BatchEntry], limits: BatchLimits) -> Iterator[list[int]]:
+    batch: list[int] = []
+    size = 8  # the magic and the count
     for i, entry in enumerate(entries):
         n = fl.entry_size(entry)
-        current = batches[-1] if batches else None
-        if current is None or len(current) >= limits.max_entries or size + n > limits.max_bytes:
-            batches.append([i])
-            size = 8 + n
-        else:
-            current.append(i)
-            size += n
-    return batches
+        if batch and (len(batch) >= limits.max_entries or size + n > limits.max_bytes):
+            yield batch
+            batch, size = [], 8
+        batch.append(i)
+        size += n
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -163,7 +166,7 @@ class OrgBatcher:
         """Start sending every ready batch there is a slot for."""
         for key, pending in self._rounds.items():
             while pending.items and len(self._sending) < self.max_in_flight:
-                first = split_batches([i.entry for i in pending.items], self.limits)[0]
+                first = next(_batches([i.entry for i in pending.items], self.limits))
                 whole = len(first) == len(pending.items)
                 if whole and not (pending.due or pending.arrived >= self.devices):
                     break  # a partial batch while more entries may come
