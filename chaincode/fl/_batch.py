@@ -29,8 +29,10 @@ channel, task or round, nor given another weight::
 Certificates are checked against the issuing organisation's CA certificate only (the roots
 in the channel's MSP: the chaincode server's ``ca_certs`` setting, a folder of
 ``<MSP id>.pem``): issuer name, the CA's signature, and validity at the transaction's
-timestamp (the proposal's, so every endorser decides the same). Intermediate CAs and CRLs
-are not consulted; an organisation stops a device with ``RemoveWorkers``.
+timestamp (the proposal's, so every endorser decides the same; the submitting organisation
+sets it, so expiry binds its devices, not the organisation itself), and no CA certificate as
+a device. Intermediate CAs and CRLs are not consulted; an organisation stops a device with
+``RemoveWorkers``.
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ def verify_certificate(
 ) -> Device:
     """The device of a certificate (DER) that `ca` (`msp_id`'s CA) issued and that is valid
     at `when`. Pure and deterministic. Raises `UpdateError` (check ``certificate``): not
-    parseable, not issued by `ca`, no CA configured, not valid at `when`, no enrolment id."""
+    parseable, not issued by `ca`, no CA configured, not valid at `when`, a CA certificate,
+    no enrolment id, not an ECDSA key."""
     if ca is None:
         raise UpdateError(
             "certificate",
@@ -202,6 +205,12 @@ def verify_certificate(
             f"{subject} is valid {cert.not_valid_before_utc.isoformat()} to "
             f"{cert.not_valid_after_utc.isoformat()}, not at {when.isoformat()}",
         )
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if is_ca:
+        raise UpdateError("certificate", f"{subject} is a CA certificate, not a device's")
     enrolment = enrollment_id(cert)
     if not enrolment:
         raise UpdateError("certificate", f"{subject} has no enrolment id (hf.EnrollmentID or CN)")

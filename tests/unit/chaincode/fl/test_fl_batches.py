@@ -127,6 +127,7 @@ async def test_each_device_is_recorded_exactly_as_submit_update_records_a_worker
         ("not registered", "registered", "is not registered for task 'digits'"),
         ("garbage certificate", "certificate", "not a DER X.509 certificate"),
         ("too large", "size", "1001 bytes"),
+        ("a CA as device", "certificate", "is a CA certificate, not a device's"),
     ],
 )
 async def test_an_entry_that_is_not_its_devices_own_for_this_round_is_refused(
@@ -161,6 +162,8 @@ async def test_an_entry_that_is_not_its_devices_own_for_this_round_is_refused(
         entry = cas["Org1MSP"].issue("stranger").entry(CHANNEL, "digits", 1, blob)
     elif case == "garbage certificate":
         entry = type(entry)(b"\x30\x03abc", blob, 10, entry.signature)
+    elif case == "a CA as device":
+        entry = cas["Org1MSP"].issue("device0", ca=True).entry(CHANNEL, "digits", 1, blob)
     elif case == "too large":  # the task's max_update_bytes is 1000
         entry = device.entry(CHANNEL, "digits", 1, blob + b"\x00" * (1001 - len(blob)))
     good = devices["org1"][1].entry(CHANNEL, "digits", 1, update(0.25))
