@@ -11,6 +11,8 @@ Modules (imported on use; `ml` and everything that trains pulls in torch):
 - `worker`, `coordinator`: the round loop, once: workers submit, the coordinator advances.
 - `inmemory`: the same round loop over the in-memory contract (the run without the ledger).
 - `clients`: the connections and identities a run uses (org workers, simulated devices).
+- `devices`: devices sign their updates; their organisation's gateway submits them in
+  batches (``SubmitBatch``).
 - `audit`: recompute every round from the ledger.
 - `run`, `report`: the ``fedfabric run`` job and its report folder.
 """

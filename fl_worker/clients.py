@@ -10,8 +10,10 @@ not a thousand connections. It makes:
   (an extra identity ``worker<j>`` is issued when the org has fewer users);
 - `Clients.device_workers(fed, devices_per_org)`: simulated IoT devices, each a `Worker`
   with its own identity (``device<n>``, issued by the org's CA on first use and kept in
-  the network's state directory). The org's training data is split across its devices;
-  each device trains one tiny local step set, so per-device CPU work stays small.
+  the network's state directory) that signs its updates; the org's ``User1`` submits them
+  in device batches (``SubmitBatch``, see `fedfabric.fl_worker.devices`). The org's
+  training data is split across its devices; each device trains one tiny local step set,
+  so per-device CPU work stays small.
 
 Example::
 
@@ -26,7 +28,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -34,10 +37,12 @@ import grpc
 import grpc.aio
 from fabric_protos.msp import identities_pb2
 
+from fedfabric.fl_worker.devices import BatchLimits, DeviceLedger, OrgBatcher
 from fedfabric.fl_worker.federation import Federation, device_trainers, federation_workers
 from fedfabric.fl_worker.ledger import CHAINCODE, FLLedger
 from fedfabric.fl_worker.worker import Retry, Worker, WorkerResources
 from fedfabric.gateway import (
+    MAX_MESSAGE_SIZE,
     Gateway,
     Timeouts,
     connect,
@@ -47,6 +52,9 @@ from fedfabric.gateway import (
 )
 from fedfabric.gateway.signers import new_private_key_signer
 from fedfabric.network import Backend, IdentityFiles, endorsing_sets
+
+_SIZE = re.compile(r"\s*(\d+)\s*(KB|MB)\s*")  # as the topology writes sizes (Fabric's units)
+_UNITS = {"KB": 1024, "MB": 1024 * 1024}
 
 
 class Clients:
@@ -179,25 +187,46 @@ class Clients:
         *,
         resources: WorkerResources | None = None,
         retry: Retry | None = None,
+        limits: BatchLimits | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> list[Worker]:
         """`devices_per_org` simulated devices per org of `fed`, each with its own identity
-        (``device<n>``). Raises ValueError as `device_trainers` does."""
+        (``device<n>``, issued by its org's CA) that signs its updates; each org's
+        ``User1`` submits them in device batches (`fedfabric.fl_worker.devices`) within
+        `limits` (default: `message_limit`). `say` reports each batch. A device waiting in
+        its batch holds one of `resources`' submission slots: give it a
+        ``submit_concurrency`` of at least the fleet, or batches fill only that far. Raises
+        ValueError as `device_trainers` does."""
         resources = resources if resources is not None else WorkerResources()
+        limits = limits or BatchLimits.for_message_limit(self.message_limit())
         trainers = device_trainers(fed, devices_per_org)
         workers = []
         for k, org in enumerate(self.org_names(fed.config.orgs)):
+            gateway = self.ledger(org, self.network.identity(org, "User1"), sync=False)
+            batcher = OrgBatcher(
+                gateway, devices=devices_per_org, limits=limits, retry=retry, say=say
+            )
             names = [f"device{k * devices_per_org + d + 1:05d}" for d in range(devices_per_org)]
-            for d, identity in enumerate(await self.identities(org, names)):
-                workers.append(
-                    Worker(
-                        names[d],
-                        self.ledger(org, identity, sync=False),
-                        trainers[k * devices_per_org + d],
-                        resources=resources,
-                        retry=retry,
-                    )
+            identities = await self.identities(org, names)
+            keys = await asyncio.to_thread(
+                lambda i=identities: [load_private_key(x.key) for x in i]
+            )
+            for d, identity in enumerate(identities):
+                ledger = DeviceLedger(
+                    batcher, identity.cert.read_bytes(), new_private_key_signer(keys[d])
                 )
+                trainer = trainers[k * devices_per_org + d]
+                workers.append(Worker(names[d], ledger, trainer, resources=resources, retry=retry))
         return workers
+
+    def message_limit(self) -> int:
+        """The smallest message limit on a transaction's way, in bytes: the orderer's
+        ``absolute_max_bytes`` (topology) or the gateway's gRPC limit."""
+        size = self.topology.consensus.absolute_max_bytes
+        found = _SIZE.fullmatch(size)
+        if found is None:
+            raise ValueError(f"absolute_max_bytes {size!r} is not a size like '99 MB'")
+        return min(int(found[1]) * _UNITS[found[2]], MAX_MESSAGE_SIZE)
 
     def _channel(self, org: str) -> grpc.aio.Channel:
         if org not in self._channels:

@@ -6,7 +6,8 @@ A round, as `Coordinator.run_round` runs it (``CreateTask`` opened round 1, each
     GetRoundUpdates (the round's state, the updates already recorded, its aggregate; not
                      needed when this coordinator's own AdvanceRound opened the round)
       → every worker trains and submits, concurrently
-      → wait for the UpdateSubmitted chaincode event of every accepted update (or a deadline)
+      → wait for the chaincode event of every accepted update (or a deadline): its
+        UpdateSubmitted, or the BatchSubmitted of its device batch
       → wait until every organisation's peer has the last of those blocks
       → AdvanceRound (aggregate, store the new global model, open the next round: one block;
                       it returns once every organisation's peer has that block)
@@ -580,11 +581,13 @@ class Coordinator:
     ) -> None:
         async with self.ledger.events(start_block=start_block) as stream:
             async for event in stream:
-                if event.event_name != "UpdateSubmitted":
+                if event.event_name not in ("UpdateSubmitted", "BatchSubmitted"):
                     continue
                 payload = json.loads(event.payload)
                 if payload.get("task") == self.task and payload.get("round") == round_no:
-                    arrived.add(payload["worker"])
+                    # A device batch announces each of its accepted updates.
+                    for update in payload.get("accepted", [payload]):
+                        arrived.add(update["worker"])
                     blocks.append(event.block_number)
                     changed.set()
 

@@ -58,6 +58,8 @@ from fedfabric.gateway import (
 )
 
 CHAINCODE = "fl"
+MEMORY_CHANNEL = "memory"
+"""The channel name `MemoryFL`'s contract sees."""
 _RESPONSE = re.compile(r"chaincode response (\d+), (.*)", re.DOTALL)
 
 
@@ -74,6 +76,16 @@ class Refusal:
     check: str
     message: str
     orgs: tuple[str, ...]
+
+
+class EntryRefused(Exception):
+    """The contract refused one entry of a device batch (``SubmitBatch``); `refusal` says
+    which check and why, `orgs` are empty (every endorser decides the same)."""
+
+    def __init__(self, worker: str, refused: Refusal) -> None:
+        super().__init__(f"{worker}: {refused.message}")
+        self.worker = worker
+        self.refusal = refused
 
 
 def refusal(exc: GatewayError | CommitError) -> Refusal:
@@ -103,10 +115,13 @@ class Ledger(Protocol):
     def worker_id(self) -> str: ...
     @property
     def enrolment_id(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
     async def create_task(self, spec: dict[str, Any], initial_model: bytes) -> dict[str, Any]: ...
     async def submit_update(
         self, task: str, round_no: int, update: bytes, num_samples: int
     ) -> dict[str, Any]: ...
+    async def submit_batch(self, task: str, round_no: int, batch: bytes) -> dict[str, Any]: ...
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]: ...
     async def aggregate_buffer(self, task: str, version: int, ids: list[str]) -> dict[str, Any]: ...
     async def async_state(self, task: str) -> dict[str, Any]: ...
@@ -148,6 +163,17 @@ class _Calls:
     ) -> dict[str, Any]:
         """``SubmitUpdate`` as this identity; returns the committed update record."""
         return await self._submit("SubmitUpdate", task, str(round_no), update, str(num_samples))
+
+    async def submit_batch(self, task: str, round_no: int, batch: bytes) -> dict[str, Any]:
+        """``SubmitBatch`` as this identity (any identity of the devices' organisation):
+        `batch` is encoded by `fedfabric.chaincode.fl.encode_batch`, each entry signed by its
+        device. Returns the batch record (accepted devices, refused entries with device,
+        check and reason) and, under ``records``, the accepted update records."""
+        return await self._submit("SubmitBatch", task, str(round_no), batch)
+
+    async def batches(self, task: str, round_no: int) -> list[dict[str, Any]]:
+        """``GetBatches``: the round's batch records."""
+        return await self._evaluate("GetBatches", task, str(round_no))
 
     async def advance_round(self, task: str, round_no: int) -> dict[str, Any]:
         """``AdvanceRound`` (admins only): aggregate the open round and open the next one in
@@ -270,6 +296,11 @@ class FLLedger(_Calls):
     def enrolment_id(self) -> str:
         """The enrolment id its org's admin registers (`fl.worker_enrolment`)."""
         return fl.worker_enrolment(self._require_identity().credentials)
+
+    @property
+    def channel(self) -> str:
+        """The channel's name (device batch entries are signed for it)."""
+        return self.network.name
 
     async def height(self) -> int:
         """The channel's block height on the gateway peer (``qscc GetChainInfo``)."""
@@ -456,6 +487,7 @@ class MemoryFL:
             *args,
             creator=creator,
             ledger=self.state,
+            channel_id=MEMORY_CHANNEL,
             commit=False,
         )
 
@@ -523,17 +555,13 @@ def _response(result: InvokeResult) -> tuple[Any, ...]:
     return (result.status, result.message, result.payload, result.event, result.rwset)
 
 
-class MemoryFLLedger(_Calls):
-    """One identity's `Ledger` over a `MemoryFL`."""
+class _Identity(_Calls):
+    """`_Calls` for one known identity (MSP id and certificate PEM) without a gateway."""
 
-    def __init__(self, world: MemoryFL, creator: bytes) -> None:
-        self.world = world
-        self.creator = creator
-        identity = identities_pb2.SerializedIdentity.FromString(creator)
-        self._msp_id = identity.mspid
-        self._worker_id = fl.worker_id(identity.mspid, identity.id_bytes)
-        self._enrolment_id = fl.worker_enrolment(identity.id_bytes)
-        self._steps: dict[str, float] = {}
+    def _identify(self, msp_id: str, certificate: bytes) -> None:
+        self._msp_id = msp_id
+        self._worker_id = fl.worker_id(msp_id, certificate)
+        self._enrolment_id = fl.worker_enrolment(certificate)
 
     @property
     def msp_id(self) -> str:
@@ -549,6 +577,22 @@ class MemoryFLLedger(_Calls):
     def enrolment_id(self) -> str:
         """The enrolment id its org's admin registers."""
         return self._enrolment_id
+
+
+class MemoryFLLedger(_Identity):
+    """One identity's `Ledger` over a `MemoryFL`."""
+
+    def __init__(self, world: MemoryFL, creator: bytes) -> None:
+        self.world = world
+        self.creator = creator
+        identity = identities_pb2.SerializedIdentity.FromString(creator)
+        self._identify(identity.mspid, identity.id_bytes)
+        self._steps: dict[str, float] = {}
+
+    @property
+    def channel(self) -> str:
+        """The channel the memory contract sees (`MEMORY_CHANNEL`)."""
+        return MEMORY_CHANNEL
 
     async def height(self) -> int:
         """Blocks committed so far."""
@@ -604,7 +648,9 @@ def is_transient(exc: BaseException) -> bool:
 
 __all__ = [
     "CHAINCODE",
+    "MEMORY_CHANNEL",
     "EndorseError",
+    "EntryRefused",
     "FLLedger",
     "Ledger",
     "MemoryFL",

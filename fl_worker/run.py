@@ -101,7 +101,9 @@ async def run_job(
         if config.validation_threshold is not None:
             say("each organisation's validation split → its private directory, for its servers")
             await asyncio.to_thread(write_validation_splits, network, fed, task)
-        resources = WorkerResources(train_concurrency=2)
+        # Devices wait in their org's batch: each may hold a submission slot meanwhile.
+        slots = config.orgs * options.devices_per_org if options.devices_per_org else 64
+        resources = WorkerResources(train_concurrency=2, submit_concurrency=max(64, slots))
         coordinator = coordinator_for(
             fed,
             admin,
@@ -135,7 +137,7 @@ async def run_job(
         h0 = await admin.height()
         if options.devices_per_org:
             workers = await clients.device_workers(
-                fed, options.devices_per_org, resources=resources
+                fed, options.devices_per_org, resources=resources, say=say
             )
         else:
             workers = await clients.federation_workers(fed, resources=resources)
@@ -438,7 +440,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--devices",
         type=int,
         metavar="N",
-        help="device mode: N simulated devices per org, each its own identity",
+        help="device mode: N simulated devices per org, each its own identity; each org's "
+        "gateway submits its devices' signed updates in batches",
     )
     p.add_argument("--task", help="task id on the ledger (default: from the settings)")
     p.add_argument(

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fedfabric.chaincode import fl
-from fedfabric.fl_worker.ledger import Ledger, Refusal, is_transient, refusal
+from fedfabric.fl_worker.ledger import EntryRefused, Ledger, Refusal, is_transient, refusal
 from fedfabric.gateway import CommitError, EndorseError, GatewayError
 
 Tensors = Mapping[str, np.ndarray]
@@ -306,6 +306,10 @@ class Worker:
                 )
                 steps = dict(self.ledger.last_steps)
                 return {"status": COMMITTED, "record": record, "attempts": attempt, "steps": steps}
+            except EntryRefused as exc:  # one entry of a device batch
+                if exc.refusal.check == "replay":
+                    return await self._replayed(task, round_no, local.blob, exc.refusal, attempt)
+                return {"status": REFUSED, "refusal": exc.refusal, "attempts": attempt}
             except (GatewayError, CommitError) as exc:
                 if isinstance(exc, EndorseError) and not is_transient(exc):
                     refused = refusal(exc)

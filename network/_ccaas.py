@@ -63,7 +63,9 @@ def server_address(cc: Chaincode, peer: Peer) -> str:
 def server_args(layout: Layout, org: Organization, peer: Peer, cc: Chaincode) -> list[str]:
     """The arguments of the chaincode server of `cc` next to `peer`, after its program: a
     Python contract's ``serve ...`` (``python -m fedfabric.chaincode``, or the image's
-    entrypoint), or the Node shim's ``server ...``. Mutual TLS with the peer's TLS CA."""
+    entrypoint), or the Node shim's ``server ...``. Mutual TLS with the peer's TLS CA. A
+    Python contract's settings: ``msp_id`` (its org), ``ca_certs`` (the channel's MSP roots,
+    `_crypto.msp_roots_dir`), then the chaincode's own for that org (which may override)."""
     cert, key, client_ca = server_tls_paths(layout, org, peer, cc)
     address, ccid = server_address(cc, peer), package_id(cc)
     if cc.server != "python":
@@ -73,7 +75,8 @@ def server_args(layout: Layout, org: Organization, peer: Peer, cc: Chaincode) ->
     args = ["serve", "--contract", str(cc.contract), "--address", address, "--chaincode-id",
             ccid, "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca",
             str(client_ca)]  # fmt: skip
-    settings = {"msp_id": org.msp_id, **cc.settings.get(org.msp_id, {})}
+    roots = _crypto.msp_roots_dir(layout.crypto_dir)
+    settings = {"msp_id": org.msp_id, "ca_certs": str(roots), **cc.settings.get(org.msp_id, {})}
     for k, v in sorted(settings.items()):
         args += ["--setting", f"{k}={v}"]
     return args

@@ -45,8 +45,16 @@ def user_name(org: Organization | OrdererOrg, user: str) -> str:
     return f"{user}@{org.domain}"
 
 
+def msp_roots_dir(crypto_dir: Path) -> Path:
+    """A folder of ``<MSP id>.pem``: each peer organisation's CA certificate, the root its
+    channel MSP trusts (`generate` writes it). Chaincode servers get it as setting
+    ``ca_certs``, to check certificates carried inside transactions (device batches)."""
+    return crypto_dir / "msp-roots"
+
+
 def generate(topology: Topology, crypto_dir: Path) -> None:
-    """Write (or complete) every organisation's MSP and TLS material under ``crypto_dir``."""
+    """Write (or complete) every organisation's MSP and TLS material under ``crypto_dir``,
+    and the organisations' CA certificates to `msp_roots_dir`."""
     oo = topology.orderer_org
     ca, tlsca = _org_cas(oo, crypto_dir)
     for o in oo.orderers:
@@ -62,6 +70,10 @@ def generate(topology: Topology, crypto_dir: Path) -> None:
     for org in topology.organizations:
         ca, tlsca = _org_cas(org, crypto_dir)
         root = org_dir(crypto_dir, org)
+        _write(
+            msp_roots_dir(crypto_dir) / f"{org.msp_id}.pem",
+            ca.cert.public_bytes(serialization.Encoding.PEM),
+        )
         for p in org.peers:
             _node(root / "peers" / p.host, org, p.host, "peer", ca, tlsca)
         _node(

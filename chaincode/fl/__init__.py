@@ -8,6 +8,8 @@
   integer fixed point so every peer and every worker gets identical bytes (see `_fixedpoint`);
   `Registry` is the one helper behind every by-name registry (rules here, client strategies
   and attacks in `fedfabric.fl_worker`).
+- `encode_batch` / `decode_batch` / `entry_message` define a device batch (``SubmitBatch``:
+  many devices' signed updates in one transaction, see `_batch`).
 - `check_update` runs every content check of an update (what endorsers refuse on bytes
   alone); `verify_audit` recomputes every round from ``GetAudit``.
 - `model_layout` / `build_model` / `get_weights` / `set_weights` turn a JSON model spec into
@@ -48,6 +50,14 @@ from fedfabric.chaincode.fl._aggregation import (
 )
 from fedfabric.chaincode.fl._async import aggregate_version, staleness_factor
 from fedfabric.chaincode.fl._audit import aggregate_round, recompute_audit, verify_audit
+from fedfabric.chaincode.fl._batch import (
+    MAX_BATCH_ENTRIES,
+    BatchEntry,
+    decode_batch,
+    encode_batch,
+    entry_message,
+    entry_size,
+)
 from fedfabric.chaincode.fl._contract import (
     AUDIT_PAGE_UPDATES,
     FLContract,
@@ -76,6 +86,7 @@ from fedfabric.chaincode.fl._models import (
 )
 from fedfabric.chaincode.fl._registry import Registry
 from fedfabric.chaincode.fl._task import (
+    BATCH_REFUSALS,
     MAX_STALENESS_EXPONENT,
     MAX_UPDATE_BYTES,
     MODES,
@@ -90,6 +101,8 @@ __all__ = [
     "AUDIT_PAGE_UPDATES",
     "AggregateResult",
     "AggregationError",
+    "BATCH_REFUSALS",
+    "BatchEntry",
     "COMPRESSIONS",
     "Combination",
     "Exclusion",
@@ -99,6 +112,7 @@ __all__ = [
     "FedAvg",
     "Krum",
     "Layout",
+    "MAX_BATCH_ENTRIES",
     "MAX_STALENESS_EXPONENT",
     "MAX_UPDATE_BYTES",
     "MODES",
@@ -120,9 +134,13 @@ __all__ = [
     "build_model",
     "check_update",
     "content_digest",
+    "decode_batch",
     "decode_update",
+    "encode_batch",
     "encode_model",
     "encode_update",
+    "entry_message",
+    "entry_size",
     "get_weights",
     "krum_scores",
     "make_rule",

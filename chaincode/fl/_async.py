@@ -182,8 +182,13 @@ async def submit_update(
             f"the update was trained from version {base}, but version {newer} is already "
             f"committed: more than max_staleness {spec.max_staleness} versions behind",
         )
-    who = await contract._submitter(ctx, spec, num_samples)
-    slot = await contract._get_json(ctx, "slot", task, who.msp_id, who.enrolment_hash)
+    msp_id = contract._caller_org(ctx, spec)
+    identity = ctx.client_identity
+    try:
+        worker, enrolment_hash = _contract._worker_id(msp_id, identity.enrollment_id)
+    except ValueError as exc:
+        raise refuse("authorised", str(exc)) from exc
+    slot = await contract._get_json(ctx, "slot", task, msp_id, enrolment_hash)
     slot = slot or {"count": 0, "pending": None}
     if slot["pending"] is not None:
         pending = await contract._get_json(ctx, "update", *_parts(task, slot["pending"]))
@@ -191,18 +196,23 @@ async def submit_update(
             raise refuse("replay", f"identical update already recorded in tx {pending['tx_id']}")
         raise refuse(
             "pending",
-            f"{who.worker} already has update {slot['pending']} waiting for aggregation; a "
+            f"{worker} already has update {slot['pending']} waiting for aggregation; a "
             "worker has one pending update at a time",
         )
     n = slot["count"] + 1
-    ident = update_id(who.worker, n)
-    slot = {"count": n, "pending": ident}
-    await contract._put_json(ctx, slot, "slot", task, who.msp_id, who.enrolment_hash)
-    fields = {"base_version": base, "id": ident, "round": base, "seq": n}
+    ident = update_id(worker, n)
+    who = _contract._Submitter(msp_id, identity.enrollment_id, identity.id)
     async with contract._checks:
-        return await contract._record_update(
-            ctx, spec, _parts(task, ident), update, num_samples, who, base_no=base, fields=fields
+        record, tensors = await contract._admit(
+            ctx, spec, base, who, update, num_samples, None, _contract._Pending()
         )
+        assert tensors is not None  # _admit decoded them itself
+        await contract._put_json(
+            ctx, {"count": n, "pending": ident}, "slot", task, msp_id, enrolment_hash
+        )
+        record.update(base_version=base, id=ident, seq=n)
+        parts = _parts(task, ident)
+        return await contract._accept(ctx, spec, record, update, tensors, base, parts)
 
 
 async def aggregate_buffer(

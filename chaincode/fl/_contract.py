@@ -13,6 +13,8 @@ World state (composite keys; rounds are zero-padded to six digits so they sort):
     fl.members   [task, msp]                     how many workers the org has registered
     fl.seal      [task, msp]                     written by each update of the org's workers;
                                                  its key-level policy: the org's own peer
+    fl.batch     [task, round, tx]               a device batch: submitter, accepted devices,
+                                                 refused entries (device, check, reason)
     fl.aggregate [task, round]                   rule, updates used / excluded / clipped, digests
     fl.contrib   [task, msp]                     the org's totals over aggregated rounds
 
@@ -32,6 +34,10 @@ The ``fingerprint`` is the SHA-256 of an update's fixed-point values (what
 aggregation sees): the same content again from the same worker is a ``replay``, from another
 worker a ``copy``, and the first submitter keeps the credit. An all-zero update has no
 fingerprint and may be sent any number of times.
+
+Devices: an organisation's gateway may submit many of its devices' updates in one
+``SubmitBatch``, each signed by its device (see `_batch`); each accepted one is recorded
+exactly as ``SubmitUpdate`` records it, and a refused one is named in the batch record.
 
 Rounds: ``CreateTask`` opens round 1; workers ``SubmitUpdate`` to the open round; one
 ``AdvanceRound`` aggregates it, stores the new global model and opens the next round. A round
@@ -67,11 +73,12 @@ updates of such a model may use fp16 or int8 to be smaller. The 4 MB default of 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import math
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 from cryptography import x509
@@ -89,6 +96,15 @@ from fedfabric.chaincode import (
 from fedfabric.chaincode.fl import _async
 from fedfabric.chaincode.fl import _fixedpoint as fx
 from fedfabric.chaincode.fl._audit import aggregate_round
+from fedfabric.chaincode.fl._batch import (
+    Authorities,
+    BatchEntry,
+    Device,
+    decode_batch,
+    entry_message,
+    verify_certificate,
+    verify_signature,
+)
 from fedfabric.chaincode.fl._encoding import (
     canonical_json,
     decode_update,
@@ -106,6 +122,9 @@ from fedfabric.chaincode.fl._validation import (
 )
 
 AUDIT_PAGE_UPDATES = 1000
+# AdvanceRound reads a round's updates in one scan (the peer sends 100 results a message)
+# when 100 of the largest fit a message well below the 100 MiB gRPC limit; else key by key.
+SCAN_BLOBS_UP_TO = 500_000
 
 _STATUS = {
     "role": 403,
@@ -140,15 +159,6 @@ def _translate(exc: FLError, prefix: str = "") -> ChaincodeError:
     if prefix:
         check, detail = prefix, f"{check}: {detail}"
     return _refusal(check, detail)
-
-
-class _Submitter(NamedTuple):
-    """The worker behind a submission: its id, MSP id, enrolment hash and X.509 subject."""
-
-    worker: str
-    msp_id: str
-    enrolment_hash: str
-    subject: str
 
 
 def _rnd(round_no: int) -> str:
@@ -242,11 +252,87 @@ def _checked(spec: TaskSpec, update: bytes) -> tuple[dict[str, np.ndarray], str 
     return tensors, fingerprint
 
 
+@dataclass(frozen=True)
+class _Submitter:
+    """Whose update it is: the transaction creator (``SubmitUpdate``) or a batch's device."""
+
+    msp_id: str
+    enrolment: str | None
+    subject: str
+
+
+@dataclass
+class _Pending:
+    """What a transaction records before its next update (it does not read its own writes):
+    update records by worker, first submitters by fingerprint; and, for a batch, the
+    submitting org's registry by enrolment hash when it was read in one scan."""
+
+    updates: dict[str, dict] = field(default_factory=dict)
+    firsts: dict[str, dict] = field(default_factory=dict)
+    members: dict[str, dict] | None = None  # the org's registry, when read at once
+
+    def add(self, record: dict) -> None:
+        self.updates[record["worker"]] = record
+        if record["fingerprint"] is not None:
+            self.firsts.setdefault(
+                record["fingerprint"],
+                {"round": record["round"], "tx_id": record["tx_id"], "worker": record["worker"]},
+            )
+
+
+def _announced(record: Mapping) -> dict:
+    """What an update's chaincode event says of it (an asynchronous task's update also its
+    id and base version)."""
+    keys = ("base_version", "digest", "id", "num_samples", "round", "task", "worker")
+    return {k: record[k] for k in keys if k in record}
+
+
+def _checked_entries(
+    spec: TaskSpec,
+    entries: list[BatchEntry],
+    msp_id: str,
+    ca: x509.Certificate | None,
+    when: datetime.datetime | None,
+    channel: str,
+    round_no: int,
+) -> list[tuple[Device | FLError, tuple[None, str | None] | FLError | None]]:
+    """A batch's pure checks in one thread hop, entry by entry: its device
+    (`verify_certificate`), then its signature and content (`_checked`, whose tensors are
+    dropped at once); each result or the error that refuses it."""
+    results: list[tuple[Device | FLError, tuple[None, str | None] | FLError | None]] = []
+    for entry in entries:
+        try:
+            device = verify_certificate(entry.certificate, msp_id, ca, when)
+        except FLError as exc:
+            results.append((exc, None))
+            continue
+        try:
+            message = entry_message(channel, spec.id, round_no, entry.update, entry.num_samples)
+            verify_signature(device, entry.signature, message)
+            results.append((device, (None, _checked(spec, entry.update)[1])))
+        except FLError as exc:
+            results.append((device, exc))
+    return results
+
+
+def _refused_entry(index: int, worker: str | None, exc: ChaincodeError) -> dict:
+    """A refused batch entry as the batch record lists it."""
+    return {
+        "check": json.loads(exc.payload)["check"],
+        "entry": index,
+        "reason": exc.message,
+        "worker": worker,
+    }
+
+
 class FLContract(Contract):
     """The federated-learning contract; see the module docstring for the ledger layout.
 
     Settings: ``validator=module:function`` and ``validation_data=/path.npz`` configure
     org-private validation (see `_validation`); ``msp_id`` names this org in refusals;
+    ``ca_certs`` is a folder of ``<MSP id>.pem``, each organisation's CA certificate, that
+    ``SubmitBatch`` checks device certificates against (`fedfabric.network` gives every
+    chaincode server the channel's MSP roots);
     ``max_concurrent_checks`` (default 2) bounds the updates decoded, checked and validated
     at once, so memory stays about that many times 36 bytes per parameter however many
     proposals arrive (the others wait). Tests may pass a `validator` callable directly.
@@ -272,6 +358,7 @@ class FLContract(Contract):
                 f"setting max_concurrent_checks must be an integer >= 1, got {limit!r}"
             )
         self._checks = asyncio.Semaphore(int(limit))
+        self._authorities = Authorities(self.settings.get("ca_certs"))
 
     # -- ledger helpers ------------------------------------------------------------------
 
@@ -377,10 +464,11 @@ class FLContract(Contract):
 
         The worker is the transaction creator (MSP id and X.509 subject). Checks, each a
         refusal naming it: ``not-found``, ``round-open``, ``authorised``, ``num-samples``,
-        ``replay`` / ``one-per-round``, ``size``, ``format``, ``encoding-version``,
-        ``quantization``, ``compression``, ``dtype``, ``tensor-names``, ``shapes``,
-        ``layout``, ``non-finite``, ``digest``, ``norm``; then ``private-validation`` when
-        this org runs a validator and the task sets a threshold.
+        ``registered``, ``replay`` / ``one-per-round``, ``size``, ``format``,
+        ``encoding-version``, ``quantization``, ``compression``, ``dtype``,
+        ``tensor-names``, ``shapes``, ``layout``, ``non-finite``, ``digest``, ``norm``,
+        ``replay`` / ``copy``; then ``private-validation`` when this org runs a validator
+        and the task sets a threshold.
 
         For an asynchronous task `round_no` is the version the update was trained from, and
         ``version``, ``done``, ``stale`` and ``pending`` replace ``round-open`` and
@@ -389,13 +477,202 @@ class FLContract(Contract):
         spec, _ = await self._task(ctx, task)
         if spec.mode == "async":
             return await _async.submit_update(self, ctx, spec, round_no, update, num_samples)
-        state = await self._round(ctx, task, round_no)
+        msp_id = await self._submitting(ctx, spec, round_no)
+        identity = ctx.client_identity
+        async with self._checks:
+            record, tensors = await self._admit(
+                ctx, spec, round_no, _Submitter(msp_id, identity.enrollment_id, identity.id),
+                update, num_samples, None, _Pending(),
+            )  # fmt: skip
+            assert tensors is not None  # _admit decoded them itself
+            return await self._accept(ctx, spec, record, update, tensors, round_no - 1)
+
+    async def _accept(
+        self,
+        ctx: Context,
+        spec: TaskSpec,
+        record: dict,
+        update: bytes,
+        tensors: Mapping[str, np.ndarray],
+        base_no: int,
+        parts: tuple[str, ...] | None = None,
+    ) -> dict:
+        """Write an admitted update trained from global model `base_no` (under `parts`, by
+        default its round's keys), seal it, announce it, then run this org's private
+        validation: every read and write is decided before, so that check can only refuse.
+        The base model is read, by every org, only when the task validates."""
+        base = b""
+        if spec.validation_threshold is not None:
+            base = await self._model_bytes(ctx, spec.id, base_no)
+        await self._record(ctx, record, update, parts)
+        await self._seal(ctx, spec.id, record["msp_id"])
+        ctx.stub.set_event("UpdateSubmitted", canonical_json(_announced(record)))
+        await self._validate(spec, base_no + 1, base, tensors, record["worker"])
+        return record
+
+    @submit
+    async def SubmitBatch(self, ctx: Context, task: str, round_no: int, batch: bytes) -> dict:
+        """Record the updates of the caller's organisation's devices, one batch
+        (`fedfabric.chaincode.fl._batch` has its encoding).
+
+        The caller is any identity of an allowed organisation M (its gateway); every entry
+        must be a device of M: a certificate M's CA issued (``ca_certs`` setting), valid at
+        the proposal's timestamp, of a device M registered for the task, which signed this
+        update for this channel, task, round and sample count. Each entry then passes every
+        check of ``SubmitUpdate`` and is recorded exactly as ``SubmitUpdate`` would record
+        it. An entry that fails a check (``certificate``, ``signature`` or any check of
+        ``SubmitUpdate``) is refused alone and the others count; with the task's
+        ``batch_refusal: "batch"`` the whole transaction is refused (check ``batch``), naming
+        every refused entry. Refusals of the whole batch: ``not-found``, ``round-open``,
+        ``authorised``, ``batch-format``, and ``private-validation`` (an org's private
+        judgement cannot differ per entry between endorsers, so it refuses the batch,
+        naming the device; the gateway resubmits without it).
+
+        Writes a batch record (``fl.batch``: submitter, accepted devices, refused entries
+        with device, check and reason) and emits ``BatchSubmitted`` with the accepted
+        updates and the refused entries. Returns the batch record and, under ``records``,
+        the accepted update records.
+        """
+        spec, _ = await self._task(ctx, task)
+        if spec.mode == "async":
+            raise _refusal("mode", f"task {task!r} is asynchronous: devices submit one by one")
+        msp_id = await self._submitting(ctx, spec, round_no)
+        try:
+            entries = decode_batch(batch)
+        except FLError as exc:
+            raise _translate(exc) from exc
+        base = b""
+        if spec.validation_threshold is not None:  # read by every org, validator or not
+            base = await self._model_bytes(ctx, task, round_no - 1)
+        async with self._checks:  # one update decoded at a time, none kept
+            checks = await asyncio.to_thread(
+                _checked_entries, spec, entries, msp_id, self._authorities.ca(msp_id),
+                ctx.stub.timestamp, ctx.stub.channel_id, round_no,
+            )  # fmt: skip
+        pending = _Pending(members=await self._members(ctx, task, msp_id, len(entries)))
+        accepted: list[tuple[dict, bytes]] = []
+        refused: list[dict] = []
+        for index, (entry, (device, checked)) in enumerate(zip(entries, checks, strict=True)):
+            if isinstance(device, FLError):
+                refused.append(_refused_entry(index, None, _translate(device)))
+                continue
+            who = _Submitter(msp_id, device.enrolment, device.subject)
+            try:
+                if isinstance(checked, UpdateError) and checked.check == "signature":
+                    raise _translate(checked)  # before any other check: not the device's
+                record, _ = await self._admit(
+                    ctx, spec, round_no, who, entry.update, entry.num_samples, checked, pending
+                )
+            except ChaincodeError as exc:
+                refused.append(_refused_entry(index, _worker_id(msp_id, device.enrolment)[0], exc))
+                continue
+            if self._validator is not None and spec.validation_threshold is not None:
+                async with self._checks:
+                    tensors = await asyncio.to_thread(decode_update, entry.update, spec.layout)
+                    await self._validate(spec, round_no, base, tensors, record["worker"])
+            pending.add(record)
+            accepted.append((record, entry.update))
+        if refused and spec.batch_refusal == "batch":
+            raise _refusal(
+                "batch",
+                f"{len(refused)} of {len(entries)} entries refused (the task's batch_refusal "
+                "is 'batch'): "
+                + "; ".join(
+                    f"entry {r['entry']} ({r['worker'] or 'unknown device'}): {r['reason']}"
+                    for r in refused
+                ),
+            )
+        for record, update in accepted:
+            await self._record(ctx, record, update)
+        if accepted:
+            await self._seal(ctx, task, msp_id)
+        identity = ctx.client_identity
+        outcome = {
+            "accepted": [r["worker"] for r, _ in accepted],
+            "entries": len(entries),
+            "refused": refused,
+            "round": round_no,
+            "submitter": worker_id(msp_id, identity.cert_pem),
+            "task": task,
+            "tx_id": ctx.stub.tx_id,
+        }
+        await self._put_json(ctx, outcome, "batch", task, _rnd(round_no), ctx.stub.tx_id)
+        event = {**outcome, "accepted": [_announced(r) for r, _ in accepted]}
+        ctx.stub.set_event("BatchSubmitted", canonical_json(event))
+        return {**outcome, "records": [r for r, _ in accepted]}
+
+    async def _members(
+        self, ctx: Context, task: str, msp_id: str, entries: int
+    ) -> dict[str, dict] | None:
+        """The org's whole registry in one scan (about one ledger round trip a hundred
+        members) when that is fewer round trips than one read an entry; else None."""
+        counter = await self._get_json(ctx, "members", task, msp_id)
+        if counter is None:
+            return {}
+        if counter["registered"] > 100 * entries:
+            return None
+        return {
+            parts[-1]: json.loads(v) for parts, v in await self._scan(ctx, "member", task, msp_id)
+        }
+
+    async def _submitting(self, ctx: Context, spec: TaskSpec, round_no: int) -> str:
+        """The caller's MSP id, if round `round_no` is open to the caller's org."""
+        state = await self._round(ctx, spec.id, round_no)
         if state["status"] != "open":
-            raise _refusal("round-open", f"round {round_no} of {task!r} is {state['status']}")
-        who = await self._submitter(ctx, spec, num_samples)
-        parts = (task, _rnd(round_no), who.msp_id, who.enrolment_hash)
+            raise _refusal("round-open", f"round {round_no} of {spec.id!r} is {state['status']}")
+        return self._caller_org(ctx, spec)
+
+    @staticmethod
+    def _caller_org(ctx: Context, spec: TaskSpec) -> str:
+        """The caller's MSP id, if its org may submit to the task (else ``authorised``)."""
+        msp_id = ctx.client_identity.msp_id
+        if msp_id not in spec.allowed_orgs:
+            raise _refusal("authorised", f"{msp_id} may not submit to task {spec.id!r}")
+        return msp_id
+
+    async def _admit(
+        self,
+        ctx: Context,
+        spec: TaskSpec,
+        round_no: int,
+        who: _Submitter,
+        update: bytes,
+        num_samples: int,
+        checked: tuple[dict[str, np.ndarray] | None, str | None] | FLError | None,
+        pending: _Pending,
+    ) -> tuple[dict, dict[str, np.ndarray] | None]:
+        """Every check of one update of `who` (an org's worker or device) that ``SubmitUpdate``
+        and ``SubmitBatch`` share; the update record to write and the decoded tensors.
+
+        `checked` is `_checked`'s result when the caller ran it already (else it runs here;
+        the tensors returned are None when the caller dropped them);
+        `pending` holds what this transaction records before this update (a transaction
+        does not read its own writes). Raises the refusal naming the failed check.
+        """
+        task, msp_id = spec.id, who.msp_id
+        if not 1 <= num_samples <= spec.max_samples:
+            raise _refusal(
+                "num-samples", f"num_samples must be in 1..{spec.max_samples}, got {num_samples}"
+            )
+        try:
+            worker, enrolment_hash = _worker_id(msp_id, who.enrolment)
+        except ValueError as exc:
+            raise _refusal("authorised", str(exc)) from exc
+        if pending.members is not None:
+            member = pending.members.get(enrolment_hash)
+        else:
+            member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
+        if member is None or not member["active"]:
+            state_word = "was removed from" if member else "is not registered for"
+            raise _refusal(
+                "registered",
+                f"{worker} ({who.subject}) {state_word} task {task!r}; {msp_id}'s admin "
+                "registers workers with RegisterWorkers",
+            )
         sha256 = hashlib.sha256(update).hexdigest()
-        previous = await self._get_json(ctx, "update", *parts)
+        previous = pending.updates.get(worker) or await self._get_json(
+            ctx, "update", task, _rnd(round_no), msp_id, enrolment_hash
+        )
         if previous is not None:
             if previous["sha256"] == sha256:
                 raise _refusal(
@@ -403,98 +680,57 @@ class FLContract(Contract):
                     f"identical update already recorded in tx "
                     f"{previous['tx_id']} for round {round_no}",
                 )
-            raise _refusal("one-per-round", f"{who.worker} already submitted to round {round_no}")
-        async with self._checks:
-            return await self._record_update(
-                ctx, spec, parts, update, num_samples, who, base_no=round_no - 1, fields={}
-            )
-
-    async def _submitter(self, ctx: Context, spec: TaskSpec, num_samples: int) -> _Submitter:
-        """The calling worker, once it is known to be a registered worker of an allowed
-        organisation claiming a valid number of samples."""
-        task = spec.id
-        identity = ctx.client_identity
-        msp_id, subject = identity.msp_id, identity.id
-        if msp_id not in spec.allowed_orgs:
-            raise _refusal("authorised", f"{msp_id} may not submit to task {task!r}")
-        if not 1 <= num_samples <= spec.max_samples:
-            raise _refusal(
-                "num-samples", f"num_samples must be in 1..{spec.max_samples}, got {num_samples}"
-            )
+            raise _refusal("one-per-round", f"{worker} already submitted to round {round_no}")
         try:
-            worker, enrolment_hash = _worker_id(msp_id, identity.enrollment_id)
-        except ValueError as exc:
-            raise _refusal("authorised", str(exc)) from exc
-        member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
-        if member is None or not member["active"]:
-            state_word = "was removed from" if member else "is not registered for"
-            raise _refusal(
-                "registered",
-                f"{worker} ({subject}) {state_word} task {task!r}; {msp_id}'s admin registers "
-                "workers with RegisterWorkers",
-            )
-        return _Submitter(worker, msp_id, enrolment_hash, subject)
-
-    async def _record_update(
-        self,
-        ctx: Context,
-        spec: TaskSpec,
-        parts: tuple[str, ...],
-        update: bytes,
-        num_samples: int,
-        who: _Submitter,
-        *,
-        base_no: int,
-        fields: Mapping[str, object],
-    ) -> dict:
-        """Check the content of an update trained from global model `base_no`, record it
-        under `parts` (its record: the usual fields, ``round`` and `fields`), emit
-        ``UpdateSubmitted`` and run this org's private validation. Called holding
-        ``self._checks``."""
-        task = spec.id
-        try:
-            tensors, fingerprint = await asyncio.to_thread(_checked, spec, update)
+            if checked is None:
+                checked = await asyncio.to_thread(_checked, spec, update)
+            if isinstance(checked, FLError):
+                raise checked
         except FLError as exc:
             raise _translate(exc) from exc
+        tensors, fingerprint = checked
         if fingerprint is not None:
-            first = await self._get_json(ctx, "digest", task, fingerprint)
+            first = pending.firsts.get(fingerprint) or await self._get_json(
+                ctx, "digest", task, fingerprint
+            )
             if first is not None:
-                raise _refusal(*_repeat(first, who.worker, fingerprint))
-        # When the task validates, read by every org, validator or not, so the read set
-        # never depends on the validator; a task without validation never needs it.
-        if spec.validation_threshold is not None:
-            base = await self._model_bytes(ctx, task, base_no)
+                raise _refusal(*_repeat(first, worker, fingerprint))
         header = read_header(update)
         record = {
             "digest": header["content_digest"],
             "fingerprint": fingerprint,
-            "msp_id": who.msp_id,
+            "msp_id": msp_id,
             "num_samples": num_samples,
             "quantization": header["quantization"],
-            "round": base_no + 1,
-            "sha256": hashlib.sha256(update).hexdigest(),
+            "round": round_no,
+            "sha256": sha256,
             "size": len(update),
             "subject": who.subject,
             "task": task,
             "tx_id": ctx.stub.tx_id,
-            "worker": who.worker,
-            **fields,
+            "worker": worker,
         }
+        return record, tensors
+
+    async def _record(
+        self, ctx: Context, record: dict, update: bytes, parts: tuple[str, ...] | None = None
+    ) -> None:
+        """Write an admitted update: its bytes and record (under `parts`, by default its
+        round's keys), worker history and fingerprint."""
+        task, round_no, msp_id = record["task"], record["round"], record["msp_id"]
+        enrolment_hash = record["worker"].rpartition(":")[2]
+        parts = parts or (task, _rnd(round_no), msp_id, enrolment_hash)
         await ctx.stub.put_state(self._key(ctx, "blob", *parts), update)
-        await self._put_json(ctx, {"msp_id": who.msp_id}, "seal", task, who.msp_id)
         await self._put_json(ctx, record, "update", *parts)
-        if fingerprint is not None:
-            first = {"round": record["round"], "tx_id": ctx.stub.tx_id, "worker": who.worker}
-            await self._put_json(ctx, first, "digest", task, fingerprint)
-        await self._put_json(ctx, record, "worker", task, who.msp_id, who.enrolment_hash)
-        event = ("base_version", "digest", "id", "num_samples", "round", "task", "worker")
-        ctx.stub.set_event(
-            "UpdateSubmitted", canonical_json({k: record[k] for k in event if k in record})
-        )
-        # Every read and write is decided above; the private check can only refuse.
-        if self._validator is not None and spec.validation_threshold is not None:
-            await self._validate(spec, base_no + 1, base, tensors, who.worker)
-        return record
+        if record["fingerprint"] is not None:
+            first = {"round": round_no, "tx_id": ctx.stub.tx_id, "worker": record["worker"]}
+            await self._put_json(ctx, first, "digest", task, record["fingerprint"])
+        await self._put_json(ctx, record, "worker", task, msp_id, enrolment_hash)
+
+    async def _seal(self, ctx: Context, task: str, msp_id: str) -> None:
+        """Write the org's seal, blindly: its key-level policy (the org's own peer) makes the
+        transaction need that org's endorsement."""
+        await self._put_json(ctx, {"msp_id": msp_id}, "seal", task, msp_id)
 
     @submit
     async def RegisterWorkers(self, ctx: Context, task: str, enrolment_ids: list) -> dict:
@@ -560,9 +796,12 @@ class FLContract(Contract):
         tensors: Mapping[str, np.ndarray],
         worker: str,
     ) -> None:
+        """This org's private validation of an admitted update, when it runs a validator and
+        the task sets a threshold; refuses (``private-validation``) or returns."""
+        if self._validator is None or spec.validation_threshold is None:
+            return
         key = (spec.id, round_no, hashlib.sha256(base).hexdigest())
         org = self.settings.get("msp_id", "this org")
-        assert self._validator is not None  # SubmitUpdate validates only when it has one
         validator = self._validator
 
         def run() -> tuple[float, float]:
@@ -604,8 +843,13 @@ class FLContract(Contract):
             raise _refusal("round-state", f"round {round_no} is {state['status']}, not open")
         base = await self._model_bytes(ctx, task, round_no - 1)
         submissions = []
+        blobs: dict[tuple[str, ...], bytes] = {}
+        if spec.max_update_bytes <= SCAN_BLOBS_UP_TO:  # a scan: one round trip per 100 blobs
+            blobs = {tuple(p): v for p, v in await self._scan(ctx, "blob", task, _rnd(round_no))}
         for parts, value in await self._scan(ctx, "update", task, _rnd(round_no)):
-            blob = await ctx.stub.get_state(self._key(ctx, "blob", *parts))
+            blob = blobs.get(tuple(parts)) or await ctx.stub.get_state(
+                self._key(ctx, "blob", *parts)
+            )
             submissions.append((json.loads(value), blob))
         if len(submissions) < spec.min_updates:
             raise _refusal(
@@ -728,6 +972,13 @@ class FLContract(Contract):
             "task": task,
             "updates": [json.loads(v) for _, v in records],
         }
+
+    @evaluate
+    async def GetBatches(self, ctx: Context, task: str, round_no: int) -> list:
+        """The device batches of `round_no` (``SubmitBatch`` records: submitter, accepted
+        devices, refused entries with device, check and reason), by transaction id."""
+        await self._task(ctx, task)
+        return [json.loads(v) for _, v in await self._scan(ctx, "batch", task, _rnd(round_no))]
 
     @evaluate
     async def GetWorkerHistory(self, ctx: Context, task: str, worker: str) -> list:

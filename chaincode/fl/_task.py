@@ -17,8 +17,11 @@ Task JSON (fields without a default are required)::
                                                    # merged update per organisation; or
                                                    # "samples" / "equal" (per update)
       "allowed_orgs": ["Org1MSP", "Org2MSP", "Org3MSP"],
-      "max_workers_per_org": 10,                   # default 10, at most 1000: the workers
-                                                   # each org's admin may register
+      "max_workers_per_org": 10,                   # default 10, at most 100000: the workers
+                                                   # (or devices) each org's admin may register
+      "batch_refusal": "entry",                    # default "entry": an invalid entry of a
+                                                   # device batch (SubmitBatch) is refused
+                                                   # alone; "batch": the whole batch is
       "coordinators": ["Org1MSP"],                 # default []: the creating organisation;
                                                    # whose admins may advance rounds
       "validation_threshold": 0.05,                # default null: no org-private validation;
@@ -91,8 +94,11 @@ MAX_UPDATE_BYTES = 50_000_000
 # 2**31). Claims weigh FedAvg and Multi-Krum: the bound keeps weights and their sum finite and
 # far from overflow, but does not stop one large claim outweighing small ones.
 DEFAULT_MAX_SAMPLES = 1_000_000
+BATCH_REFUSALS = ("entry", "batch")
+"""A task's ``batch_refusal``: refuse an invalid entry of a device batch alone (default), or
+the whole batch."""
 DEFAULT_MAX_WORKERS_PER_ORG = 10
-MAX_WORKERS_PER_ORG = 1000
+MAX_WORKERS_PER_ORG = 100_000
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FIELDS = {
@@ -115,6 +121,7 @@ _FIELDS = {
     "buffer_size",
     "max_staleness",
     "staleness",
+    "batch_refusal",
 }
 MODES = ("sync", "async")
 STALENESS_RULES = ("polynomial", "constant")
@@ -220,6 +227,7 @@ class TaskSpec:
     buffer_size: int = 0
     max_staleness: int = 0
     staleness: tuple[tuple[str, Any], ...] = ()
+    batch_refusal: str = "entry"
 
     @classmethod
     def from_json(cls, obj: object) -> TaskSpec:
@@ -258,6 +266,13 @@ class TaskSpec:
         own_threshold = _threshold(obj, "own_org_threshold")
         if own_threshold is not None and threshold is None:
             raise TaskError("own_org_threshold", "needs a validation_threshold")
+        batch_refusal = obj.get("batch_refusal", "entry")
+        if batch_refusal not in BATCH_REFUSALS:
+            raise TaskError(
+                "batch_refusal",
+                f"must be one of {list(BATCH_REFUSALS)} (refuse an invalid entry of a device "
+                f"batch alone, or the whole batch), got {batch_refusal!r}",
+            )
         coordinators = obj.get("coordinators", [])
         if coordinators != []:
             coordinators = list(_strings(obj, "coordinators"))
@@ -283,6 +298,7 @@ class TaskSpec:
             own_org_threshold=own_threshold,
             model=_model(obj.get("model"), layout),
             **_mode(obj),
+            batch_refusal=batch_refusal,
         )
         if spec.max_samples >= 2**31:
             raise TaskError("max_samples", f"must be below 2**31, got {spec.max_samples}")
@@ -342,7 +358,8 @@ class TaskSpec:
     def to_json(self) -> dict:
         """The task as canonical JSON-ready data (defaults filled in, lists sorted).
 
-        ``model`` appears only when set, so tasks without it keep their canonical form.
+        ``model`` and ``coordinators`` appear only when set, ``batch_refusal`` only when not
+        the default, so tasks without them keep their canonical form.
         """
         data = {
             "aggregation": {"params": dict(self.rule_params), "rule": self.rule},
@@ -371,6 +388,8 @@ class TaskSpec:
                 mode=self.mode,
                 staleness=dict(self.staleness),
             )
+        if self.batch_refusal != "entry":
+            data["batch_refusal"] = self.batch_refusal
         return data
 
     def _check_buffer(self, rule: Rule) -> None:

@@ -10,6 +10,7 @@ refusal by both is not.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import struct
@@ -18,17 +19,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import numpy as np
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from fedfabric.chaincode.fl import (
+    BatchEntry,
     Layout,
     Update,
     decode_update,
+    encode_batch,
     encode_model,
     encode_update,
+    entry_message,
     make_rule,
     read_header,
     verify_audit,
     worker_enrolment,
+    worker_id,
 )
 from fedfabric.fl_worker.ledger import FLLedger, refusal
 from fedfabric.gateway import (
@@ -37,7 +43,9 @@ from fedfabric.gateway import (
     EndorseError,
     EvaluateError,
     connect_profile,
+    load_private_key,
 )
+from fedfabric.gateway.signers import new_private_key_signer
 from fedfabric.network import FabricNetwork, endorsing_sets
 from tests.fixtures.flval import LAYOUT, TRUE_WEIGHTS
 
@@ -126,7 +134,7 @@ async def open_task(
 
 
 def enrolment(network: FabricNetwork, org: str, user: str) -> str:
-    return worker_enrolment(network.identity(org, user).cert.read_bytes())
+    return worker_enrolment(network.issue_identity(org, user).cert.read_bytes())
 
 
 async def submit(contract: Contract, task: str, update: bytes, samples: int = 10) -> dict:
@@ -392,3 +400,73 @@ async def test_paginated_audit_recomputes_every_round(fl, network: FabricNetwork
     assert verify_audit(audit, models, updates) == [
         "round 2: stored model differs from the recomputed one"
     ]
+
+
+def device_entry(
+    network: FabricNetwork, org: str, name: str, task: str, update: bytes, signer_of: str = ""
+) -> BatchEntry:
+    """`name`'s batch entry for round 1 of `task` (its identity issued by `org`'s CA),
+    signed by `signer_of`'s key instead when given (a forgery)."""
+    device = network.issue_identity(org, name)
+    key = load_private_key(network.issue_identity(org, signer_of or name).key)
+    message = entry_message(network.topology.channel, task, 1, update, 10)
+    cert = x509.load_pem_x509_certificate(device.cert.read_bytes())
+    return BatchEntry(
+        cert.public_bytes(serialization.Encoding.DER),
+        update,
+        10,
+        new_private_key_signer(key)(hashlib.sha256(message).digest()),
+    )
+
+
+async def test_a_device_batch_with_a_forged_signature_and_a_nan_update_commits_the_others(
+    fl, network
+) -> None:
+    names = [f"batchdev{i}" for i in range(4)]
+    await open_task(fl, network, task_spec("batch"), workers={"transport": names})
+    entries = [
+        device_entry(network, "transport", names[0], "batch", delta(seed=50)),
+        device_entry(network, "transport", names[1], "batch", delta(seed=51), signer_of=names[3]),
+        device_entry(network, "transport", names[2], "batch", with_nan(delta(seed=52))),
+        device_entry(network, "transport", names[3], "batch", delta(seed=53)),
+    ]
+    gateway = await fl("transport", "User1")  # the org's gateway identity, not a device
+
+    outcome = json.loads(await gateway.submit("SubmitBatch", ["batch", "1", encode_batch(entries)]))
+
+    ids = {
+        name: worker_id("TransportMSP", network.identity("transport", name).cert.read_bytes())
+        for name in names
+    }
+    await network.wait_synced()
+    contract = await fl("health", "User1")
+    [batch] = json.loads(await contract.evaluate("GetBatches", ["batch", "1"]))
+    refused = {r["worker"]: r for r in batch["refused"]}
+    assert sorted(refused) == sorted([ids[names[1]], ids[names[2]]])
+    assert refused[ids[names[1]]]["check"] == "signature"
+    assert "CN=batchdev1" in refused[ids[names[1]]]["reason"]
+    assert refused[ids[names[2]]]["check"] == "non-finite"
+    assert "tensor 'w' holds NaN" in refused[ids[names[2]]]["reason"]
+    assert batch["accepted"] == outcome["accepted"] == [ids[names[0]], ids[names[3]]]
+    assert sorted(await round_workers(fl, "batch")) == sorted([ids[names[0]], ids[names[3]]])
+    page = json.loads(await contract.evaluate("GetRoundUpdates", ["batch", "1"]))
+    assert {u["subject"] for u in page["updates"]} == {
+        subject(network, "transport", names[0]),
+        subject(network, "transport", names[3]),
+    }
+
+
+async def test_an_org_cannot_submit_another_orgs_devices(fl, network) -> None:
+    await open_task(fl, network, task_spec("batch-org"), workers={"energy": ["batchdev-e"]})
+    entry = device_entry(network, "energy", "batchdev-e", "batch-org", delta(seed=60))
+
+    outcome = json.loads(
+        await (await fl("transport", "User1")).submit(
+            "SubmitBatch", ["batch-org", "1", encode_batch([entry])]
+        )
+    )
+
+    [refused] = outcome["refused"]
+    assert refused["check"] == "certificate" and refused["worker"] is None
+    assert "was not issued by TransportMSP's CA" in refused["reason"]
+    assert outcome["accepted"] == [] and await round_workers(fl, "batch-org") == []

@@ -321,3 +321,39 @@ def test_a_network_that_is_not_running_is_named(network: FabricNetwork, tmp_path
 
     assert result.returncode == 1
     assert "is not running" in result.stdout + result.stderr
+
+
+async def test_a_device_run_submits_each_orgs_devices_in_batches_from_its_gateway(
+    network: FabricNetwork, tmp_path: Path
+) -> None:
+    """Device mode: every device signs with its own identity, each org's User1 submits its
+    devices in SubmitBatch transactions, and every device is on the ledger as a worker."""
+    config = RunConfig(**{**SMALL, "validation_threshold": None}, weighting="samples")
+    said: list[str] = []
+
+    report = await run_job(
+        config,
+        RunOptions(task="job-devices", report_dir=tmp_path, devices_per_org=4, baseline=False),
+        network,
+        say=said.append,
+    )
+
+    assert [r.committed for r in report.rounds] == [12, 12]
+    async with Clients(network) as clients:
+        admin = await clients.admin_ledger("transport")
+        gateways = {
+            msp: clients.ledger(org, network.identity(org, "User1")).worker_id
+            for org, msp in zip(clients.org_names(3), clients.msp_ids(3), strict=True)
+        }
+        for round_no in (1, 2):
+            batches = await admin.batches("job-devices", round_no)
+            updates = (await admin.round_updates("job-devices", round_no))["updates"]
+            assert sorted(b["submitter"] for b in batches) == sorted(gateways.values())
+            assert all(b["refused"] == [] and len(b["accepted"]) == 4 for b in batches)
+            accepted = sorted(w for b in batches for w in b["accepted"])
+            assert accepted == sorted(u["worker"] for u in updates)
+            assert not set(accepted) & set(gateways.values())
+            assert {u["subject"].split(",")[0].split("@")[0] for u in updates} == {
+                f"CN=device{n:05d}" for n in range(1, 13)
+            }
+    assert sum("a batch of 4 devices: 4 recorded, 0 refused" in line for line in said) == 6

@@ -37,17 +37,7 @@ async def world(tmp_path) -> MemoryFL:
         validator = partial(flval.loss, data=data)
         contracts[msp] = fl.FLContract({"msp_id": msp}, validator=validator)
     world = MemoryFL(contracts)
-    spec = {
-        "id": TASK,
-        "layout": flval.LAYOUT,
-        "rounds": 2,
-        "min_updates": 1,
-        "norm_bound": 100.0,
-        "max_update_bytes": 10_000,
-        "aggregation": {"rule": "fedavg", "params": {}},
-        "allowed_orgs": sorted(flval.ORG_COORDINATES),
-        "validation_threshold": 0.05,
-    }
+    spec = flval.memory_task(TASK)
     admin = world.ledger(fake_identity("TransportMSP", role="admin", name="admin"))
     await admin.create_task(spec, fl.encode_model({"w": flval.TRUE_WEIGHTS}, LAYOUT))
     for msp in flval.ORG_COORDINATES:  # each org's admin registers its worker

@@ -165,7 +165,7 @@ async def test_create_task_needs_an_admin(world):
         ({"aggregation": {"rule": "krum", "params": {"f": 1}}}, "allowed_orgs"),
         ({"weighting": "by-vote"}, "weighting"),
         ({"max_workers_per_org": 0}, "max_workers_per_org"),
-        ({"max_workers_per_org": 1001}, "max_workers_per_org"),
+        ({"max_workers_per_org": 100_001}, "max_workers_per_org"),
         # 3 orgs x 1000 workers x (2**31 - 1) samples would overflow the 2**40 weight sum.
         ({"max_workers_per_org": 1000, "max_samples": 2**31 - 1}, "max_samples"),
         # A full round of multi-krum over 3 000 updates of 4 000 parameters: far over budget.
