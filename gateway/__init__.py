@@ -2,7 +2,8 @@
 
 Gateway → Network (channel) → Contract → Proposal → Transaction → Commit, as in
 hyperledger/fabric-gateway; ``Contract.evaluate`` and ``Contract.submit`` chain the steps.
-Errors are drawn in ``fedfabric.gateway._errors``.
+Errors are drawn in ``fedfabric.gateway._errors`` (all derive from ``FabricError``).
+Needs only the base install (no torch, scikit-learn or matplotlib); see docs/gateway.md.
 
 Example::
 
@@ -16,8 +17,12 @@ Example::
 """
 
 from fedfabric.gateway import hash, signers
-from fedfabric.gateway._checkpointers import Checkpoint, FileCheckpointer, InMemoryCheckpointer
-from fedfabric.gateway._context import Timeouts
+from fedfabric.gateway._checkpointers import (
+    Checkpoint,
+    Checkpointer,
+    FileCheckpointer,
+    InMemoryCheckpointer,
+)
 from fedfabric.gateway._contract import Contract, Network
 from fedfabric.gateway._errors import (
     CommitError,
@@ -26,15 +31,19 @@ from fedfabric.gateway._errors import (
     EndorseError,
     ErrorDetail,
     EvaluateError,
+    FabricError,
+    GatewayClosedError,
     GatewayError,
     SubmitError,
     TransactionError,
 )
 from fedfabric.gateway._events import (
+    BlockAndPrivateDataEventsRequest,
     BlockEventsRequest,
     ChaincodeEvent,
     ChaincodeEventsRequest,
     EventStream,
+    FilteredBlockEventsRequest,
 )
 from fedfabric.gateway._gateway import MAX_MESSAGE_SIZE, Gateway, connect, open_channel
 from fedfabric.gateway._identity import (
@@ -44,15 +53,20 @@ from fedfabric.gateway._identity import (
     load_msp,
     load_private_key,
 )
+from fedfabric.gateway._options import CallOptions, Timeouts
 from fedfabric.gateway._profile import connect_org, connect_profile, profile_channel
 from fedfabric.gateway._proposal import Proposal
-from fedfabric.gateway._transaction import Commit, Status, Transaction
+from fedfabric.gateway._reconnect import Reconnect
+from fedfabric.gateway._transaction import Commit, Status, SubmittedTransaction, Transaction
 
 __all__ = [
+    "BlockAndPrivateDataEventsRequest",
     "BlockEventsRequest",
+    "CallOptions",
     "ChaincodeEvent",
     "ChaincodeEventsRequest",
     "Checkpoint",
+    "Checkpointer",
     "Commit",
     "CommitError",
     "CommitStatusError",
@@ -62,16 +76,21 @@ __all__ = [
     "ErrorDetail",
     "EvaluateError",
     "EventStream",
+    "FabricError",
     "FileCheckpointer",
+    "FilteredBlockEventsRequest",
     "Gateway",
+    "GatewayClosedError",
     "GatewayError",
     "Identity",
     "InMemoryCheckpointer",
     "MAX_MESSAGE_SIZE",
     "Network",
     "Proposal",
+    "Reconnect",
     "Status",
     "SubmitError",
+    "SubmittedTransaction",
     "Timeouts",
     "Transaction",
     "TransactionError",

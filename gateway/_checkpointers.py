@@ -39,6 +39,25 @@ class _ChaincodeEventLike(Protocol):
     def transaction_id(self) -> str: ...
 
 
+class Checkpointer(Checkpoint, Protocol):
+    """A ``Checkpoint`` that can be moved on: what an event consumer writes its progress to.
+
+    ``InMemoryCheckpointer`` and ``FileCheckpointer`` implement it; so can a database row.
+    """
+
+    async def checkpoint_block(self, block_number: int) -> None:
+        """Record that block ``block_number`` was completely processed."""
+        ...
+
+    async def checkpoint_transaction(self, block_number: int, transaction_id: str) -> None:
+        """Record that ``transaction_id`` in ``block_number`` was processed."""
+        ...
+
+    async def checkpoint_chaincode_event(self, event: _ChaincodeEventLike) -> None:
+        """Record that the chaincode event ``event`` was processed."""
+        ...
+
+
 class InMemoryCheckpointer:
     """A checkpointer that keeps its state in memory only (lost when the process ends)."""
 
@@ -76,6 +95,12 @@ class InMemoryCheckpointer:
 class FileCheckpointer(InMemoryCheckpointer):
     """A checkpointer persisted as JSON ``{"blockNumber": n, "transactionId": "..."}``.
 
+    It reads the files the official Node and Go clients write too: ``blockNumber`` as a number
+    or a decimal string, either key absent, or an empty file (all meaning "nothing processed
+    yet"). Like theirs, it creates ``path`` (empty) at construction if it does not exist, so a
+    bad path fails at once (``OSError``); a file it cannot understand is a ``ValueError``
+    naming it.
+
     Each checkpoint writes a temporary file next to ``path``, fsyncs it and renames it over
     ``path``, so after a crash the file holds either the old or the new state, never a mix.
     The in-memory state only moves once the new state is on disk.
@@ -85,10 +110,9 @@ class FileCheckpointer(InMemoryCheckpointer):
         super().__init__()
         self._path = Path(path)
         self._lock = asyncio.Lock()
-        if self._path.exists():
-            state = json.loads(self._path.read_text())
-            self._block_number = int(state["blockNumber"])
-            self._transaction_id = str(state["transactionId"])
+        with self._path.open("a"):  # create it now: a bad path fails here, not at a checkpoint
+            pass
+        self._block_number, self._transaction_id = _read_state(self._path)
 
     @property
     def path(self) -> Path:
@@ -118,3 +142,16 @@ class FileCheckpointer(InMemoryCheckpointer):
             os.fsync(dir_fd)  # make the rename itself durable
         finally:
             os.close(dir_fd)
+
+
+def _read_state(path: Path) -> tuple[int, str]:
+    text = path.read_text()
+    if not text.strip():
+        return 0, ""
+    try:
+        state = json.loads(text)
+        if not isinstance(state, dict):
+            raise TypeError(f"a JSON object, not {type(state).__name__}")
+        return int(state.get("blockNumber") or 0), str(state.get("transactionId") or "")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a checkpoint file: {err}") from err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import grpc
@@ -17,10 +19,12 @@ from fedfabric.gateway._errors import (
     EndorseError,
     ErrorDetail,
     EvaluateError,
+    GatewayClosedError,
     GatewayError,
     SubmitError,
     TransactionError,
 )
+from fedfabric.gateway._options import CallOptions
 
 BlockEventsKind = Literal["block", "filtered_block", "block_and_private_data"]
 GatewayMethod = Literal["Evaluate", "Endorse", "Submit", "CommitStatus"]
@@ -33,48 +37,184 @@ _STEP_ERRORS: dict[GatewayMethod, type[TransactionError]] = {
     "Submit": SubmitError,
     "CommitStatus": CommitStatusError,
 }
+_NO_OPTIONS = CallOptions()
 
 
 class GatewayClient:
-    """Calls the Gateway and Deliver services of one peer over a shared grpc.aio channel."""
+    """Calls the Gateway and Deliver services of a peer over shared grpc.aio channels.
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._gateway = gateway_pb2_grpc.GatewayStub(channel)
-        self._deliver = events_pb2_grpc.DeliverStub(channel)
+    With several channels (peers of one organisation), a call that cannot reach the current
+    peer (``UNAVAILABLE`` without per-peer details: the gateway peer itself is gone) is tried
+    on the next one, which then stays current. Every call is safe to repeat: a proposal has no
+    effect until submitted, a resubmitted envelope commits once (the copy is a DUPLICATE_TXID),
+    and the rest only read.
+    """
+
+    def __init__(self, channels: Sequence[grpc.aio.Channel]) -> None:
+        if not channels:
+            raise ValueError("a gateway needs at least one channel")
+        self._stubs = [
+            (gateway_pb2_grpc.GatewayStub(c), events_pb2_grpc.DeliverStub(c)) for c in channels
+        ]
+        self._current = 0
+        self._calls: set[Any] = set()  # unary calls in flight
+        self._streams: set[Any] = set()  # open event streams
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.closed = False
 
     async def call(
-        self, method: GatewayMethod, request: Any, *, transaction_id: str, timeout: float
+        self,
+        method: GatewayMethod,
+        request: Any,
+        *,
+        transaction_id: str,
+        timeout: float | None,
+        options: CallOptions | None = None,
     ) -> Any:
         """Call a unary Gateway method; a failure raises the error of that step."""
+        what = f"{method} of transaction {transaction_id}"
+        for index, last in self._failover_order():
+            gateway, _ = self._stubs[index]
+            try:
+                call = self._start(getattr(gateway, method), request, what, timeout, options)
+                with self._tracked(call, what):
+                    response = await call
+            except grpc.aio.AioRpcError as err:
+                if not last and self._unreachable(err):
+                    continue
+                raise translate(err, _STEP_ERRORS[method], transaction_id) from err
+            self._current = index
+            return response
+        raise AssertionError("unreachable: the last peer's error is raised")
+
+    async def chaincode_events(
+        self, request: gateway_pb2.SignedChaincodeEventsRequest, options: CallOptions | None
+    ) -> AsyncIterator[gateway_pb2.ChaincodeEventsResponse]:
+        """Start the stream (the call is under way when this returns) and return its
+        responses. A peer that cannot be reached is only seen when they are read (the
+        peer sends nothing before the first event)."""
+
+        async def start(index: int) -> Any:
+            gateway, _ = self._stubs[index]
+            return self._start(gateway.ChaincodeEvents, request, "chaincode events", None, options)
+
+        return await self._open_stream(start)
+
+    async def block_events(
+        self, request: common_pb2.Envelope, kind: BlockEventsKind, options: CallOptions | None
+    ) -> AsyncIterator[events_pb2.DeliverResponse]:
+        """Start the Deliver stream of ``kind`` (the seek request is sent when this returns)."""
+        names = {
+            "block": "Deliver",
+            "filtered_block": "DeliverFiltered",
+            "block_and_private_data": "DeliverWithPrivateData",
+        }
+
+        async def start(index: int) -> Any:
+            _, deliver = self._stubs[index]
+            call = self._start(getattr(deliver, names[kind]), None, "block events", None, options)
+            await call.write(request)
+            await call.done_writing()
+            return call
+
+        return await self._open_stream(start)
+
+    async def close(self, grace: float | None) -> None:
+        """Refuse new calls and cancel open event streams (they never end by themselves);
+        let unary calls in flight finish for ``grace`` seconds (``None``: as long as they
+        take), then cancel them. Each cancelled call raises ``GatewayClosedError``."""
+        self.closed = True
+        for stream in list(self._streams):
+            stream.cancel()
+        if grace is None or grace > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        for call in list(self._calls):
+            call.cancel()
+
+    def _start(
+        self,
+        method: Any,
+        request: Any,
+        what: str,
+        timeout: float | None,
+        options: CallOptions | None,
+    ) -> Any:
+        if self.closed:
+            raise GatewayClosedError(what)
+        options = options or _NO_OPTIONS
+        args = () if request is None else (request,)
+        return method(
+            *args,
+            timeout=timeout,
+            metadata=tuple(options.metadata) or None,
+            wait_for_ready=options.wait_for_ready,
+            compression=options.compression,
+        )
+
+    @contextlib.contextmanager
+    def _tracked(self, call: Any, what: str) -> Iterator[None]:
+        """Count the unary ``call`` as in flight while it runs."""
+        self._calls.add(call)
+        self._idle.clear()
         try:
-            return await getattr(self._gateway, method)(request, timeout=timeout)
+            with self._closed_is_an_error(call, what):
+                yield
+        finally:
+            self._calls.discard(call)
+            if not self._calls:
+                self._idle.set()
+
+    @contextlib.contextmanager
+    def _closed_is_an_error(self, call: Any, what: str) -> Iterator[None]:
+        """A ``call`` cancelled by ``close`` raises ``GatewayClosedError``, not a bare
+        ``CancelledError`` (a cancellation of the caller's own task stays one)."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.closed and call.cancelled() and not (task and task.cancelling()):
+                raise GatewayClosedError(what) from None
+            raise
+
+    async def _open_stream(self, start: Callable[[int], Awaitable[Any]]) -> AsyncIterator[Any]:
+        for index, last in self._failover_order():
+            try:
+                call = await start(index)
+            except grpc.aio.AioRpcError as err:
+                if not last and self._unreachable(err):
+                    continue
+                raise translate(err) from err
+            self._current = index
+            self._streams.add(call)
+            return self._responses(call)
+        raise AssertionError("unreachable: the last peer's error is raised")
+
+    async def _responses(self, call: Any) -> AsyncIterator[Any]:
+        try:
+            with self._closed_is_an_error(call, "event stream"):
+                async for response in call:
+                    yield response
         except grpc.aio.AioRpcError as err:
-            raise translate(err, _STEP_ERRORS[method], transaction_id) from err
+            raise translate(err) from err
+        finally:
+            self._streams.discard(call)
+            call.cancel()
 
-    def chaincode_events(
-        self, request: gateway_pb2.SignedChaincodeEventsRequest
-    ) -> AsyncGenerator[gateway_pb2.ChaincodeEventsResponse, None]:
-        return _stream(self._gateway.ChaincodeEvents(request))
+    def _failover_order(self) -> list[tuple[int, bool]]:
+        """Each channel's index, the current one first, and whether it is the last to try."""
+        count = len(self._stubs)
+        return [((self._current + step) % count, step == count - 1) for step in range(count)]
 
-    def block_events(
-        self, request: common_pb2.Envelope, kind: BlockEventsKind
-    ) -> AsyncGenerator[events_pb2.DeliverResponse, None]:
-        method = {
-            "block": self._deliver.Deliver,
-            "filtered_block": self._deliver.DeliverFiltered,
-            "block_and_private_data": self._deliver.DeliverWithPrivateData,
-        }[kind]
-        return _stream(method(iter([request])))
-
-
-async def _stream(call: Any) -> AsyncGenerator[Any, None]:
-    try:
-        async for response in call:
-            yield response
-    except grpc.aio.AioRpcError as err:
-        raise translate(err) from err
-    finally:
-        call.cancel()
+    def _unreachable(self, err: grpc.aio.AioRpcError) -> bool:
+        """Whether the peer could not be reached at all (so the next one may serve)."""
+        return (
+            not self.closed
+            and err.code() == grpc.StatusCode.UNAVAILABLE
+            and not error_details(err.trailing_metadata())
+        )
 
 
 def translate(

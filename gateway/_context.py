@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 
 from fedfabric.gateway import hash as hashes
 from fedfabric.gateway._client import GatewayClient
 from fedfabric.gateway._identity import Identity, serialize_identity
+from fedfabric.gateway._options import Timeouts
 from fedfabric.gateway.signers import Signer
 
 NONCE_SIZE = 24
-
-
-@dataclass(frozen=True, kw_only=True)
-class Timeouts:
-    """Deadlines in seconds for each Gateway call; every call can override its own."""
-
-    evaluate: float = 30.0
-    endorse: float = 30.0
-    submit: float = 30.0
-    commit_status: float = 60.0
 
 
 class SigningIdentity:
@@ -35,17 +27,25 @@ class SigningIdentity:
         self._signer = signer
         self._hash = hash
 
+    @property
+    def can_sign(self) -> bool:
+        return self._signer is not None
+
     def digest(self, message: bytes) -> bytes:
         return self._hash(message)
 
-    def sign(self, message: bytes) -> bytes:
-        """Sign ``message`` (hashing it first); ``ValueError`` when there is no signer."""
+    async def sign(self, message: bytes) -> bytes:
+        """Sign ``message`` (hashing it first), awaiting the signer if it returns an
+        awaitable; ``ValueError`` when there is no signer."""
         if self._signer is None:
             raise ValueError(
                 "the gateway has no signer: sign the digest() offline and use the "
                 "gateway's new_signed_*() methods"
             )
-        return self._signer(self.digest(message))
+        signature = self._signer(self.digest(message))
+        if inspect.isawaitable(signature):
+            signature = await signature
+        return signature
 
 
 @dataclass(frozen=True)

@@ -5,25 +5,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from fabric_protos.common import ledger_pb2
+from fabric_protos.common import common_pb2
+from fabric_protos.peer import events_pb2, transaction_pb2
 
+from fedfabric.gateway import _ledger
 from fedfabric.gateway._checkpointers import Checkpoint
-from fedfabric.gateway._client import BlockEventsKind
-from fedfabric.gateway._context import Context, Timeouts
-from fedfabric.gateway._errors import CommitError, GatewayError
+from fedfabric.gateway._context import Context
+from fedfabric.gateway._errors import CommitError, CommitStatusError, GatewayError
 from fedfabric.gateway._events import (
+    BlockAndPrivateDataEventsRequest,
     BlockEventsRequest,
     ChaincodeEvent,
     ChaincodeEventsRequest,
     EventStream,
+    FilteredBlockEventsRequest,
 )
+from fedfabric.gateway._options import UNSET, CallOptions, Timeouts, _Unset
 from fedfabric.gateway._proposal import Argument, Proposal, build_proposal
+from fedfabric.gateway._reconnect import Reconnect
+from fedfabric.gateway._transaction import SubmittedTransaction
 
 
 class Contract:
     """A smart contract: a chaincode on a channel, or one named contract inside it.
+
+    Arguments are a list of ``str`` (sent as UTF-8) or ``bytes``; a bare string is a
+    ``TypeError``, never a list of its characters.
 
     Example::
 
@@ -52,6 +60,7 @@ class Contract:
 
         ``transient`` data reaches the chaincode but is not recorded in the transaction;
         ``endorsing_orgs`` restricts which organisations (MSP ids) are asked to endorse.
+        Raises ``TypeError`` for arguments that are not a list of ``str`` / ``bytes``.
         """
         return build_proposal(
             self._context,
@@ -70,14 +79,36 @@ class Contract:
         *,
         transient: Mapping[str, bytes] | None = None,
         endorsing_orgs: Sequence[str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None | _Unset = UNSET,
+        call_options: CallOptions | None = None,
     ) -> bytes:
         """Run a query on a peer (nothing is ordered or committed) and return its result.
 
-        Raises ``EvaluateError``.
+        ``timeout`` in seconds (``None``: no deadline) replaces the gateway's. Raises
+        ``EvaluateError``.
         """
         proposal = self.new_proposal(name, args, transient=transient, endorsing_orgs=endorsing_orgs)
-        return await proposal.evaluate(timeout=timeout)
+        return await proposal.evaluate(timeout=timeout, call_options=call_options)
+
+    async def submit_async(
+        self,
+        name: str,
+        args: Sequence[Argument] = (),
+        *,
+        transient: Mapping[str, bytes] | None = None,
+        endorsing_orgs: Sequence[str] | None = None,
+        timeouts: Timeouts | None = None,
+        call_options: CallOptions | None = None,
+    ) -> SubmittedTransaction:
+        """Endorse, sign and submit; return at once with the chaincode's ``result`` and the
+        ``Commit`` to await (``await submitted.status()``), as Node's ``submitAsync``.
+
+        Raises ``EndorseError`` or ``SubmitError`` for the step that failed.
+        """
+        limits = (timeouts or Timeouts()).over(self._context.timeouts)
+        proposal = self.new_proposal(name, args, transient=transient, endorsing_orgs=endorsing_orgs)
+        transaction = await proposal.endorse(timeout=limits.endorse, call_options=call_options)
+        return await transaction.submit(timeout=limits.submit, call_options=call_options)
 
     async def submit(
         self,
@@ -87,11 +118,15 @@ class Contract:
         transient: Mapping[str, bytes] | None = None,
         endorsing_orgs: Sequence[str] | None = None,
         timeouts: Timeouts | None = None,
+        call_options: CallOptions | None = None,
         sync_orgs: Sequence[str] = (),
         sync_timeout: float = 10.0,
         steps: dict[str, float] | None = None,
     ) -> bytes:
         """Endorse, sign, submit and wait for the commit; return the chaincode's result.
+
+        ``timeouts`` overrides the gateway's per step: a step left out keeps the gateway's,
+        ``None`` means no deadline. ``call_options`` apply to every call.
 
         With ``sync_orgs`` (MSP ids), also wait, up to ``sync_timeout`` seconds, until a peer
         of each of them has the transaction's block, so a next transaction they endorse reads
@@ -106,20 +141,25 @@ class Contract:
         commit), ``sync`` (the wait for ``sync_orgs``), and ``block`` (the block number).
 
         Raises ``EndorseError``, ``SubmitError`` or ``CommitStatusError`` for the step that
-        failed, and ``CommitError`` if the transaction was committed as invalid.
+        failed, and ``CommitError`` if the transaction was committed as invalid; the last two
+        keep the chaincode's result in ``result``, as Go's client returns it with the error.
         """
-        limits = timeouts or self._context.timeouts
+        limits = (timeouts or Timeouts()).over(self._context.timeouts)
         clock = _Steps(steps)
         proposal = self.new_proposal(name, args, transient=transient, endorsing_orgs=endorsing_orgs)
-        transaction = await proposal.endorse(timeout=limits.endorse)
+        transaction = await proposal.endorse(timeout=limits.endorse, call_options=call_options)
         clock.lap("endorse")
-        commit = await transaction.submit(timeout=limits.submit)
-        status = await commit.status(timeout=limits.commit_status)
+        commit = await transaction.submit(timeout=limits.submit, call_options=call_options)
+        try:
+            status = await commit.status(timeout=limits.commit_status, call_options=call_options)
+        except CommitStatusError as err:
+            err.result = transaction.result
+            raise
         clock.lap("order")
         if steps is not None:
             steps["block"] = status.block_number
         if not status.successful:
-            raise CommitError(status.transaction_id, status.code)
+            raise CommitError(status.transaction_id, status.code, result=transaction.result)
         if sync_orgs:
             height = status.block_number + 1
             await _behind(self._context, self._channel_id, height, sync_orgs, sync_timeout)
@@ -128,7 +168,7 @@ class Contract:
 
 
 class Network:
-    """A channel seen through the gateway: its contracts and its events."""
+    """A channel seen through the gateway: its contracts, its ledger and its events."""
 
     def __init__(self, context: Context, name: str) -> None:
         self._context = context
@@ -138,11 +178,39 @@ class Network:
         """The contract ``contract_name`` (or the default one) of chaincode ``chaincode_name``."""
         return Contract(self._context, self.name, chaincode_name, contract_name)
 
+    # ----------------------------------------------------------------- ledger (qscc)
     async def height(self, organization: str | None = None) -> int:
         """The channel's block height (blocks committed) on a peer of ``organization`` (an
         MSP id), or on the gateway's own peer when None: ``qscc GetChainInfo``, evaluated
         by that organisation's peer. Raises ``EvaluateError``."""
-        return await _height(self._context, self.name, organization)
+        return int((await _ledger.chain_info(self._context, self.name, organization)).height)
+
+    async def get_chain_info(self, organization: str | None = None) -> common_pb2.BlockchainInfo:
+        """``common_pb2.BlockchainInfo`` (height, current and previous block hash) from a peer
+        of ``organization`` or the gateway's. Raises ``EvaluateError``."""
+        return await _ledger.chain_info(self._context, self.name, organization)
+
+    async def get_block(self, number: int, *, organization: str | None = None) -> common_pb2.Block:
+        """Committed block ``number`` (``common_pb2.Block``). Raises ``EvaluateError`` (for
+        example for a block not yet committed) and ``ValueError`` for a negative number."""
+        return await _ledger.block(self._context, self.name, number, organization)
+
+    async def get_block_by_transaction_id(
+        self, transaction_id: str, *, organization: str | None = None
+    ) -> common_pb2.Block:
+        """The block (``common_pb2.Block``) holding transaction ``transaction_id``. Raises
+        ``EvaluateError`` for an unknown transaction."""
+        return await _ledger.block_by_transaction_id(
+            self._context, self.name, transaction_id, organization
+        )
+
+    async def get_transaction(
+        self, transaction_id: str, *, organization: str | None = None
+    ) -> transaction_pb2.ProcessedTransaction:
+        """Committed transaction ``transaction_id`` as ``transaction_pb2.ProcessedTransaction``:
+        its ``transactionEnvelope`` and ``validationCode`` (a ``TxValidationCode``). Raises
+        ``EvaluateError`` for an unknown transaction."""
+        return await _ledger.transaction(self._context, self.name, transaction_id, organization)
 
     async def wait_for_height(
         self, height: int, organizations: Sequence[str], *, timeout: float = 60.0
@@ -163,6 +231,7 @@ class Network:
                 f"{self.name!r} within {timeout:g}s ({'; '.join(behind.values())})"
             )
 
+    # ----------------------------------------------------------------- events
     def new_chaincode_events_request(
         self,
         chaincode_name: str,
@@ -185,54 +254,86 @@ class Network:
         *,
         start_block: int | None = None,
         checkpoint: Checkpoint | None = None,
+        call_options: CallOptions | None = None,
+        reconnect: Reconnect | None = None,
     ) -> EventStream[ChaincodeEvent]:
         """Events of committed transactions of ``chaincode_name``, in commit order.
 
         Starts after the ``checkpoint`` position if it is set, else at ``start_block``, else
-        at the next block committed.
+        at the next block committed after the stream starts (``async with``). With
+        ``reconnect``, a broken stream is reopened after the last event it delivered.
         """
         request = self.new_chaincode_events_request(
             chaincode_name, start_block=start_block, checkpoint=checkpoint
         )
-        return request.events()
+        return request.events(call_options=call_options, reconnect=reconnect)
 
     def new_block_events_request(
-        self,
-        *,
-        kind: BlockEventsKind = "block",
-        start_block: int | None = None,
-        checkpoint: Checkpoint | None = None,
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
     ) -> BlockEventsRequest:
-        """Build a Deliver request for blocks of ``kind``, for example to sign it offline."""
+        """Build a Deliver request for blocks, for example to sign it offline."""
         return BlockEventsRequest.build(
-            self._context, self.name, kind, start_block=start_block, checkpoint=checkpoint
+            self._context, self.name, start_block=start_block, checkpoint=checkpoint
+        )
+
+    def new_filtered_block_events_request(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> FilteredBlockEventsRequest:
+        """Build a Deliver request for filtered blocks, for example to sign it offline."""
+        return FilteredBlockEventsRequest.build(
+            self._context, self.name, start_block=start_block, checkpoint=checkpoint
+        )
+
+    def new_block_and_private_data_events_request(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> BlockAndPrivateDataEventsRequest:
+        """Build a Deliver request for blocks with private data, e.g. to sign it offline."""
+        return BlockAndPrivateDataEventsRequest.build(
+            self._context, self.name, start_block=start_block, checkpoint=checkpoint
         )
 
     def block_events(
-        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
-    ) -> EventStream[Any]:
-        """Committed blocks (``common.Block``) from the peer's Deliver service."""
-        return self._block_stream("block", start_block, checkpoint)
+        self,
+        *,
+        start_block: int | None = None,
+        checkpoint: Checkpoint | None = None,
+        call_options: CallOptions | None = None,
+        reconnect: Reconnect | None = None,
+    ) -> EventStream[common_pb2.Block]:
+        """Committed blocks (``common_pb2.Block``) from the peer's Deliver service; where it
+        starts and ``reconnect`` as for ``chaincode_events``."""
+        request = self.new_block_events_request(start_block=start_block, checkpoint=checkpoint)
+        return request.events(call_options=call_options, reconnect=reconnect)
 
     def filtered_block_events(
-        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
-    ) -> EventStream[Any]:
-        """Filtered blocks (``peer.FilteredBlock``: tx ids, validation codes, event names)."""
-        return self._block_stream("filtered_block", start_block, checkpoint)
+        self,
+        *,
+        start_block: int | None = None,
+        checkpoint: Checkpoint | None = None,
+        call_options: CallOptions | None = None,
+        reconnect: Reconnect | None = None,
+    ) -> EventStream[events_pb2.FilteredBlock]:
+        """Filtered blocks (``events_pb2.FilteredBlock``: tx ids, validation codes, event
+        names); as ``block_events``."""
+        request = self.new_filtered_block_events_request(
+            start_block=start_block, checkpoint=checkpoint
+        )
+        return request.events(call_options=call_options, reconnect=reconnect)
 
     def block_and_private_data_events(
-        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
-    ) -> EventStream[Any]:
-        """Blocks with the private data this client may see (``peer.BlockAndPrivateData``)."""
-        return self._block_stream("block_and_private_data", start_block, checkpoint)
-
-    def _block_stream(
-        self, kind: BlockEventsKind, start_block: int | None, checkpoint: Checkpoint | None
-    ) -> EventStream[Any]:
-        request = self.new_block_events_request(
-            kind=kind, start_block=start_block, checkpoint=checkpoint
+        self,
+        *,
+        start_block: int | None = None,
+        checkpoint: Checkpoint | None = None,
+        call_options: CallOptions | None = None,
+        reconnect: Reconnect | None = None,
+    ) -> EventStream[events_pb2.BlockAndPrivateData]:
+        """Blocks with the private data this client may see (``events_pb2.BlockAndPrivateData``);
+        as ``block_events``."""
+        request = self.new_block_and_private_data_events_request(
+            start_block=start_block, checkpoint=checkpoint
         )
-        return request.events()
+        return request.events(call_options=call_options, reconnect=reconnect)
 
 
 class _Steps:
@@ -250,10 +351,7 @@ class _Steps:
 
 
 async def _height(context: Context, channel: str, organization: str | None) -> int:
-    contract = Contract(context, channel, "qscc", None)
-    orgs = [organization] if organization else None
-    raw = await contract.evaluate("GetChainInfo", [channel], endorsing_orgs=orgs)
-    return int(ledger_pb2.BlockchainInfo.FromString(raw).height)
+    return int((await _ledger.chain_info(context, channel, organization)).height)
 
 
 async def _behind(

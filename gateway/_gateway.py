@@ -1,8 +1,10 @@
-"""The Gateway: a connection to one peer's Gateway service, for one client identity."""
+"""The Gateway: a connection to a peer's Gateway service (one of several, with failover),
+for one client identity."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from types import TracebackType
 
 import grpc
@@ -13,11 +15,17 @@ from fabric_protos.common import common_pb2
 from fabric_protos.gateway import gateway_pb2
 
 from fedfabric.gateway import hash as hashes
-from fedfabric.gateway._client import BlockEventsKind, GatewayClient
-from fedfabric.gateway._context import Context, SigningIdentity, Timeouts
+from fedfabric.gateway._client import GatewayClient
+from fedfabric.gateway._context import Context, SigningIdentity
 from fedfabric.gateway._contract import Network
-from fedfabric.gateway._events import BlockEventsRequest, ChaincodeEventsRequest
-from fedfabric.gateway._identity import Identity
+from fedfabric.gateway._events import (
+    BlockAndPrivateDataEventsRequest,
+    BlockEventsRequest,
+    ChaincodeEventsRequest,
+    FilteredBlockEventsRequest,
+)
+from fedfabric.gateway._identity import Identity, hash_for_identity
+from fedfabric.gateway._options import Timeouts
 from fedfabric.gateway._proposal import Proposal
 from fedfabric.gateway._transaction import Commit, Transaction
 from fedfabric.gateway.signers import Signer
@@ -52,9 +60,9 @@ def connect(
     *,
     identity: Identity,
     signer: Signer | None = None,
-    hash: hashes.Hash = hashes.sha256,
+    hash: hashes.Hash | None = None,
     channel: grpc.aio.Channel | None = None,
-    endpoint: str | None = None,
+    endpoint: str | Sequence[str] | None = None,
     tls_root_cert: bytes | None = None,
     client_cert: bytes | None = None,
     client_key: bytes | None = None,
@@ -66,9 +74,13 @@ def connect(
     Either pass your own ``channel`` (you close it), or an ``endpoint`` ("host:port") with the
     PEM ``tls_root_cert`` of the peer's TLS CA, plus ``client_cert``/``client_key`` for mutual
     TLS; the gateway then owns the channel (message limits raised to 100 MiB) and closes it.
+    ``endpoint`` may be a list of peers of the organisation (one TLS CA): calls go to the
+    first, and move on to the next when a peer cannot be reached (failover).
     With your own mutual-TLS channel, also pass ``client_cert`` so block event requests carry
     its hash. Without a ``signer`` every request must be signed offline (``digest()`` and
-    ``Gateway.new_signed_*``). Raises ``ValueError`` for inconsistent options.
+    ``Gateway.new_signed_*``). ``hash`` defaults to what the identity's key needs
+    (``hash.none`` for Ed25519, else ``hash.sha256``). ``timeouts`` replace the built-in
+    ones step by step. Raises ``ValueError`` for inconsistent options.
 
     Example::
 
@@ -81,37 +93,43 @@ def connect(
         raise ValueError("pass exactly one of channel= and endpoint=")
     if (client_cert is None) != (client_key is None) and channel is None:
         raise ValueError("mutual TLS needs both client_cert= and client_key=")
-    owns_channel = channel is None
-    if channel is None:
-        assert endpoint is not None  # exactly one of channel= and endpoint=, checked above
+    if channel is not None:
+        channels = [channel]
+    else:
+        endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint or ())
+        if not endpoints:
+            raise ValueError("endpoint= needs at least one peer address")
         if tls_root_cert is None:
             raise ValueError("endpoint= needs tls_root_cert=")
-        channel = open_channel(
-            endpoint,
-            tls_root_cert=tls_root_cert,
-            client_cert=client_cert,
-            client_key=client_key,
-            server_name_override=server_name_override,
-        )
+        channels = [
+            open_channel(
+                address,
+                tls_root_cert=tls_root_cert,
+                client_cert=client_cert,
+                client_key=client_key,
+                server_name_override=server_name_override,
+            )
+            for address in endpoints
+        ]
     context = Context(
-        client=GatewayClient(channel),
-        signing=SigningIdentity(identity, signer, hash),
+        client=GatewayClient(channels),
+        signing=SigningIdentity(identity, signer, hash or hash_for_identity(identity)),
         timeouts=timeouts or Timeouts(),
         tls_cert_hash=_cert_hash(client_cert) if client_cert else b"",
     )
-    return Gateway(context, channel, owns_channel=owns_channel)
+    return Gateway(context, channels if channel is None else [])
 
 
 class Gateway:
     """A client identity connected to a peer's Gateway service; an async context manager.
 
-    Closing it closes the gRPC channel only if ``connect`` created it.
+    Closing it ends its calls in order (see ``close``) and closes the gRPC channels that
+    ``connect`` created.
     """
 
-    def __init__(self, context: Context, channel: grpc.aio.Channel, *, owns_channel: bool):
+    def __init__(self, context: Context, owned_channels: Sequence[grpc.aio.Channel]):
         self._context = context
-        self._channel = channel
-        self._owns_channel = owns_channel
+        self._owned_channels = list(owned_channels)
 
     @property
     def identity(self) -> Identity:
@@ -122,6 +140,45 @@ class Gateway:
         """The network (channel) ``channel_name``."""
         return Network(self._context, channel_name)
 
+    # Unsigned re-creation: a request built (and maybe stored or sent) elsewhere, from its
+    # bytes(); it is signed by this gateway's signer when used.
+    def new_proposal(self, proposal_bytes: bytes) -> Proposal:
+        """A proposal from ``Proposal.bytes()`` (signed by this gateway's signer when sent,
+        unless the bytes carry a signature)."""
+        return Proposal(self._context, gateway_pb2.ProposedTransaction.FromString(proposal_bytes))
+
+    def new_transaction(self, transaction_bytes: bytes) -> Transaction:
+        """A transaction from ``Transaction.bytes()``."""
+        prepared = gateway_pb2.PreparedTransaction.FromString(transaction_bytes)
+        return Transaction(self._context, prepared)
+
+    def new_commit(self, commit_bytes: bytes) -> Commit:
+        """A commit from ``Commit.bytes()``."""
+        signed = gateway_pb2.SignedCommitStatusRequest.FromString(commit_bytes)
+        return Commit(self._context, signed)
+
+    def new_chaincode_events_request(self, request_bytes: bytes) -> ChaincodeEventsRequest:
+        """A chaincode events request from ``ChaincodeEventsRequest.bytes()``."""
+        signed = gateway_pb2.SignedChaincodeEventsRequest.FromString(request_bytes)
+        return ChaincodeEventsRequest(self._context, signed)
+
+    def new_block_events_request(self, request_bytes: bytes) -> BlockEventsRequest:
+        """A block events request from ``BlockEventsRequest.bytes()``."""
+        return BlockEventsRequest(self._context, common_pb2.Envelope.FromString(request_bytes))
+
+    def new_filtered_block_events_request(self, request_bytes: bytes) -> FilteredBlockEventsRequest:
+        """A filtered block events request from ``FilteredBlockEventsRequest.bytes()``."""
+        envelope = common_pb2.Envelope.FromString(request_bytes)
+        return FilteredBlockEventsRequest(self._context, envelope)
+
+    def new_block_and_private_data_events_request(
+        self, request_bytes: bytes
+    ) -> BlockAndPrivateDataEventsRequest:
+        """A request from ``BlockAndPrivateDataEventsRequest.bytes()``."""
+        envelope = common_pb2.Envelope.FromString(request_bytes)
+        return BlockAndPrivateDataEventsRequest(self._context, envelope)
+
+    # Offline signing: the same, with the signature made elsewhere over its digest().
     def new_signed_proposal(self, proposal_bytes: bytes, signature: bytes) -> Proposal:
         """Rebuild a proposal from ``Proposal.bytes()`` with an offline ``signature``."""
         proposed = gateway_pb2.ProposedTransaction.FromString(proposal_bytes)
@@ -149,17 +206,34 @@ class Gateway:
         return ChaincodeEventsRequest(self._context, signed)
 
     def new_signed_block_events_request(
-        self, request_bytes: bytes, signature: bytes, *, kind: BlockEventsKind = "block"
+        self, request_bytes: bytes, signature: bytes
     ) -> BlockEventsRequest:
         """Rebuild a request from ``BlockEventsRequest.bytes()`` with an offline signature."""
-        envelope = common_pb2.Envelope.FromString(request_bytes)
-        envelope.signature = signature
-        return BlockEventsRequest(self._context, envelope, kind)
+        return BlockEventsRequest(self._context, _signed_envelope(request_bytes, signature))
 
-    async def close(self) -> None:
-        """Close the gRPC channel if ``connect`` created it."""
-        if self._owns_channel:
-            await self._channel.close()
+    def new_signed_filtered_block_events_request(
+        self, request_bytes: bytes, signature: bytes
+    ) -> FilteredBlockEventsRequest:
+        """Rebuild a request from ``FilteredBlockEventsRequest.bytes()`` with a signature."""
+        envelope = _signed_envelope(request_bytes, signature)
+        return FilteredBlockEventsRequest(self._context, envelope)
+
+    def new_signed_block_and_private_data_events_request(
+        self, request_bytes: bytes, signature: bytes
+    ) -> BlockAndPrivateDataEventsRequest:
+        """Rebuild a request from ``BlockAndPrivateDataEventsRequest.bytes()`` with a
+        signature."""
+        envelope = _signed_envelope(request_bytes, signature)
+        return BlockAndPrivateDataEventsRequest(self._context, envelope)
+
+    async def close(self, *, grace: float | None = 5.0) -> None:
+        """Close the gateway in order: new calls raise ``GatewayClosedError`` at once;
+        calls in flight (event streams included) may finish for ``grace`` seconds (``None``:
+        however long they take), then are cancelled and raise ``GatewayClosedError``; last,
+        the gRPC channels that ``connect`` created are closed. Closing twice is harmless."""
+        await self._context.client.close(grace)
+        for channel in self._owned_channels:
+            await channel.close()
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -171,6 +245,12 @@ class Gateway:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _signed_envelope(request_bytes: bytes, signature: bytes) -> common_pb2.Envelope:
+    envelope = common_pb2.Envelope.FromString(request_bytes)
+    envelope.signature = signature
+    return envelope
 
 
 def _cert_hash(cert_pem: bytes) -> bytes:

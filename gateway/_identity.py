@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from fabric_protos.msp import identities_pb2
 
+from fedfabric.gateway import hash as hashes
 from fedfabric.gateway.signers import Signer, new_private_key_signer
 
 
@@ -103,3 +104,21 @@ def _public_bytes(public_key: CertificatePublicKeyTypes) -> bytes:
     return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def hash_for_key(key: object) -> hashes.Hash:
+    """The hash a signer for ``key`` (a private or public key) must be given: ``hash.none``
+    for Ed25519, which signs the whole message, else Fabric's default ``hash.sha256``."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return hashes.none
+    return hashes.sha256
+
+
+def hash_for_identity(identity: Identity) -> hashes.Hash:
+    """``hash_for_key`` of the key in ``identity``'s certificate (``hash.sha256`` if its
+    credentials are not an X.509 certificate)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(identity.credentials)
+    except ValueError:
+        return hashes.sha256
+    return hash_for_key(certificate.public_key())

@@ -20,7 +20,7 @@ import grpc.aio
 
 from fedfabric.gateway._context import Timeouts
 from fedfabric.gateway._gateway import Gateway, connect, open_channel
-from fedfabric.gateway._identity import load_identity, load_private_key
+from fedfabric.gateway._identity import hash_for_key, load_identity, load_private_key
 from fedfabric.gateway.signers import new_private_key_signer
 
 
@@ -38,9 +38,11 @@ def connect_profile(
             ...
     """
     profile = _Profile(profile_path)
+    key = load_private_key(profile.file("key_path", user))
     return connect(
         identity=load_identity(profile.msp_id, profile.file("cert_path", user)),
-        signer=new_private_key_signer(load_private_key(profile.file("key_path", user))),
+        signer=new_private_key_signer(key),
+        hash=hash_for_key(key),
         timeouts=timeouts,
         **profile.endpoint(user),
     )

@@ -10,9 +10,31 @@ from fabric_protos.gateway import gateway_pb2
 from fabric_protos.peer import chaincode_pb2, proposal_pb2
 
 from fedfabric.gateway._context import Context, new_nonce, transaction_id
+from fedfabric.gateway._options import UNSET, CallOptions, Timeouts, _Unset
 from fedfabric.gateway._transaction import Transaction
 
 Argument = str | bytes
+"""One argument of a transaction function: text (sent as UTF-8) or bytes."""
+
+
+def check_arguments(args: Sequence[Argument]) -> list[bytes]:
+    """The arguments as bytes; ``TypeError`` for a bare ``str`` or ``bytes`` (a sequence of
+    characters or byte values, almost certainly a mistake for ``[value]``) or for an element
+    that is neither text nor bytes."""
+    if isinstance(args, str | bytes | bytearray | memoryview):
+        raise TypeError(
+            f"args must be a list of arguments, not a bare {type(args).__name__}: "
+            f"write [{args!r}] for one argument"
+        )
+    out = []
+    for index, value in enumerate(args):
+        if isinstance(value, str):
+            out.append(value.encode())
+        elif isinstance(value, bytes | bytearray | memoryview):
+            out.append(bytes(value))
+        else:
+            raise TypeError(f"args[{index}] must be str or bytes, not {type(value).__name__}")
+    return out
 
 
 def build_proposal(
@@ -26,6 +48,7 @@ def build_proposal(
     endorsing_orgs: Sequence[str] | None = None,
 ) -> Proposal:
     """Build an unsigned proposal for ``transaction_name`` with arguments ``args``."""
+    arguments = check_arguments(args)
     creator = context.signing.creator
     nonce = new_nonce()
     tx_id = transaction_id(nonce, creator)
@@ -49,7 +72,7 @@ def build_proposal(
     spec = chaincode_pb2.ChaincodeInvocationSpec(
         chaincode_spec=chaincode_pb2.ChaincodeSpec(
             chaincode_id=chaincode_id,
-            input=chaincode_pb2.ChaincodeInput(args=[_bytes(transaction_name), *map(_bytes, args)]),
+            input=chaincode_pb2.ChaincodeInput(args=[transaction_name.encode(), *arguments]),
         )
     )
     payload = proposal_pb2.ChaincodeProposalPayload(
@@ -100,54 +123,58 @@ class Proposal:
         """The hash of the proposal bytes: what an offline signer signs."""
         return self._context.signing.digest(self._proposed.proposal.proposal_bytes)
 
-    async def evaluate(self, *, timeout: float | None = None) -> builtins.bytes:
+    async def evaluate(
+        self, *, timeout: float | None | _Unset = UNSET, call_options: CallOptions | None = None
+    ) -> builtins.bytes:
         """Run the proposal on a peer without ordering it; return the chaincode's payload.
 
-        Raises ``EvaluateError`` if the peer or the chaincode reports an error.
+        ``timeout`` in seconds (``None``: no deadline) replaces the gateway's ``evaluate``
+        timeout. Raises ``EvaluateError`` if the peer or the chaincode reports an error.
         """
         request = gateway_pb2.EvaluateRequest(
             transaction_id=self.transaction_id,
             channel_id=self._channel_id,
-            proposed_transaction=self._signed(),
+            proposed_transaction=await self._signed(),
             target_organizations=self._proposed.endorsing_organizations,
         )
         response = await self._context.client.call(
             "Evaluate",
             request,
             transaction_id=self.transaction_id,
-            timeout=self._context.timeouts.evaluate if timeout is None else timeout,
+            timeout=Timeouts(evaluate=timeout).over(self._context.timeouts).seconds("evaluate"),
+            options=call_options,
         )
         return bytes(response.result.payload)
 
-    async def endorse(self, *, timeout: float | None = None) -> Transaction:
+    async def endorse(
+        self, *, timeout: float | None | _Unset = UNSET, call_options: CallOptions | None = None
+    ) -> Transaction:
         """Have the proposal endorsed; return the (unsigned until submitted) transaction.
 
-        Raises ``EndorseError`` if not enough organisations endorse it, for example because
-        the chaincode refused the transaction.
+        ``timeout`` as for ``evaluate``, replacing the gateway's ``endorse`` timeout. Raises
+        ``EndorseError`` if not enough organisations endorse it, for example because the
+        chaincode refused the transaction.
         """
         request = gateway_pb2.EndorseRequest(
             transaction_id=self.transaction_id,
             channel_id=self._channel_id,
-            proposed_transaction=self._signed(),
+            proposed_transaction=await self._signed(),
             endorsing_organizations=self._proposed.endorsing_organizations,
         )
         response = await self._context.client.call(
             "Endorse",
             request,
             transaction_id=self.transaction_id,
-            timeout=self._context.timeouts.endorse if timeout is None else timeout,
+            timeout=Timeouts(endorse=timeout).over(self._context.timeouts).seconds("endorse"),
+            options=call_options,
         )
         prepared = gateway_pb2.PreparedTransaction(
             transaction_id=self.transaction_id, envelope=response.prepared_transaction
         )
         return Transaction(self._context, prepared)
 
-    def _signed(self) -> proposal_pb2.SignedProposal:
+    async def _signed(self) -> proposal_pb2.SignedProposal:
         signed = self._proposed.proposal
         if not signed.signature:
-            signed.signature = self._context.signing.sign(signed.proposal_bytes)
+            signed.signature = await self._context.signing.sign(signed.proposal_bytes)
         return signed
-
-
-def _bytes(value: Argument) -> bytes:
-    return value.encode() if isinstance(value, str) else bytes(value)

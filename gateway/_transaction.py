@@ -11,6 +11,7 @@ from fabric_protos.peer import proposal_pb2, proposal_response_pb2, transaction_
 
 from fedfabric.gateway._context import Context
 from fedfabric.gateway._errors import _enum_name
+from fedfabric.gateway._options import UNSET, CallOptions, Timeouts, _Unset
 
 
 class Transaction:
@@ -47,14 +48,18 @@ class Transaction:
         """The hash of the envelope payload: what an offline signer signs."""
         return self._context.signing.digest(self._prepared.envelope.payload)
 
-    async def submit(self, *, timeout: float | None = None) -> Commit:
+    async def submit(
+        self, *, timeout: float | None | _Unset = UNSET, call_options: CallOptions | None = None
+    ) -> SubmittedTransaction:
         """Sign (unless signed offline) and send the transaction to the orderer.
 
-        Returns the ``Commit`` to wait on. Raises ``SubmitError`` if it was not accepted.
+        Returns the ``SubmittedTransaction`` (a ``Commit`` with the chaincode's ``result``) to
+        wait on. ``timeout`` in seconds (``None``: no deadline) replaces the gateway's
+        ``submit`` timeout. Raises ``SubmitError`` if it was not accepted.
         """
         envelope = self._prepared.envelope
         if not envelope.signature:
-            envelope.signature = self._context.signing.sign(envelope.payload)
+            envelope.signature = await self._context.signing.sign(envelope.payload)
         request = gateway_pb2.SubmitRequest(
             transaction_id=self.transaction_id,
             channel_id=self._channel_id,
@@ -64,16 +69,18 @@ class Transaction:
             "Submit",
             request,
             transaction_id=self.transaction_id,
-            timeout=self._context.timeouts.submit if timeout is None else timeout,
+            timeout=Timeouts(submit=timeout).over(self._context.timeouts).seconds("submit"),
+            options=call_options,
         )
         status_request = gateway_pb2.CommitStatusRequest(
             transaction_id=self.transaction_id,
             channel_id=self._channel_id,
             identity=self._context.signing.creator,
         )
-        return Commit(
+        return SubmittedTransaction(
             self._context,
             gateway_pb2.SignedCommitStatusRequest(request=status_request.SerializeToString()),
+            self._result,
         )
 
 
@@ -120,21 +127,43 @@ class Commit:
         """The hash of the commit status request: what an offline signer signs."""
         return self._context.signing.digest(self._signed.request)
 
-    async def status(self, *, timeout: float | None = None) -> Status:
+    async def status(
+        self, *, timeout: float | None | _Unset = UNSET, call_options: CallOptions | None = None
+    ) -> Status:
         """Wait until the transaction is committed and return its ``Status``.
 
         An invalid transaction is a ``Status`` with ``successful`` false, not an error.
-        Raises ``CommitStatusError`` if the status cannot be obtained (e.g. timeout).
+        ``timeout`` in seconds (``None``: no deadline) replaces the gateway's
+        ``commit_status`` timeout. Raises ``CommitStatusError`` if the status cannot be
+        obtained (e.g. timeout).
         """
         if not self._signed.signature:
-            self._signed.signature = self._context.signing.sign(self._signed.request)
+            self._signed.signature = await self._context.signing.sign(self._signed.request)
+        limits = Timeouts(commit_status=timeout).over(self._context.timeouts)
         response = await self._context.client.call(
             "CommitStatus",
             self._signed,
             transaction_id=self.transaction_id,
-            timeout=self._context.timeouts.commit_status if timeout is None else timeout,
+            timeout=limits.seconds("commit_status"),
+            options=call_options,
         )
         return Status(self.transaction_id, response.result, response.block_number)
+
+
+class SubmittedTransaction(Commit):
+    """A transaction accepted by the orderer: the chaincode's ``result`` now, its ``Commit``
+    status when awaited (``status()``), as Node's ``submitAsync`` returns."""
+
+    def __init__(
+        self, context: Context, signed: gateway_pb2.SignedCommitStatusRequest, result: bytes
+    ) -> None:
+        super().__init__(context, signed)
+        self._result = result
+
+    @property
+    def result(self) -> builtins.bytes:
+        """The payload the chaincode returned when endorsing the transaction."""
+        return self._result
 
 
 def _chaincode_result(payload: common_pb2.Payload) -> bytes:

@@ -1,11 +1,13 @@
-"""Signers: ``Callable[[bytes], bytes]`` that sign a digest made by a ``fedfabric.gateway.hash``.
+"""Signers: callables that sign a digest made by a ``fedfabric.gateway.hash``.
 
+A signer returns the signature, or an awaitable of it (an ``async def`` signer, for a remote
+or hardware key that must not block the event loop: see ``fedfabric.gateway.pkcs11``).
 The private key stays inside the signer; nothing hands it back out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -15,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-Signer = Callable[[bytes], bytes]
+Signer = Callable[[bytes], bytes | Awaitable[bytes]]
 
 __all__ = ["Signer", "low_s_signature", "new_private_key_signer"]
 
@@ -37,7 +39,7 @@ _CURVE_ORDERS = {
 
 def new_private_key_signer(
     private_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
-) -> Signer:
+) -> Callable[[bytes], bytes]:
     """Return a signer for an ECDSA (P-256, P-384) or Ed25519 private key.
 
     ECDSA signs the given digest (pair it with ``hash.sha256``) and returns a DER

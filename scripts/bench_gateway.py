@@ -4,7 +4,9 @@ Starts a private network (3 orgs, 3 Raft orderers, the Node ``kv`` chaincode) in
 folder, then for 1, 16 and 128 submits in flight runs the same load through fedfabric's client
 (in this process) and through ``@hyperledger/fabric-gateway`` (tests/fixtures/node-gateway,
 a Node process): ``kv`` ``Put`` of 1 KB values, every submit waiting for its commit. Returns and
-prints throughput and p50/p99 latency of both, and ours/node ratios. The network is torn down
+prints throughput and p50/p99 latency of both, and ours/node ratios. Last, the 128-in-flight
+load again through a gateway whose signer is ``async`` (it awaits, then signs):
+``ratio_tps_c128_async_signer`` is its throughput over the sync signer's. The network is torn down
 (processes stopped, folder deleted) at the end, also on failure.
 
 Environment (read here, the entry point): ``FEDFABRIC_FABRIC_HOME`` (Fabric binaries),
@@ -25,13 +27,21 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a file by the `scripts/bench` dispatcher
     sys.path.insert(0, str(ROOT))
 
-from fedfabric.gateway import Contract, EndorseError, connect_org  # noqa: E402
+from fedfabric.gateway import (  # noqa: E402
+    Contract,
+    EndorseError,
+    connect,
+    connect_org,
+    load_identity,
+    load_private_key,
+    signers,
+)
 from fedfabric.network import FabricNetwork, parse_topology  # noqa: E402
 from tests.conftest import NODE_KV, release, topology_data  # noqa: E402
 
@@ -105,7 +115,37 @@ async def _measure(network: FabricNetwork) -> dict[int, tuple[Run, Run]]:
                         f"node-c{concurrency}",
                     )
             results[concurrency] = (runs["ours"], runs["node"])
+    concurrency = max(LOAD)
+    _say(f"ours with an async signer: {LOAD[concurrency]} submits, {concurrency} in flight")
+    async with _async_signer_gateway(network) as gateway:
+        contract = gateway.get_network(network.topology.channel).get_contract(CHAINCODE)
+        async_run = await _ours(contract, concurrency, LOAD[concurrency], "py-async")
+    results[ASYNC_SIGNER] = (async_run, results[concurrency][0])  # compared with the sync signer
     return results
+
+
+ASYNC_SIGNER = -1  # the results key of the async-signer run
+
+
+def _async_signer_gateway(network: FabricNetwork) -> Any:
+    """Like `connect_org`, with a signer that awaits before it signs (as a remote one does)."""
+    endpoint = network.endpoint(ORG)
+    user = network.identity(ORG, USER)
+    sign = signers.new_private_key_signer(load_private_key(user.key))
+
+    async def async_sign(digest: bytes) -> bytes:
+        await asyncio.sleep(0)
+        return sign(digest)
+
+    return connect(
+        identity=load_identity(user.msp_id, user.cert),
+        signer=async_sign,
+        endpoint=endpoint.address,
+        tls_root_cert=endpoint.tls_root_cert.read_bytes(),
+        client_cert=user.tls_cert.read_bytes(),
+        client_key=user.tls_key.read_bytes(),
+        server_name_override=endpoint.server_name,
+    )
 
 
 async def _wait_for_endorsers(contract: Contract, timeout: float = 120.0) -> None:
@@ -188,6 +228,11 @@ def _ensure_node_driver() -> None:
 
 def _metrics(results: dict[int, tuple[Run, Run]]) -> dict[str, float]:
     metrics: dict[str, float] = {}
+    results = dict(results)
+    async_run, sync_run = results.pop(ASYNC_SIGNER)
+    c = max(LOAD)
+    metrics[f"tps_ours_c{c}_async_signer"] = round(async_run.tps, 2)
+    metrics[f"ratio_tps_c{c}_async_signer"] = round(async_run.tps / sync_run.tps, 3)
     for c, (ours, node) in results.items():
         metrics |= {
             f"tps_ours_c{c}": round(ours.tps, 2),
@@ -210,6 +255,12 @@ def _table(results: dict[int, tuple[Run, Run]]) -> str:
         f"{'p50 ours':>8} {'p50 node':>8} | {'p99 ours':>8} {'p99 node':>8} {'ratio':>6}",
     ]
     for c, (ours, node) in results.items():
+        if c == ASYNC_SIGNER:
+            lines.append(
+                f"async signer, {max(LOAD)} in flight: {ours.tps:.1f} tx/s, "
+                f"{ours.tps / node.tps:.2f} of the sync signer's"
+            )
+            continue
         lines.append(
             f"{c:>9} | {ours.tps:>9.1f} {node.tps:>9.1f} {ours.tps / node.tps:>6.2f} | "
             f"{ours.percentile_ms(0.5):>8.0f} {node.percentile_ms(0.5):>8.0f} | "

@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 from cryptography.x509.oid import NameOID
-from fabric_protos.common import common_pb2
+from fabric_protos.common import common_pb2, ledger_pb2
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
 from fabric_protos.msp import identities_pb2
 from fabric_protos.peer import (
+    chaincode_pb2,
     events_pb2,
     events_pb2_grpc,
     proposal_pb2,
@@ -152,6 +153,14 @@ def proposal_hash(proposal: proposal_pb2.Proposal) -> bytes:
     ).digest()
 
 
+def invocation(signed: proposal_pb2.SignedProposal) -> list[str]:
+    """The chaincode name, then the function and arguments a proposal asks to run."""
+    proposal = proposal_pb2.Proposal.FromString(signed.proposal_bytes)
+    payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal.payload)
+    spec = chaincode_pb2.ChaincodeInvocationSpec.FromString(payload.input).chaincode_spec
+    return [spec.chaincode_id.name, *(arg.decode() for arg in spec.input.args)]
+
+
 @dataclass
 class Failure:
     code: grpc.StatusCode
@@ -169,17 +178,32 @@ class FakePeer(gateway_pb2_grpc.GatewayServicer, events_pb2_grpc.DeliverServicer
         self.chaincode_payload = b"endorsed"
         self.commit_code = transaction_pb2.VALID
         self.commit_block = 7
+        self.height = 12  # what qscc GetChainInfo answers
         self.hang_commit_status = False
         self.chaincode_events: list[gateway_pb2.ChaincodeEventsResponse] = []
         self.deliver_responses: list[events_pb2.DeliverResponse] = []
         self.client_cert_der: bytes | None = None
         self.stream_closed = asyncio.Event()
+        self.called: dict[str, asyncio.Event] = {}  # method -> set once it was called
+        self.deadlines: dict[str, float | None] = {}  # method -> seconds left when called
+        self.metadata: dict[str, dict[str, str]] = {}  # method -> the call's metadata
+        self.commit_status_gate: asyncio.Event | None = None  # CommitStatus waits for it
+
+    def was_called(self, method: str) -> asyncio.Event:
+        return self.called.setdefault(method, asyncio.Event())
 
     def received(self, method: str) -> list:
         return [request for name, request in self.requests if name == method]
 
     async def _record(self, method: str, request: object, context) -> None:
         self.requests.append((method, request))
+        self.deadlines[method] = context.time_remaining()
+        self.metadata[method] = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
+        self.was_called(method).set()
         failure = self.failures.get(method)
         if failure is not None:
             status = rpc_status(failure.code.value[0], failure.message, failure.details)
@@ -189,7 +213,10 @@ class FakePeer(gateway_pb2_grpc.GatewayServicer, events_pb2_grpc.DeliverServicer
 
     async def Evaluate(self, request, context):
         await self._record("Evaluate", request, context)
-        response = proposal_response_pb2.Response(status=200, payload=self.evaluate_payload)
+        payload = self.evaluate_payload
+        if invocation(request.proposed_transaction)[:2] == ["qscc", "GetChainInfo"]:
+            payload = ledger_pb2.BlockchainInfo(height=self.height).SerializeToString()
+        response = proposal_response_pb2.Response(status=200, payload=payload)
         return gateway_pb2.EvaluateResponse(result=response)
 
     async def Endorse(self, request, context):
@@ -239,6 +266,8 @@ class FakePeer(gateway_pb2_grpc.GatewayServicer, events_pb2_grpc.DeliverServicer
         await self._record("CommitStatus", request, context)
         if self.hang_commit_status:
             await asyncio.Event().wait()
+        if self.commit_status_gate is not None:
+            await self.commit_status_gate.wait()
         return gateway_pb2.CommitStatusResponse(
             result=self.commit_code, block_number=self.commit_block
         )

@@ -94,3 +94,45 @@ async def test_crash_while_saving_keeps_the_previous_checkpoint(
     assert json.loads(path.read_text()) == {"blockNumber": 5, "transactionId": "tx-5"}
     assert (checkpointer.block_number, checkpointer.transaction_id) == (5, "tx-5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json"]
+
+
+@pytest.mark.parametrize(
+    ("content", "state"),
+    [
+        ("", (0, "")),
+        ("{}", (0, "")),
+        ('{"blockNumber":"6"}', (6, "")),
+        ('{"blockNumber":"6","transactionId":"tx-6"}', (6, "tx-6")),
+        ('{"blockNumber":6,"transactionId":"tx-6"}', (6, "tx-6")),
+    ],
+)
+def test_file_checkpointer_reads_what_the_node_and_go_clients_write(
+    tmp_path: Path, content: str, state: tuple[int, str]
+) -> None:
+    path = tmp_path / "checkpoint.json"
+    path.write_text(content)
+
+    checkpointer = FileCheckpointer(path)
+
+    assert (checkpointer.block_number, checkpointer.transaction_id) == state
+
+
+def test_file_checkpointer_creates_its_file_at_construction(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+
+    FileCheckpointer(path)
+
+    assert path.exists()
+
+
+def test_file_checkpointer_with_a_bad_path_fails_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        FileCheckpointer(tmp_path / "no-such-folder" / "checkpoint.json")
+
+
+def test_file_checkpointer_names_a_file_it_cannot_read(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+    path.write_text("[1, 2]")
+
+    with pytest.raises(ValueError, match=f"{path}: not a checkpoint file"):
+        FileCheckpointer(path)

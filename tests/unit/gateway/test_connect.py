@@ -53,7 +53,8 @@ async def test_gateway_leaves_a_callers_channel_open(
         async with connect(identity=user.identity, signer=user.signer, channel=channel) as gateway:
             await gateway.get_network("mychannel").get_contract("fl").evaluate("Get")
 
-        result = await gateway.get_network("mychannel").get_contract("fl").evaluate("Get")
+        again = connect(identity=user.identity, signer=user.signer, channel=channel)
+        result = await again.get_network("mychannel").get_contract("fl").evaluate("Get")
 
     assert result == b"evaluated"
 

@@ -69,7 +69,7 @@ async def test_leaving_the_context_closes_the_stream(gateway: Gateway, peer: Fak
         await anext(events)
 
 
-async def test_chaincode_events_request_default_start_is_next_commit(
+async def test_chaincode_events_default_start_is_the_height_when_the_stream_starts(
     gateway: Gateway, peer: FakePeer, user: User
 ) -> None:
     peer.chaincode_events = [
@@ -83,8 +83,32 @@ async def test_chaincode_events_request_default_start_is_next_commit(
     request = gateway_pb2.ChaincodeEventsRequest.FromString(signed.request)
     assert (request.channel_id, request.chaincode_id) == ("mychannel", "fl")
     assert request.identity == user.creator
-    assert request.start_position.WhichOneof("Type") == "next_commit"
+    assert request.start_position.specified.number == peer.height  # the next block to commit
     assert request.after_transaction_id == ""
+
+
+async def test_an_unsigned_request_built_for_the_next_commit_says_so(gateway: Gateway) -> None:
+    request = gateway.get_network("mychannel").new_chaincode_events_request("fl")
+
+    signed = gateway_pb2.SignedChaincodeEventsRequest.FromString(request.bytes())
+    start = gateway_pb2.ChaincodeEventsRequest.FromString(signed.request).start_position
+    assert start.WhichOneof("Type") == "next_commit"
+
+
+@pytest.mark.parametrize("kind", ["chaincode_events", "block_events", "filtered_block_events"])
+async def test_a_stream_is_under_way_once_entered_before_the_first_anext(
+    gateway: Gateway, peer: FakePeer, kind: str
+) -> None:
+    network = gateway.get_network("mychannel")
+    stream = (
+        network.chaincode_events("fl") if kind == "chaincode_events" else getattr(network, kind)()
+    )
+    method = {"chaincode_events": "ChaincodeEvents", "block_events": "Deliver"}.get(
+        kind, "DeliverFiltered"
+    )
+
+    async with stream:
+        await asyncio.wait_for(peer.was_called(method).wait(), 5)  # no anext(stream) yet
 
 
 async def test_checkpoint_resumes_after_the_last_processed_event(gateway: Gateway) -> None:
@@ -212,4 +236,4 @@ async def test_mutual_tls_block_events_carry_the_client_cert_hash(
     )
     assert server.peer.client_cert_der == client_der
     assert channel_header(envelope).tls_cert_hash == hashlib.sha256(client_der).digest()
-    assert seek_info(envelope).start.WhichOneof("Type") == "next_commit"
+    assert seek_info(envelope).start.specified.number == server.peer.height

@@ -67,7 +67,7 @@ def test_digests_hash_exactly_the_signed_bytes(offline_gateway: Gateway) -> None
     network = offline_gateway.get_network("mychannel")
 
     events = network.new_chaincode_events_request("fl", start_block=3)
-    blocks = network.new_block_events_request(kind="filtered_block")
+    blocks = network.new_filtered_block_events_request()
 
     signed_events = gateway_pb2.SignedChaincodeEventsRequest.FromString(events.bytes())
     assert events.digest() == hashlib.sha256(signed_events.request).digest()
@@ -81,13 +81,13 @@ async def test_offline_signed_event_requests(
 ) -> None:
     network = offline_gateway.get_network("mychannel")
     unsigned_events = network.new_chaincode_events_request("fl")
-    unsigned_blocks = network.new_block_events_request(kind="filtered_block")
+    unsigned_blocks = network.new_filtered_block_events_request()
 
     events = offline_gateway.new_signed_chaincode_events_request(
         unsigned_events.bytes(), user.signer(unsigned_events.digest())
     )
-    blocks = offline_gateway.new_signed_block_events_request(
-        unsigned_blocks.bytes(), user.signer(unsigned_blocks.digest()), kind="filtered_block"
+    blocks = offline_gateway.new_signed_filtered_block_events_request(
+        unsigned_blocks.bytes(), user.signer(unsigned_blocks.digest())
     )
     peer.chaincode_events = [
         gateway_pb2.ChaincodeEventsResponse(

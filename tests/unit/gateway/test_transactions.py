@@ -207,4 +207,6 @@ async def test_invalid_commit_status_is_not_an_error_in_the_split_flow(
 
 
 def test_default_timeouts() -> None:
-    assert Timeouts() == Timeouts(evaluate=30, endorse=30, submit=30, commit_status=60)
+    steps = ("evaluate", "endorse", "submit", "commit_status")
+
+    assert [Timeouts().seconds(step) for step in steps] == [30, 30, 30, 60]
