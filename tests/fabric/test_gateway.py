@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,8 @@ from fedfabric.gateway import (
     Gateway,
     GatewayError,
     Status,
-    Timeouts,
     Transaction,
     connect,
-    connect_org,
     connect_profile,
     load_identity,
     load_private_key,
@@ -44,10 +42,10 @@ from fedfabric.gateway import (
 )
 from fedfabric.network import FabricNetwork
 from fedfabric.network._crypto import issue_identity
+from tests.fabric.conftest import BOUND, TIMEOUTS
 
 ORGS = ("TransportMSP", "EnergyMSP", "HealthMSP")
-TIMEOUTS = Timeouts(evaluate=15, endorse=15, submit=15, commit_status=30)
-BOUND = 20.0  # seconds any single scenario step may take before the test calls it a hang
+
 SECRET = b"transient-secret-never-on-the-ledger"
 
 
@@ -143,23 +141,6 @@ def connect_as(
 
 
 # ------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-async def gateway(network: FabricNetwork) -> AsyncIterator[Gateway]:
-    async with connect_org(
-        network.layout.profiles_dir, "transport", "User1", timeouts=TIMEOUTS
-    ) as gw:
-        await network.wait_endorsable("kv")
-        yield gw
-
-
-@pytest.fixture
-def channel(network: FabricNetwork) -> str:
-    return network.topology.channel
-
-
-@pytest.fixture
-def contract(gateway: Gateway, channel: str) -> Contract:
-    return gateway.get_network(channel).get_contract("kv")
 
 
 # ------------------------------------------------------------------------------------ round trips

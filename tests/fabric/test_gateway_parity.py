@@ -29,7 +29,6 @@ from fedfabric.gateway import (
     Gateway,
     GatewayClosedError,
     Reconnect,
-    Timeouts,
     X509Identity,
     connect,
     connect_org,
@@ -40,29 +39,8 @@ from fedfabric.gateway import (
 from fedfabric.gateway.pkcs11 import HSMSigner
 from fedfabric.network import FabricNetwork, _crypto, parse_topology
 from tests.conftest import PORT_SHIFT, release, topology_data
+from tests.fabric.conftest import BOUND, TIMEOUTS
 from tests.fixtures.softhsm import LIBRARY, PIN, TOKEN, generate_key, init_token
-
-TIMEOUTS = Timeouts(evaluate=15, endorse=15, submit=15, commit_status=30)
-BOUND = 20.0  # seconds any single scenario step may take before the test calls it a hang
-
-
-@pytest.fixture(scope="module")
-async def gateway(network: FabricNetwork) -> AsyncIterator[Gateway]:
-    async with connect_org(
-        network.layout.profiles_dir, "transport", "User1", timeouts=TIMEOUTS
-    ) as gw:
-        await network.wait_endorsable("kv")
-        yield gw
-
-
-@pytest.fixture
-def channel(network: FabricNetwork) -> str:
-    return network.topology.channel
-
-
-@pytest.fixture
-def contract(gateway: Gateway, channel: str) -> Contract:
-    return gateway.get_network(channel).get_contract("kv")
 
 
 def transport_gateway(network: FabricNetwork, signer, identity=None, **options) -> Gateway:
