@@ -6,17 +6,21 @@ client user, a local MSP (``signcerts/``, ``keystore/priv_sk``) plus TLS materia
 (``tls/ca.crt``, ``server.crt``/``server.key`` or ``client.crt``/``client.key``). Identity
 roles are carried by the subject OU (``peer``, ``orderer``, ``admin``, ``client``).
 
-Generation is idempotent: existing CA keys are reused, so re-running adds missing identities
-without invalidating the ones a running network already trusts.
+Each organisation's material is made on its own (`generate_org`, what ``fedfabric org init``
+runs on that organisation's host); `generate` makes every organisation's, for a network on one
+machine. Generation is idempotent: existing CA keys are reused, so re-running adds missing
+identities without invalidating the ones a running network already trusts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,6 +30,18 @@ from fedfabric.network._topology import OrdererOrg, Organization, Topology
 
 _VALIDITY = dt.timedelta(days=3650)
 _NODE_OUS = ("client", "peer", "admin", "orderer")
+
+
+@dataclass(frozen=True)
+class NodeOUs:
+    """An organisation MSP's NodeOU settings (its ``config.yaml``): whether identities are
+    classified by the OU of their certificate's subject, and which OU marks each role."""
+
+    enable: bool = True
+    client: str = "client"
+    peer: str = "peer"
+    admin: str = "admin"
+    orderer: str = "orderer"
 
 
 @dataclass(frozen=True)
@@ -54,39 +70,94 @@ def msp_roots_dir(crypto_dir: Path) -> Path:
 
 def generate(topology: Topology, crypto_dir: Path) -> None:
     """Write (or complete) every organisation's MSP and TLS material under ``crypto_dir``,
-    and the organisations' CA certificates to `msp_roots_dir`."""
-    oo = topology.orderer_org
-    ca, tlsca = _org_cas(oo, crypto_dir)
-    for o in oo.orderers:
-        _node(org_dir(crypto_dir, oo) / "orderers" / o.host, oo, o.host, "orderer", ca, tlsca)
-    _node(
-        org_dir(crypto_dir, oo) / "users" / user_name(oo, "Admin"),
-        oo,
-        user_name(oo, "Admin"),
-        "admin",
-        ca,
-        tlsca,
-    )
-    for org in topology.organizations:
-        ca, tlsca = _org_cas(org, crypto_dir)
-        root = org_dir(crypto_dir, org)
+    and the organisations' CA certificates to `msp_roots_dir` (`generate_org` for each)."""
+    orgs: list[Organization | OrdererOrg] = [topology.orderer_org, *topology.organizations]
+    for org in orgs:
+        generate_org(topology, org.msp_id, crypto_dir)
+
+
+def generate_org(topology: Topology, name: str, crypto_dir: Path) -> Organization | OrdererOrg:
+    """Write (or complete) the material of one organisation, ``name`` (its name or MSP id; a
+    peer organisation or the ordering organisation), and return that organisation.
+
+    Everything goes under `org_dir`: its CA and TLS CA, its organisation MSP, and a local MSP
+    with TLS material for each of its nodes, its ``Admin`` and (peer organisations) its
+    ``User<n>``; a peer organisation's CA certificate also goes to `msp_roots_dir`. Existing
+    keys are reused. Raises `TopologyError` for a name the topology does not have.
+    """
+    org = topology.any_org(name)
+    ca, tlsca = _org_cas(org, crypto_dir)
+    root = org_dir(crypto_dir, org)
+    if isinstance(org, OrdererOrg):
+        for o in org.orderers:
+            _node(root / "orderers" / o.host, org, o.host, "orderer", ca, tlsca)
+    else:
         _write(
             msp_roots_dir(crypto_dir) / f"{org.msp_id}.pem",
             ca.cert.public_bytes(serialization.Encoding.PEM),
         )
         for p in org.peers:
             _node(root / "peers" / p.host, org, p.host, "peer", ca, tlsca)
-        _node(
-            root / "users" / user_name(org, "Admin"),
-            org,
-            user_name(org, "Admin"),
-            "admin",
-            ca,
-            tlsca,
-        )
+    admin = user_name(org, "Admin")
+    _node(root / "users" / admin, org, admin, "admin", ca, tlsca)
+    if isinstance(org, Organization):
         for i in range(1, org.users + 1):
-            name = user_name(org, f"User{i}")
-            _node(root / "users" / name, org, name, "client", ca, tlsca)
+            user = user_name(org, f"User{i}")
+            _node(root / "users" / user, org, user, "client", ca, tlsca)
+    return org
+
+
+def ca_file(domain: str) -> str:
+    """File name of an organisation's CA certificate in ``cacerts/`` (cryptogen's)."""
+    return f"ca.{domain}-cert.pem"
+
+
+def tls_ca_file(domain: str) -> str:
+    """File name of an organisation's TLS CA certificate in ``tlscacerts/``."""
+    return f"tlsca.{domain}-cert.pem"
+
+
+def write_msp_folder(
+    msp: Path,
+    domain: str,
+    ca_cert: bytes,
+    tls_ca_cert: bytes,
+    node_ous: NodeOUs | None = None,
+    admin_certs: Sequence[bytes] = (),
+) -> None:
+    """Write the public part of an MSP folder: ``cacerts/``, ``tlscacerts/``, a NodeOU
+    ``config.yaml`` and, if any are given, ``admincerts/`` (Fabric needs them only when
+    NodeOUs are disabled). Certificates are PEM bytes."""
+    _write(msp / "cacerts" / ca_file(domain), ca_cert)
+    _write(msp / "tlscacerts" / tls_ca_file(domain), tls_ca_cert)
+    for i, cert in enumerate(admin_certs):
+        _write(msp / "admincerts" / f"admin{i}-cert.pem", cert)
+    node_ous = node_ous or NodeOUs()
+    lines = ["NodeOUs:", f"  Enable: {'true' if node_ous.enable else 'false'}"]
+    for role in _NODE_OUS:
+        lines += [
+            f"  {role.capitalize()}OUIdentifier:",
+            f"    Certificate: cacerts/{ca_file(domain)}",
+            f"    OrganizationalUnitIdentifier: {getattr(node_ous, role)}",
+        ]
+    _write(msp / "config.yaml", ("\n".join(lines) + "\n").encode())
+
+
+def read_node_ous(msp: Path) -> NodeOUs:
+    """The NodeOU settings of the MSP folder ``msp`` (disabled when it has no config.yaml)."""
+    path = msp / "config.yaml"
+    if not path.exists():
+        return NodeOUs(enable=False)
+    section = (yaml.safe_load(path.read_text()) or {}).get("NodeOUs") or {}
+    ous = {
+        role: str(
+            (section.get(f"{role.capitalize()}OUIdentifier") or {}).get(
+                "OrganizationalUnitIdentifier", role
+            )
+        )
+        for role in _NODE_OUS
+    }
+    return NodeOUs(enable=section.get("Enable") is True, **ous)
 
 
 def issue_identity(
@@ -177,20 +248,12 @@ def _load_ca(folder: Path) -> _CA:
 
 
 def _write_msp_certs(msp: Path, org: Organization | OrdererOrg, ca: _CA, tlsca: _CA) -> None:
-    ca_file = f"ca.{org.domain}-cert.pem"
-    _write(msp / "cacerts" / ca_file, ca.cert.public_bytes(serialization.Encoding.PEM))
-    _write(
-        msp / "tlscacerts" / f"tlsca.{org.domain}-cert.pem",
+    write_msp_folder(
+        msp,
+        org.domain,
+        ca.cert.public_bytes(serialization.Encoding.PEM),
         tlsca.cert.public_bytes(serialization.Encoding.PEM),
     )
-    lines = ["NodeOUs:", "  Enable: true"]
-    for ou in _NODE_OUS:
-        lines += [
-            f"  {ou.capitalize()}OUIdentifier:",
-            f"    Certificate: cacerts/{ca_file}",
-            f"    OrganizationalUnitIdentifier: {ou}",
-        ]
-    _write(msp / "config.yaml", ("\n".join(lines) + "\n").encode())
 
 
 def _node(

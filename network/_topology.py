@@ -134,6 +134,17 @@ class Topology:
         known = ", ".join(o.name for o in self.organizations)
         raise TopologyError(f"unknown organization {name!r} (known: {known})")
 
+    def any_org(self, name: str) -> Organization | OrdererOrg:
+        """The peer organisation or the ordering organisation named ``name`` (name or MSP id)."""
+        oo = self.orderer_org
+        if name in (oo.name, oo.msp_id):
+            return oo
+        for org in self.organizations:
+            if name in (org.name, org.msp_id):
+                return org
+        known = ", ".join([o.name for o in self.organizations] + [oo.name])
+        raise TopologyError(f"unknown organization {name!r} (known: {known})")
+
     def chaincode(self, name: str) -> Chaincode:
         for cc in self.chaincodes:
             if cc.name == name:
