@@ -3,6 +3,9 @@
 >>> topology = load_topology()                   # network/topology.yaml
 >>> net = open_network(topology, state_dir)      # Fabric's own binaries
 >>> await net.up(); await net.deploy(["fl"])
+
+An organisation's public bundle (`export_bundle`, `read_bundle`, `write_msp`) is what it
+gives the others of a consortium: certificates and endpoints, never a private key.
 """
 
 from fedfabric.network._backend import Backend, Endpoint, IdentityFiles, NodeStatus
@@ -13,6 +16,16 @@ from fedfabric.network._binaries import (
     fabric_release,
     install_fabric,
 )
+from fedfabric.network._bundle import (
+    BundleError,
+    BundleNode,
+    OrgBundle,
+    export_bundle,
+    read_bundle,
+    write_bundle,
+    write_msp,
+)
+from fedfabric.network._crypto import NodeOUs
 from fedfabric.network._errors import (
     FabricNotInstalledError,
     NetworkError,
@@ -42,6 +55,8 @@ __all__ = [
     "DEFAULT_TOPOLOGY",
     "PINNED_FABRIC",
     "Backend",
+    "BundleError",
+    "BundleNode",
     "Chaincode",
     "Endpoint",
     "FabricNetwork",
@@ -49,8 +64,10 @@ __all__ = [
     "FabricRelease",
     "IdentityFiles",
     "NetworkError",
+    "NodeOUs",
     "NodeStatus",
     "NotRunningError",
+    "OrgBundle",
     "Organization",
     "Peer",
     "PolicyError",
@@ -60,10 +77,14 @@ __all__ = [
     "default_fabric_home",
     "default_state_root",
     "endorsing_sets",
+    "export_bundle",
     "fabric_release",
     "install_fabric",
     "load_topology",
     "majority_policy",
     "parse_policy",
     "parse_topology",
+    "read_bundle",
+    "write_bundle",
+    "write_msp",
 ]

@@ -2,6 +2,8 @@
 
 NetworkError                  anything that stops a network command
 ├── TopologyError             the topology file is invalid (names the field)   [_topology]
+├── BundleError               an organisation's bundle is malformed, holds a private key,
+│                             was changed after export or is inconsistent      [_bundle]
 ├── FabricNotInstalledError   Fabric's binaries are missing (run scripts/install-fabric)
 ├── PortInUseError            a node's port is already bound (names node and port)
 └── NotRunningError           the command needs a running network

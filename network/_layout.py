@@ -47,6 +47,14 @@ class Layout:
     def profiles_dir(self) -> Path:
         return self.root / "profiles"
 
+    @property
+    def bundles_dir(self) -> Path:
+        """Organisations' public bundles (`fedfabric org init` writes its own here)."""
+        return self.root / "bundles"
+
+    def bundle_file(self, msp_id: str) -> Path:
+        return self.bundles_dir / f"{msp_id}.json"
+
     def channel_block(self, channel: str) -> Path:
         return self.configtx_dir / f"{channel}.block"
 

@@ -1,10 +1,10 @@
 """The ``fedfabric`` command: ``fedfabric network ...`` here, and the commands other packages add.
 
 Packages add subcommands through the ``fedfabric.commands`` entry points (``fl_worker`` adds
-``run`` and ``audit``), each a function ``add_parser(subparsers)``, so this module never
-imports them. A command whose package cannot be imported (the ``worker`` extra is not
-installed, say) is still listed and says what to install. Environment variables are read
-here, at the entry point, and nowhere else.
+``run`` and ``audit``, ``network/_org_cli.py`` adds ``org``), each a function
+``add_parser(subparsers)``, so this module never imports them. A command whose package
+cannot be imported (the ``worker`` extra is not installed, say) is still listed and says what
+to install. Environment variables are read here, at the entry point, and nowhere else.
 """
 
 from __future__ import annotations
@@ -48,6 +48,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_network_options(p: argparse.ArgumentParser) -> None:
+    """The options that name a network: topology, state directory and Fabric release."""
+    add_state_options(p)
+    p.add_argument(
+        "--fabric-home",
+        type=Path,
+        default=os.environ.get("FEDFABRIC_FABRIC_HOME"),
+        help="a Fabric release folder with bin/ and config/, used as it is (default: "
+        f"the {PINNED_FABRIC} that scripts/install-fabric builds; env "
+        "FEDFABRIC_FABRIC_HOME)",
+    )
+
+
+def add_state_options(p: argparse.ArgumentParser) -> None:
+    """The options that name a topology and its state directory."""
     p.add_argument(
         "--topology",
         type=Path,
@@ -60,21 +74,17 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("FEDFABRIC_STATE_DIR"),
         help="generated state (default: ~/.local/share/fedfabric/<name>; env FEDFABRIC_STATE_DIR)",
     )
-    p.add_argument(
-        "--fabric-home",
-        type=Path,
-        default=os.environ.get("FEDFABRIC_FABRIC_HOME"),
-        help="a Fabric release folder with bin/ and config/, used as it is (default: "
-        f"the {PINNED_FABRIC} that scripts/install-fabric builds; env "
-        "FEDFABRIC_FABRIC_HOME)",
-    )
+
+
+def state_dir(args: argparse.Namespace, topology: Topology) -> Path:
+    """The state directory the CLI options name (default: one per topology name)."""
+    return Path(args.state_dir or default_state_root() / topology.name)
 
 
 def open_network(args: argparse.Namespace, topology: Topology | None = None) -> FabricNetwork:
     """The network the CLI options name."""
     topology = topology or load_topology(args.topology)
-    state = args.state_dir or default_state_root() / topology.name
-    return FabricNetwork(topology, state, fabric_release(args.fabric_home))
+    return FabricNetwork(topology, state_dir(args, topology), fabric_release(args.fabric_home))
 
 
 def _network(args: argparse.Namespace) -> int:
