@@ -31,6 +31,7 @@ from fedfabric.network import (
     write_msp,
 )
 from fedfabric.network._crypto import generate, generate_org, msp_roots_dir, org_dir
+from fedfabric.network._topology import OrdererOrg, Organization
 from fedfabric.network.cli import main
 
 TOPOLOGY = load_topology()
@@ -75,7 +76,7 @@ def resealed(data: dict[str, Any]) -> dict[str, Any]:
 def changed(data: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
     """A deep copy of ``data`` with the field at ``path`` set to ``value`` (or deleted: None)."""
     data = copy.deepcopy(data)
-    parent = data
+    parent: Any = data
     for key in path[:-1]:
         parent = parent[key]
     if value is None:
@@ -108,7 +109,8 @@ def test_generate_writes_exactly_what_generate_org_writes_for_every_org(tmp_path
     generate(TOPOLOGY, tmp_path / "all")
     union: dict[str, int] = {}
 
-    for org in (ORDERING, *TOPOLOGY.organizations):
+    orgs: list[Organization | OrdererOrg] = [ORDERING, *TOPOLOGY.organizations]
+    for org in orgs:
         one = tmp_path / org.name
         generate_org(TOPOLOGY, org.msp_id, one)
         written = files(one)
