@@ -87,10 +87,10 @@ class Consensus:
     """The orderers' batch settings (why these defaults: network/topology.yaml)."""
 
     type: str = "etcdraft"
-    batch_timeout: str = "10ms"
+    batch_timeout: str = "5ms"
     max_message_count: int = 100
     absolute_max_bytes: str = "99 MB"
-    preferred_max_bytes: str = "16 KB"
+    preferred_max_bytes: str = "512 KB"
 
 
 @dataclass(frozen=True)

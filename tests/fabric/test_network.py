@@ -150,7 +150,7 @@ async def test_raft_elects_a_new_leader_after_kill_9(network: FabricNetwork) -> 
 
 
 async def test_down_and_up_keep_height_and_state(network: FabricNetwork) -> None:
-    # More than one Raft batch (PreferredMaxBytes, 16 KB) of blocks: restarted orderers then
+    # More than one Raft batch (PreferredMaxBytes, 512 KB) of blocks: restarted orderers then
     # replay their log in several batches, which deadlocked Fabric before fabric#4199 unless a
     # Raft snapshot was taken (network/_config.py).
     for i in range(3):
