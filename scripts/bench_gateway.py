@@ -3,10 +3,12 @@
 Starts a private network (3 orgs, 3 Raft orderers, the Node ``kv`` chaincode) in a temporary
 folder, then for 1, 16 and 128 submits in flight runs the same load through fedfabric's client
 (in this process) and through ``@hyperledger/fabric-gateway`` (tests/fixtures/node-gateway,
-a Node process): ``kv`` ``Put`` of 1 KB values, every submit waiting for its commit. Returns and
-prints throughput and p50/p99 latency of both, and ours/node ratios. Last, the 128-in-flight
-load again through a gateway whose signer is ``async`` (it awaits, then signs):
-``ratio_tps_c128_async_signer`` is its throughput over the sync signer's. The network is torn down
+a Node process): ``kv`` ``Put`` of 1 KB values, every submit waiting for its commit. Each client
+runs twice per level, in the order A B B A, so neither gains from the warmer network a later
+run meets. Returns and prints throughput and p50/p99 latency of both, and ours/node ratios.
+Last, the 128-in-flight load through a gateway whose signer is ``async`` (it awaits, then
+signs) against the sync signer, A B B A again: ``ratio_tps_c128_async_signer`` is its
+throughput over the sync signer's. The network is torn down
 (processes stopped, folder deleted) at the end, also on failure.
 
 Environment (read here, the entry point): ``FEDFABRIC_FABRIC_HOME`` (Fabric binaries),
@@ -59,6 +61,11 @@ class Run(NamedTuple):
     elapsed_s: float
     latencies_ms: Sequence[float]
 
+    @classmethod
+    def joined(cls, runs: Sequence[Run]) -> Run:
+        """Several runs as one: their times added, their latencies together."""
+        return cls(sum(r.elapsed_s for r in runs), [ms for r in runs for ms in r.latencies_ms])
+
     @property
     def tps(self) -> float:
         return len(self.latencies_ms) / self.elapsed_s
@@ -99,28 +106,32 @@ async def _measure(network: FabricNetwork) -> dict[int, tuple[Run, Run]]:
         await _wait_for_endorsers(contract)
         await _ours(contract, 1, WARMUP, "warmup")
         for index, (concurrency, count) in enumerate(LOAD.items()):
-            # Alternate who goes first, so neither always meets the fresher ledger.
-            order = ("ours", "node") if index % 2 == 0 else ("node", "ours")
-            runs: dict[str, Run] = {}
-            for who in order:
+            # Each client runs twice, in the order A B B A (who is A alternates by level):
+            # a later run meets a warmer network, so neither gains from going second.
+            pair = ("ours", "node") if index % 2 == 0 else ("node", "ours")
+            runs: dict[str, list[Run]] = {"ours": [], "node": []}
+            for turn, who in enumerate(pair + pair[::-1]):
                 _say(f"{who}: {count} submits, {concurrency} in flight")
+                prefix = f"{who}-c{concurrency}-{turn}"
                 if who == "ours":
-                    runs[who] = await _ours(contract, concurrency, count, f"py-c{concurrency}")
+                    runs[who].append(await _ours(contract, concurrency, count, prefix))
                 else:
-                    runs[who] = await _node(
-                        profile,
-                        network.topology.channel,
-                        concurrency,
-                        count,
-                        f"node-c{concurrency}",
+                    runs[who].append(
+                        await _node(profile, network.topology.channel, concurrency, count, prefix)
                     )
-            results[concurrency] = (runs["ours"], runs["node"])
-    concurrency = max(LOAD)
-    _say(f"ours with an async signer: {LOAD[concurrency]} submits, {concurrency} in flight")
-    async with _async_signer_gateway(network) as gateway:
-        contract = gateway.get_network(network.topology.channel).get_contract(CHAINCODE)
-        async_run = await _ours(contract, concurrency, LOAD[concurrency], "py-async")
-    results[ASYNC_SIGNER] = (async_run, results[concurrency][0])  # compared with the sync signer
+            results[concurrency] = (Run.joined(runs["ours"]), Run.joined(runs["node"]))
+        concurrency, count = max(LOAD), LOAD[max(LOAD)]
+        async with _async_signer_gateway(network) as awaiting:
+            contracts = {
+                "async": awaiting.get_network(network.topology.channel).get_contract(CHAINCODE),
+                "sync": contract,
+            }
+            signed: dict[str, list[Run]] = {"async": [], "sync": []}
+            for turn, how in enumerate(("async", "sync", "sync", "async")):
+                _say(f"ours, {how} signer: {count} submits, {concurrency} in flight")
+                prefix = f"signer-{how}-{turn}"
+                signed[how].append(await _ours(contracts[how], concurrency, count, prefix))
+    results[ASYNC_SIGNER] = (Run.joined(signed["async"]), Run.joined(signed["sync"]))
     return results
 
 

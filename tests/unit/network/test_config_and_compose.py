@@ -15,14 +15,31 @@ import pytest
 import yaml
 
 from fedfabric.network import FabricNetwork, NetworkError, fabric_release, load_topology
+from fedfabric.network._bundle import BundleError, read_bundle
 from fedfabric.network._ccaas import package_bytes, package_id, server_args, server_name
 from fedfabric.network._compose import STATE, compose_document, compose_yaml
-from fedfabric.network._config import configtx_yaml, core_yaml, orderer_yaml
+from fedfabric.network._config import configtx_yaml, consortium_bundles, core_yaml, orderer_yaml
 from fedfabric.network._layout import Layout
+from fedfabric.network.fabric._ceremony import write_own_bundle
 from fedfabric.network.fabric._chaincode import with_settings
 from tests.conftest import ROOT
 
 TOPOLOGY = load_topology()
+ORGS = [TOPOLOGY.orderer_org, *TOPOLOGY.organizations]
+
+
+@pytest.fixture(scope="module")
+def bundle_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Every organisation's public bundle, each made as `fedfabric org init` makes it."""
+    layout = Layout(tmp_path_factory.mktemp("orgs"))
+    return [write_own_bundle(TOPOLOGY, o.msp_id, layout) for o in ORGS]
+
+
+def channel_profile(tmp_path: Path, bundle_files: list[Path]) -> dict:
+    bundles = consortium_bundles(TOPOLOGY, [read_bundle(f) for f in bundle_files])
+    return configtx_yaml(TOPOLOGY, Layout(tmp_path), bundles)["Profiles"]["Channel"]
+
+
 RELEASE_LIKE = {"peer": {"gateway": {"enabled": True}}, "chaincode": {"externalBuilders": []}}
 
 
@@ -53,25 +70,58 @@ def test_orderer_yaml_uses_channel_participation_and_admin_mtls(tmp_path: Path) 
     assert doc["Admin"]["TLS"]["ClientAuthRequired"] is True
 
 
-def test_configtx_has_every_org_anchor_peers_and_raft_consenters(tmp_path: Path) -> None:
-    profile = configtx_yaml(TOPOLOGY, Layout(tmp_path))["Profiles"]["Channel"]
+def test_configtx_has_every_org_anchor_peers_and_raft_consenters(
+    tmp_path: Path, bundle_files: list[Path]
+) -> None:
+    profile = channel_profile(tmp_path, bundle_files)
 
     consenters = profile["Orderer"]["EtcdRaft"]["Consenters"]
     assert [c["Port"] for c in consenters] == [o.port for o in TOPOLOGY.orderer_org.orderers]
     orgs = profile["Application"]["Organizations"]
     assert [o["ID"] for o in orgs] == [o.msp_id for o in TOPOLOGY.organizations]
     assert orgs[0]["AnchorPeers"] == [{"Host": "127.0.0.1", "Port": TOPOLOGY.peers[0].port}]
-    assert profile["Orderer"]["BatchTimeout"] == "10ms"
+    assert profile["Orderer"]["BatchTimeout"] == "5ms"
 
 
-def test_raft_snapshots_come_within_one_raft_batch(tmp_path: Path) -> None:
+def test_the_channel_config_is_made_from_public_bundles_alone(
+    tmp_path: Path, bundle_files: list[Path]
+) -> None:
+    profile = channel_profile(tmp_path, bundle_files)
+
+    folders = [Path(o["MSPDir"]) for o in profile["Application"]["Organizations"]]
+    folders.append(Path(profile["Orderer"]["Organizations"][0]["MSPDir"]))
+    consenter = profile["Orderer"]["EtcdRaft"]["Consenters"][0]
+    ordering = read_bundle(bundle_files[0])
+    assert Path(consenter["ServerTLSCert"]).read_text() == ordering.nodes[0].tls_cert
+    for folder in folders:
+        assert folder.is_relative_to(tmp_path)  # written from the bundles, not the keys' folder
+        written = [p.read_text() for p in folder.rglob("*") if p.is_file()]
+        assert written and not [t for t in written if "PRIVATE KEY" in t]
+
+
+def test_a_missing_extra_or_duplicate_bundle_is_named(bundle_files: list[Path]) -> None:
+    bundles = [read_bundle(f) for f in bundle_files]
+    health = bundles[-1]
+
+    with pytest.raises(BundleError, match=f"no bundle for {health.msp_id}"):
+        consortium_bundles(TOPOLOGY, bundles[:-1])
+    with pytest.raises(BundleError, match=f"two bundles for {health.msp_id}"):
+        consortium_bundles(TOPOLOGY, [*bundles, health])
+    other = dataclasses.replace(health, msp_id="OtherMSP")
+    with pytest.raises(BundleError, match="organisations the topology does not have: OtherMSP"):
+        consortium_bundles(TOPOLOGY, [*bundles, other])
+
+
+def test_raft_snapshots_come_within_one_raft_batch(
+    tmp_path: Path, bundle_files: list[Path]
+) -> None:
     # An orderer restarted before its first snapshot replays its log in batches of
     # PreferredMaxBytes; with the snapshot interval no larger, that replay is a single batch
     # (see network/_config.py and fabric#4199).
-    orderer = configtx_yaml(TOPOLOGY, Layout(tmp_path))["Profiles"]["Channel"]["Orderer"]
+    orderer = channel_profile(tmp_path, bundle_files)["Orderer"]
 
     interval = orderer["EtcdRaft"]["Options"]["SnapshotIntervalSize"]
-    assert interval == orderer["BatchSize"]["PreferredMaxBytes"] == "16 KB"
+    assert interval == orderer["BatchSize"]["PreferredMaxBytes"] == "512 KB"
 
 
 def test_ccaas_package_is_reproducible_and_its_id_is_label_and_sha256() -> None:
