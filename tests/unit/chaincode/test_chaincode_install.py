@@ -1,6 +1,7 @@
 """The base install (no extras) is enough to serve the FL contract: no torch, scikit-learn or
 matplotlib is installed, a peer's stream runs ``CreateTask`` against the served contract, and
-``fedfabric network`` works while ``fedfabric run`` says which extra it needs."""
+``fedfabric network`` and the whole gateway client work while ``fedfabric run`` says which
+extra it needs."""
 
 from __future__ import annotations
 
@@ -41,6 +42,21 @@ def test_the_base_install_has_no_ml_stack_and_serves_the_fl_contract(tmp_path: P
         cwd=tmp_path,
     )
     assert found.stdout.strip() == "[]", found.stdout + found.stderr
+
+    # The gateway client alone (issue 13's "standalone"): its whole public API imports.
+    gateway = subprocess.run(
+        [
+            python,
+            "-c",
+            "import fedfabric.gateway as g; [getattr(g, n) for n in g.__all__]; "
+            "from fedfabric.gateway import signers; print(len(g.__all__))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert gateway.returncode == 0 and int(gateway.stdout) > 20, gateway.stdout + gateway.stderr
 
     network = subprocess.run(
         [str(venv / "bin" / "fedfabric"), "network", "--help"],
