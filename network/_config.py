@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fedfabric.network._bundle import BundleError, OrgBundle, write_msp
 from fedfabric.network._crypto import org_dir, user_name
 from fedfabric.network._layout import Layout
-from fedfabric.network._topology import HOST, Orderer, Peer, Topology
+from fedfabric.network._topology import HOST, Orderer, OrdererOrg, Organization, Peer, Topology
 
 CCAAS_BUILDER = Path(__file__).parent / "fabric" / "ccaas_builder"
 CCAAS_DIR_ENV = "FEDFABRIC_CCAAS_DIR"
@@ -32,7 +34,7 @@ _GOSSIP_TIMINGS = {
 
 
 def render_all(topology: Topology, layout: Layout, release_config: Path) -> None:
-    """Write every node's configuration and the channel's configtx.yaml."""
+    """Write every node's configuration (`write_configtx` writes the channel's)."""
     # The builder is copied into the state directory so a container that mounts only the
     # state directory (docker-compose.yaml) finds it at the same path.
     shutil.copytree(CCAAS_BUILDER, layout.ccaas_builder_dir, dirs_exist_ok=True)
@@ -46,7 +48,12 @@ def render_all(topology: Topology, layout: Layout, release_config: Path) -> None
             layout.node_dir(p.host) / "core.yaml",
             core_yaml(copy.deepcopy(core), topology, layout, p),
         )
-    _dump(layout.configtx_dir / "configtx.yaml", configtx_yaml(topology, layout))
+
+
+def write_configtx(topology: Topology, layout: Layout, bundles: Mapping[str, OrgBundle]) -> Path:
+    """Write the channel's configtx.yaml (`configtx_yaml`); return its folder."""
+    _dump(layout.configtx_dir / "configtx.yaml", configtx_yaml(topology, layout, bundles))
+    return layout.configtx_dir
 
 
 def core_yaml(base: dict[str, Any], topology: Topology, layout: Layout, p: Peer) -> dict[str, Any]:
@@ -127,32 +134,89 @@ def orderer_yaml(
     return base
 
 
-def configtx_yaml(topology: Topology, layout: Layout) -> dict[str, Any]:
-    """The channel definition for ``configtxgen -profile Channel``."""
+def consortium_bundles(topology: Topology, bundles: Sequence[OrgBundle]) -> dict[str, OrgBundle]:
+    """The bundles of the topology's organisations by MSP id: exactly one for each (the
+    ordering organisation included), each of the kind, domain and nodes the topology gives
+    it. Raises `BundleError` naming the organisation otherwise."""
+    found: dict[str, OrgBundle] = {}
+    for one in bundles:
+        if one.msp_id in found:
+            raise BundleError(f"two bundles for {one.msp_id}", bundle=one.msp_id)
+        found[one.msp_id] = one
+    orgs: list[Organization | OrdererOrg] = [topology.orderer_org, *topology.organizations]
+    expected = {o.msp_id for o in orgs}
+    if extra := sorted(set(found) - expected):
+        raise BundleError(
+            f"bundles of organisations the topology does not have: {', '.join(extra)}",
+            bundle=extra[0],
+        )
+    for org in orgs:
+        b = found.get(org.msp_id)
+        if b is None:
+            raise BundleError(
+                f"no bundle for {org.msp_id} ({org.name}): it runs `fedfabric org init` and "
+                "sends its bundle",
+                bundle=org.msp_id,
+            )
+        kind = "orderer" if isinstance(org, OrdererOrg) else "peer"
+        nodes = org.orderers if isinstance(org, OrdererOrg) else org.peers
+        if b.kind != kind or b.domain != org.domain:
+            raise BundleError(
+                f"bundle of {org.msp_id} is a {b.kind} organisation of {b.domain}; the "
+                f"topology has a {kind} organisation of {org.domain}",
+                bundle=org.msp_id,
+            )
+        if sorted(n.host for n in b.nodes) != sorted(n.host for n in nodes):
+            raise BundleError(
+                f"bundle of {org.msp_id} names nodes {sorted(n.host for n in b.nodes)}; the "
+                f"topology has {sorted(n.host for n in nodes)}",
+                bundle=org.msp_id,
+            )
+    return found
+
+
+def configtx_yaml(
+    topology: Topology, layout: Layout, bundles: Mapping[str, OrgBundle]
+) -> dict[str, Any]:
+    """The channel definition for ``configtxgen -profile Channel``, from the organisations'
+    public bundles alone (`consortium_bundles`): each organisation's MSP (written from its
+    bundle under ``configtx/msps/``), endpoints, anchor peer and the orderers' TLS
+    certificates; the topology gives the channel's own settings."""
     oo = topology.orderer_org
+    msps = layout.configtx_dir / "msps"
+    ordering = bundles[oo.msp_id]
     orderer_org = {
         "Name": oo.msp_id,
         "ID": oo.msp_id,
-        "MSPDir": str(org_dir(layout.crypto_dir, oo) / "msp"),
+        "MSPDir": str(write_msp(ordering, msps / oo.msp_id)),
         "Policies": _org_policies(oo.msp_id, orderer=True),
-        "OrdererEndpoints": [o.address for o in oo.orderers],
+        "OrdererEndpoints": [f"{n.address}:{n.port}" for n in ordering.nodes],
     }
     orgs = []
     for org in topology.organizations:
+        b = bundles[org.msp_id]
         orgs.append(
             {
                 "Name": org.msp_id,
                 "ID": org.msp_id,
-                "MSPDir": str(org_dir(layout.crypto_dir, org) / "msp"),
+                "MSPDir": str(write_msp(b, msps / org.msp_id)),
                 "Policies": _org_policies(org.msp_id, orderer=False),
-                "AnchorPeers": [{"Host": HOST, "Port": p.port} for p in org.peers[:1]],
+                "AnchorPeers": [{"Host": n.address, "Port": n.port} for n in b.nodes[:1]],
             }
         )
     consenters = []
-    for o in oo.orderers:
-        cert = str(org_dir(layout.crypto_dir, oo) / "orderers" / o.host / "tls" / "server.crt")
+    for n in ordering.nodes:
+        assert n.tls_cert is not None  # an ordering organisation's bundle names them
+        cert = msps / oo.msp_id / "consenters" / f"{n.host}.crt"
+        cert.parent.mkdir(parents=True, exist_ok=True)
+        cert.write_text(n.tls_cert)
         consenters.append(
-            {"Host": HOST, "Port": o.port, "ClientTLSCert": cert, "ServerTLSCert": cert}
+            {
+                "Host": n.address,
+                "Port": n.port,
+                "ClientTLSCert": str(cert),
+                "ServerTLSCert": str(cert),
+            }
         )
     meta = {"Type": "ImplicitMeta"}
     c = topology.consensus

@@ -28,6 +28,17 @@ def _reap() -> None:
             del _children[pid]
 
 
+def fabric_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a Fabric tool or node: no inherited ``CORE_*``,
+    ``ORDERER_*`` or ``FABRIC_CFG_PATH`` (a node's settings come from its own files), info
+    logging, then `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORE_", "ORDERER_"))}
+    env.pop("FABRIC_CFG_PATH", None)
+    env["FABRIC_LOGGING_SPEC"] = "info"
+    env.update(extra)
+    return env
+
+
 def start(
     layout: Layout, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
 ) -> int:

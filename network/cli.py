@@ -158,14 +158,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _unavailable(sub: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
+def needs_worker_extra(name: str, exc: ModuleNotFoundError) -> int:
+    """Say that command `name` needs the worker extra (`exc`: the module it lacks) and return
+    the exit status 2; re-raise `exc` when the missing module is not the extra's (a bug)."""
+    if (exc.name or "").partition(".")[0] not in WORKER_EXTRA:
+        raise exc
+    print(
+        f"error: `fedfabric {name}` needs the worker extra ({exc}); install it with "
+        "pip install 'fedfabric[worker]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _unavailable(sub: argparse._SubParsersAction, name: str, exc: ModuleNotFoundError) -> None:
     def refuse(args: argparse.Namespace) -> int:
-        print(
-            f"error: `fedfabric {name}` needs the worker extra ({exc}); install it with "
-            "pip install 'fedfabric[worker]'",
-            file=sys.stderr,
-        )
-        return 2
+        return needs_worker_extra(name, exc)
 
     p = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

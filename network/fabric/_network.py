@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -26,8 +25,9 @@ from fedfabric.network._binaries import FabricRelease, install_fabric
 from fedfabric.network._config import CCAAS_DIR_ENV, admin_msp, render_all
 from fedfabric.network._errors import FabricNotInstalledError, NetworkError, NotRunningError
 from fedfabric.network._layout import Layout
-from fedfabric.network._topology import Orderer, Organization, Peer, Topology
+from fedfabric.network._topology import Orderer, OrdererOrg, Organization, Peer, Topology
 from fedfabric.network.fabric import _chaincode
+from fedfabric.network.fabric._ceremony import make_genesis, write_own_bundle
 
 
 def _quiet(_: str) -> None:
@@ -76,28 +76,13 @@ class FabricNetwork:
         ]
         _process.check_ports_free(ports)
         started = time.monotonic()
-        say("crypto material (CAs, MSPs, TLS)")
-        _crypto.generate(t, self.layout.crypto_dir)
+        say("crypto material (CAs, MSPs, TLS), each organisation's own, and its public bundle")
+        bundles = [write_own_bundle(t, o.msp_id, self.layout) for o in self._orgs()]
         render_all(t, self.layout, self.release.config_dir)
         self._write_profiles()
-        block = self.layout.channel_block(t.channel)
-        if not block.exists():
-            say(f"channel block for {t.channel!r} (configtxgen)")
-            await _process.run_tool(
-                [
-                    self.release.tool("configtxgen"),
-                    "-configPath",
-                    str(self.layout.configtx_dir),
-                    "-profile",
-                    "Channel",
-                    "-channelID",
-                    t.channel,
-                    "-outputBlock",
-                    str(block),
-                ],
-                self._env(),
-                what="configtxgen",
-            )
+        if not self.layout.channel_block(t.channel).exists():
+            say(f"channel block for {t.channel!r} from the {len(bundles)} public bundles")
+            await make_genesis(self.release, t, self.layout, bundles, self._env())
         try:
             await self._start_nodes(running, say)
             await self._join(say)
@@ -297,11 +282,10 @@ class FabricNetwork:
         return ["-o", running[0].address, "--tls", "--cafile", str(ca)]
 
     def _env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CORE_", "ORDERER_"))}
-        env.pop("FABRIC_CFG_PATH", None)
-        env["FABRIC_LOGGING_SPEC"] = "info"
-        env.update(extra)
-        return env
+        return _process.fabric_env(**extra)
+
+    def _orgs(self) -> list[Organization | OrdererOrg]:
+        return [self.topology.orderer_org, *self.topology.organizations]
 
     def _node_names(self) -> list[str]:
         t = self.topology

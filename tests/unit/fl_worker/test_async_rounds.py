@@ -175,7 +175,8 @@ def test_the_task_json_carries_the_async_settings_and_sync_ids_stay():
 def test_the_cli_sets_async_mode(tmp_path):
     import argparse
 
-    from fedfabric.fl_worker.run import add_parser, config_from_args
+    from fedfabric.fl_worker._run_cli import add_parser
+    from fedfabric.fl_worker.run import config_from_args
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
