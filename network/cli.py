@@ -96,7 +96,8 @@ def _network(args: argparse.Namespace) -> int:
     return asyncio.run(_run(net, args))
 
 
-def _say(message: str, _start: list[float] = []) -> None:  # noqa: B006 (start time holder)
+def say(message: str, _start: list[float] = []) -> None:  # noqa: B006 (start time holder)
+    """Print a progress line with the seconds since the first one."""
     if not _start:
         _start.append(time.monotonic())
     print(f"[{time.monotonic() - _start[0]:6.1f}s] {message}", flush=True)
@@ -105,7 +106,7 @@ def _say(message: str, _start: list[float] = []) -> None:  # noqa: B006 (start t
 async def _run(net: FabricNetwork, args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
-            await net.up(_say)
+            await net.up(say)
         elif args.action == "down":
             await net.down()
             print(f"network {net.topology.name} stopped (ledgers kept in {net.layout.root})")
@@ -113,7 +114,7 @@ async def _run(net: FabricNetwork, args: argparse.Namespace) -> int:
             await net.clean()
             print(f"network {net.topology.name} stopped and {net.layout.root} deleted")
         elif args.action == "deploy":
-            await net.deploy(args.names or None, _say)
+            await net.deploy(args.names or None, say)
         elif args.action == "compose":
             args.output.write_text(compose_yaml(net.topology))
             print(f"wrote {args.output} for network {net.topology.name}")

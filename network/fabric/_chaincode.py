@@ -32,7 +32,7 @@ from fedfabric.network._ccaas import (
     server_tls_paths,
 )
 from fedfabric.network._errors import NetworkError
-from fedfabric.network._topology import HOST, Chaincode, Peer
+from fedfabric.network._topology import HOST, Chaincode, Organization, Peer
 
 if TYPE_CHECKING:
     from fedfabric.network.fabric._network import FabricNetwork
@@ -46,6 +46,7 @@ async def deploy(
     if unknown:
         raise NetworkError(f"settings for {unknown[0]!r}, which is not being deployed")
     chaincodes = [with_settings(net, t.chaincode(n), settings.get(n, {})) for n in names]
+    peers = net.own_peers
     for cc in chaincodes:
         started = time.monotonic()
         pkg = net.layout.chaincode_dir / f"{cc.label}.tar.gz"
@@ -53,26 +54,42 @@ async def deploy(
         pkg.write_bytes(package_bytes(cc))
         pid = package_id(cc)
         recorded = _deployed(net).get(cc.name, {})
-        servers = [server_name(cc, p) for p in t.peers]
+        servers = [server_name(cc, p) for p in peers]
         if recorded == _record(cc) and all(_process.pid_of(net.layout, n) for n in servers):
             say(f"{cc.name}: {cc.label} already deployed and served")
             await wait_endorsable(net, cc)
             continue
-        for peer in t.peers:
+        for peer in peers:
             _write_ccaas_config(net, peer, cc)
-        say(f"{cc.name}: installing {pid[: len(cc.label) + 13]}... on {len(t.peers)} peers")
-        await asyncio.gather(*(_install(net, peer, pkg, pid) for peer in t.peers))
-        say(f"{cc.name}: starting {len(t.peers)} chaincode servers")
-        await asyncio.gather(*(_start_server(net, cc, peer, pid) for peer in t.peers))
+        say(f"{cc.name}: installing {pid[: len(cc.label) + 13]}... on {len(peers)} peers")
+        await asyncio.gather(*(_install(net, peer, pkg, pid) for peer in peers))
+        say(f"{cc.name}: starting {len(peers)} chaincode servers")
+        await asyncio.gather(*(_start_server(net, cc, peer, pid) for peer in peers))
         sequence, current = await _next_sequence(net, cc)
         if current:
             say(f"{cc.name}: definition {cc.version} (sequence {sequence}) already committed")
+            for org in net.own_orgs:  # an organisation may approve a committed definition
+                if not await _approved_by(net, cc, sequence, org):
+                    say(f"{cc.name}: approving for {org.msp_id} (sequence {sequence})")
+                    await _approve(net, cc, org.peers[0], pid, sequence)
         else:
-            for org in t.organizations:
-                say(f"{cc.name}: approving for {org.msp_id} (sequence {sequence})")
-                await _approve(net, cc, org.peers[0], pid, sequence)
+            approved = await _approvals(net, cc, sequence)
+            for org in net.own_orgs:
+                if not approved.get(org.msp_id):
+                    say(f"{cc.name}: approving for {org.msp_id} (sequence {sequence})")
+                    await _approve(net, cc, org.peers[0], pid, sequence)
+            approved = await _approvals(net, cc, sequence)
+            ready = [o for o in t.organizations if approved.get(o.msp_id)]
+            if 2 * len(ready) <= len(t.organizations):  # LifecycleEndorsement: a majority
+                for org in t.organizations:
+                    if org not in ready:
+                        say(
+                            f"{cc.name}: waiting for {org.msp_id} to approve {cc.name} "
+                            f"{cc.version} sequence {sequence}"
+                        )
+                continue
             say(f"{cc.name}: committing with policy {cc.endorsement_policy}")
-            await _commit(net, cc, sequence)
+            await _commit(net, cc, sequence, ready)
         _record_deployed(net, cc)
         await wait_endorsable(net, cc)
         say(f"{cc.name}: deployed in {time.monotonic() - started:.1f}s")
@@ -88,7 +105,7 @@ async def restart_servers(net: FabricNetwork, say: Progress) -> None:
         cc = dataclasses.replace(cc, settings=json.loads(record.get("settings", "{}")))
         pid = package_id(cc)
         waits = []
-        for peer in net.topology.peers:
+        for peer in net.own_peers:
             if not _process.pid_of(net.layout, server_name(cc, peer)):
                 say(f"{cc.name}: restarting chaincode server for {peer.host}")
                 waits.append(_start_server(net, cc, peer, pid))
@@ -118,7 +135,7 @@ def server_status(net: FabricNetwork) -> list[NodeStatus]:
             cc = net.topology.chaincode(name)
         except NetworkError:
             continue
-        for peer in net.topology.peers:
+        for peer in net.own_peers:
             n = server_name(cc, peer)
             out.append(
                 NodeStatus(
@@ -201,7 +218,7 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
 
 async def _next_sequence(net: FabricNetwork, cc: Chaincode) -> tuple[int, bool]:
     """(sequence to use, whether the same definition is already committed)."""
-    peer = net.topology.peers[0]
+    peer = net.own_peers[0]
     try:
         out = await _process.run_tool(
             [
@@ -225,7 +242,8 @@ async def _next_sequence(net: FabricNetwork, cc: Chaincode) -> tuple[int, bool]:
         raise
     info = _process.json_in(out)
     seq = int(info.get("sequence", 0))
-    if info.get("version") == cc.version and _deployed_policy(net, cc) == cc.endorsement_policy:
+    recorded = _deployed_policy(net, cc)  # None: committed by another organisation's host
+    if info.get("version") == cc.version and recorded in (None, cc.endorsement_policy):
         return seq, True
     return seq + 1, False
 
@@ -259,7 +277,62 @@ async def _approve(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str, seq:
     )
 
 
-async def _commit(net: FabricNetwork, cc: Chaincode, seq: int) -> None:
+async def _approved_by(net: FabricNetwork, cc: Chaincode, seq: int, org: Organization) -> bool:
+    """Whether `org` approved `cc`'s definition at sequence `seq` (committed or not)."""
+    try:
+        await _process.run_tool(
+            [
+                net.release.tool("peer"),
+                "lifecycle",
+                "chaincode",
+                "queryapproved",
+                "--channelID",
+                net.topology.channel,
+                "--name",
+                cc.name,
+                "--sequence",
+                str(seq),
+            ],
+            net.peer_cli_env(org.peers[0]),
+            what=f"queryapproved {cc.name} for {org.msp_id}",
+        )
+    except NetworkError:
+        return False
+    return True
+
+
+async def _approvals(net: FabricNetwork, cc: Chaincode, seq: int) -> dict[str, bool]:
+    """Which organisations approved `cc`'s definition at sequence `seq` (MSP id → bool)."""
+    out = await _process.run_tool(
+        [
+            net.release.tool("peer"),
+            "lifecycle",
+            "chaincode",
+            "checkcommitreadiness",
+            "--channelID",
+            net.topology.channel,
+            "--name",
+            cc.name,
+            "--version",
+            cc.version,
+            "--sequence",
+            str(seq),
+            "--signature-policy",
+            cc.endorsement_policy,
+            "--output",
+            "json",
+        ],
+        net.peer_cli_env(net.own_peers[0]),
+        what=f"checkcommitreadiness {cc.name}",
+    )
+    return {str(k): bool(v) for k, v in _process.json_in(out)["approvals"].items()}
+
+
+async def _commit(
+    net: FabricNetwork, cc: Chaincode, seq: int, endorsers: Sequence[Organization]
+) -> None:
+    """Commit `cc`'s definition, endorsed by the peers of `endorsers` (organisations that
+    approved it: a majority, as the channel's LifecycleEndorsement policy needs)."""
     cmd = [
         net.release.tool("peer"),
         "lifecycle",
@@ -279,21 +352,21 @@ async def _commit(net: FabricNetwork, cc: Chaincode, seq: int) -> None:
         "--waitForEventTimeout",
         "60s",
     ]
-    for org in net.topology.organizations:
-        p = org.peers[0]
+    for org in endorsers:
         cmd += [
             "--peerAddresses",
-            p.address,
+            org.peers[0].address,
             "--tlsRootCertFiles",
             str(net.endpoint(org.name).tls_root_cert),
         ]
     await _process.run_tool(
-        cmd, net.peer_cli_env(net.topology.peers[0]), what=f"commit {cc.name}", timeout=120
+        cmd, net.peer_cli_env(net.own_peers[0]), what=f"commit {cc.name}", timeout=120
     )
 
 
 async def wait_endorsable(net: FabricNetwork, cc: Chaincode, timeout: float = 90) -> None:
-    """Until every org's gateway can get ``cc`` endorsed by every org.
+    """Until each gateway of this host's organisations can get ``cc`` endorsed by all of
+    them (every org on a single-machine network; other hosts' orgs deploy on their own).
 
     A committed definition is not enough: each peer must have built and dialled its chaincode
     server, and each gateway must have learnt of the other orgs' peers and of the chaincode
@@ -301,8 +374,8 @@ async def wait_endorsable(net: FabricNetwork, cc: Chaincode, timeout: float = 90
     submits) a GetMetadata proposal through each org's gateway, with all orgs as endorsers.
     """
     deadline = time.monotonic() + timeout
-    everyone = [o.msp_id for o in net.topology.organizations]
-    for org in net.topology.organizations:
+    everyone = [o.msp_id for o in net.own_orgs]
+    for org in net.own_orgs:
         async with connect_org(net.layout.profiles_dir, org.name, "Admin") as gateway:
             contract = gateway.get_network(net.topology.channel).get_contract(cc.name)
             while True:

@@ -27,7 +27,7 @@ from fedfabric.network._errors import FabricNotInstalledError, NetworkError, Not
 from fedfabric.network._layout import Layout
 from fedfabric.network._topology import Orderer, OrdererOrg, Organization, Peer, Topology
 from fedfabric.network.fabric import _chaincode
-from fedfabric.network.fabric._ceremony import make_genesis, write_own_bundle
+from fedfabric.network.fabric._ceremony import import_received, make_genesis, write_own_bundle
 
 
 def _quiet(_: str) -> None:
@@ -37,10 +37,23 @@ def _quiet(_: str) -> None:
 class FabricNetwork:
     """The `Backend` for real Fabric: ``up``, ``down``, ``status``, ``deploy``, ``clean``."""
 
-    def __init__(self, topology: Topology, state_dir: Path, release: FabricRelease) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        state_dir: Path,
+        release: FabricRelease,
+        *,
+        orgs: Sequence[str] | None = None,
+    ) -> None:
+        """`orgs` (names or MSP ids; default every organisation): the organisations this host
+        runs. Their keys are made here; every other organisation is known only by the public
+        bundle it sent (in `Layout.bundles_dir`), and the channel's genesis block comes from
+        the founding party (`Layout.channel_block`)."""
         self.topology = topology
         self.layout = Layout(Path(state_dir))
         self.release = release
+        names = orgs or [o.msp_id for o in self._orgs()]
+        self.own = tuple(topology.any_org(o).msp_id for o in names)
 
     @property
     def state_dir(self) -> Path:
@@ -65,28 +78,40 @@ class FabricNetwork:
         """Bring the network up (or resume it); False if it was already running."""
         say = progress or _quiet
         t = self.topology
-        nodes = [o.host for o in t.orderer_org.orderers] + [p.host for p in t.peers]
+        nodes = self._node_names()
         running = [n for n in nodes if _process.pid_of(self.layout, n)]
         if len(running) == len(nodes):
             say(f"network {t.name} is already running ({len(nodes)} nodes); nothing to do")
             return False
         say(f"Fabric: {self.release.describe()}")
         ports = [
-            p for p in t.node_ports() if p[0] not in running and "chaincode_server" not in p[1]
+            p
+            for p in t.node_ports()
+            if p[0] in nodes and p[0] not in running and "chaincode_server" not in p[1]
         ]
         _process.check_ports_free(ports)
         started = time.monotonic()
         say("crypto material (CAs, MSPs, TLS), each organisation's own, and its public bundle")
-        bundles = [write_own_bundle(t, o.msp_id, self.layout) for o in self._orgs()]
+        for msp_id in self.own:
+            write_own_bundle(t, msp_id, self.layout)
+        received = import_received(t, self.layout, self.own)
         render_all(t, self.layout, self.release.config_dir)
         self._write_profiles()
-        if not self.layout.channel_block(t.channel).exists():
-            say(f"channel block for {t.channel!r} from the {len(bundles)} public bundles")
-            await make_genesis(self.release, t, self.layout, bundles, self._env())
+        block = self.layout.channel_block(t.channel)
+        if not block.exists():
+            if len(self.own) < len(self._orgs()):
+                raise NetworkError(
+                    f"no genesis block for channel {t.channel} at {block}: the founding party "
+                    "makes it with `fedfabric consortium genesis` from every organisation's "
+                    "bundle and sends it (fedfabric org up --genesis FILE)"
+                )
+            say(f"channel block for {t.channel!r} from the {len(received)} public bundles")
+            await make_genesis(self.release, t, self.layout, received, self._env())
         try:
             await self._start_nodes(running, say)
             await self._join(say)
-            await self.wait_leader()
+            if self.own_orderers:
+                await self.wait_leader()
             await _chaincode.restart_servers(self, say)
             await self.wait_synced(timeout=60)
         except BaseException:
@@ -121,7 +146,7 @@ class FabricNetwork:
             _quiet,
             only=host,
         )
-        if host in [o.host for o in self.topology.orderer_org.orderers]:
+        if host in [o.host for o in self.own_orderers]:
             await self.wait_leader()
 
     async def wait_leader(self, timeout: float = 60.0) -> str:
@@ -137,9 +162,8 @@ class FabricNetwork:
     # ----------------------------------------------------------------- status
     async def status(self) -> list[NodeStatus]:
         """Each node: running or not, and its block height on the channel."""
-        t = self.topology
-        checks = [self._orderer_status(o) for o in t.orderer_org.orderers]
-        checks += [self._peer_status(p) for p in t.peers]
+        checks = [self._orderer_status(o) for o in self.own_orderers]
+        checks += [self._peer_status(p) for p in self.own_peers]
         nodes = list(await asyncio.gather(*checks))
         nodes += _chaincode.server_status(self)
         return nodes
@@ -155,8 +179,8 @@ class FabricNetwork:
         return int(_process.json_in(out, "Blockchain info:")["height"])
 
     async def leader(self) -> str | None:
-        """The host of the current Raft leader, from the orderers' metrics."""
-        for o in self.topology.orderer_org.orderers:
+        """The host of the current Raft leader, from this host's orderers' metrics."""
+        for o in self.own_orderers:
             if not _process.pid_of(self.layout, o.host):
                 continue
             try:
@@ -214,10 +238,12 @@ class FabricNetwork:
 
     # ----------------------------------------------------------------- identities
     def endpoint(self, org: str) -> Endpoint:
+        """`org`'s gateway peer (its first) and the TLS CA certificate that verifies it
+        (from the org's MSP: its own material, or the MSP its bundle made here)."""
         o = self.topology.org(org)
         p = o.peers[0]
-        root = _crypto.org_dir(self.layout.crypto_dir, o)
-        return Endpoint(p.address, p.host, root / "peers" / p.host / "tls" / "ca.crt")
+        msp = _crypto.org_dir(self.layout.crypto_dir, o) / "msp"
+        return Endpoint(p.address, p.host, msp / "tlscacerts" / _crypto.tls_ca_file(o.domain))
 
     def identity(self, org: str, user: str = "User1") -> IdentityFiles:
         o = self.topology.org(org)
@@ -284,12 +310,27 @@ class FabricNetwork:
     def _env(self, **extra: str) -> dict[str, str]:
         return _process.fabric_env(**extra)
 
+    @property
+    def own_orgs(self) -> tuple[Organization, ...]:
+        """The peer organisations this host runs."""
+        return tuple(o for o in self.topology.organizations if o.msp_id in self.own)
+
+    @property
+    def own_orderers(self) -> tuple[Orderer, ...]:
+        """The orderers this host runs (all or none: they are the ordering organisation's)."""
+        oo = self.topology.orderer_org
+        return oo.orderers if oo.msp_id in self.own else ()
+
+    @property
+    def own_peers(self) -> tuple[Peer, ...]:
+        """The peers this host runs."""
+        return tuple(p for o in self.own_orgs for p in o.peers)
+
     def _orgs(self) -> list[Organization | OrdererOrg]:
         return [self.topology.orderer_org, *self.topology.organizations]
 
     def _node_names(self) -> list[str]:
-        t = self.topology
-        return [o.host for o in t.orderer_org.orderers] + [p.host for p in t.peers]
+        return [o.host for o in self.own_orderers] + [p.host for p in self.own_peers]
 
     def _require_running(self) -> None:
         down = [n for n in self._node_names() if not _process.pid_of(self.layout, n)]
@@ -301,9 +342,8 @@ class FabricNetwork:
     async def _start_nodes(
         self, running: list[str], say: Progress, only: str | None = None
     ) -> None:
-        t = self.topology
         waits = []
-        for o in t.orderer_org.orderers:
+        for o in self.own_orderers:
             if o.host in running or (only and o.host != only):
                 continue
             say(f"starting {o.host} on {o.address}")
@@ -316,7 +356,7 @@ class FabricNetwork:
             waits.append(self._healthy(o.host, o.operations_port, o.port))
         await asyncio.gather(*waits)
         waits = []
-        for p in t.peers:
+        for p in self.own_peers:
             if p.host in running or (only and p.host != only):
                 continue
             say(f"starting {p.host} on {p.address}")
@@ -336,12 +376,12 @@ class FabricNetwork:
     async def _join(self, say: Progress) -> None:
         t = self.topology
         block = str(self.layout.channel_block(t.channel))
-        for o in t.orderer_org.orderers:
+        for o in self.own_orderers:
             listed = await self._osnadmin(o, ["list"])
             if f'"{t.channel}"' not in listed:
                 say(f"joining {o.host} to {t.channel}")
                 await self._osnadmin(o, ["join", "--channelID", t.channel, "--config-block", block])
-        for p in t.peers:
+        for p in self.own_peers:
             env = self.peer_cli_env(p)
             listed = await _process.run_tool(
                 [self.release.tool("peer"), "channel", "list"],
@@ -361,12 +401,15 @@ class FabricNetwork:
     async def wait_synced(self, timeout: float = 60.0) -> None:
         """Wait until every peer has the channel and all report the same height: a block
         committed on one organisation's peer reaches the others a moment later. Raises
-        `NetworkError` after `timeout` seconds."""
+        `NetworkError` after `timeout` seconds. (This host's peers: none on an ordering
+        organisation's host.)"""
+        if not self.own_peers:
+            return
         deadline = time.monotonic() + timeout
         heights: list[int] = []
         while time.monotonic() < deadline:
             try:
-                heights = list(await asyncio.gather(*(self.height(p) for p in self.topology.peers)))
+                heights = list(await asyncio.gather(*(self.height(p) for p in self.own_peers)))
                 if len(set(heights)) == 1:
                     return
             except NetworkError:
@@ -437,7 +480,7 @@ class FabricNetwork:
 
     def _write_profiles(self) -> None:
         self.layout.profiles_dir.mkdir(parents=True, exist_ok=True)
-        for org in self.topology.organizations:
+        for org in self.own_orgs:
             self.profile(org.name).write_text(json.dumps(self._profile(org), indent=2) + "\n")
 
     def _profile(self, org: Organization) -> dict:

@@ -1,58 +1,58 @@
-"""The consortium ceremony (issue 14) with Fabric's own tools: each organisation makes its
-keys in its own state directory, and only public bundles cross to the founding party."""
+"""The consortium ceremony (issue 14) with Fabric's own tools, as separate parties run it:
+each organisation makes its keys in its own state directory and runs its own nodes from it;
+only public bundles and the genesis block cross between directories."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import yaml
+
+from fedfabric.gateway import connect_org
 from fedfabric.network import load_topology
-from tests.conftest import release
+from fedfabric.network._layout import Layout
+from fedfabric.network._process import stop
+from tests.conftest import PORT_SHIFT, ROOT, release, topology_data
 
 FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
+SHIFT = PORT_SHIFT + 3000  # clear of the session's shared network
 
 
-def fedfabric(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FEDFABRIC_STATE_DIR": str(state)}
-    home = release().home
-    return (
-        subprocess.run([FEDFABRIC, *args], capture_output=True, text=True, timeout=120, env=env)
-        if args[0] == "org"
-        else subprocess.run(
-            [FEDFABRIC, *args, "--fabric-home", str(home)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+def fedfabric(*args: str, state: Path, topology: Path | None = None) -> str:
+    """Run one `fedfabric` command as the party whose state directory is `state`; return
+    its output (fails the test, with its output, when the command fails)."""
+    extra = ["--topology", str(topology)] if topology else []
+    if args[0] == "consortium" or args[1] in ("up", "deploy", "status", "down"):
+        extra += ["--fabric-home", str(release().home)]
+    done = subprocess.run(
+        [FEDFABRIC, *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FEDFABRIC_STATE_DIR": str(state)},
+        cwd=ROOT,  # the chaincode servers import tests.fixtures.pykv
     )
+    assert done.returncode == 0, f"fedfabric {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
 
 
-def test_a_genesis_block_from_bundles_alone_names_every_org_and_no_key_crosses(
-    tmp_path: Path,
-) -> None:
+def test_a_genesis_block_from_bundles_alone_names_every_org(tmp_path: Path) -> None:
     topology = load_topology()
-    orgs = [topology.orderer_org, *topology.organizations]
     founder = tmp_path / "founder"
-    crossed: list[Path] = []
-    for org in orgs:  # each on "its own host": its own state directory
-        home = tmp_path / org.name
-        made = fedfabric("org", "init", "--org", org.name, state=home)
-        assert made.returncode == 0, made.stderr
-        bundle = home / "bundles" / f"{org.msp_id}.json"
-        sent = founder / "received" / bundle.name
-        sent.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(bundle, sent)
-        crossed.append(sent)
+    files = []
+    for org in [topology.orderer_org, *topology.organizations]:
+        fedfabric("org", "init", "--org", org.name, state=tmp_path / org.name)
+        files += ["--bundle", str(tmp_path / org.name / "bundles" / f"{org.msp_id}.json")]
 
-    args = [a for f in crossed for a in ("--bundle", str(f))]
-    genesis = fedfabric("consortium", "genesis", *args, state=founder)
+    fedfabric("consortium", "genesis", *files, state=founder)
 
-    assert genesis.returncode == 0, genesis.stderr
     block = founder / "configtx" / f"{topology.channel}.block"
     inspected = subprocess.run(
         [str(release().tool("configtxgen")), "-inspectBlock", str(block)],
@@ -67,8 +67,6 @@ def test_a_genesis_block_from_bundles_alone_names_every_org_and_no_key_crosses(
         o.msp_id for o in topology.organizations
     )
     assert list(groups["Orderer"]["groups"]) == [topology.orderer_org.msp_id]
-    for path in crossed:
-        assert "PRIVATE KEY" not in path.read_text()
     assert not list(founder.rglob("priv_sk")) and not list(founder.rglob("*.key"))
 
 
@@ -76,13 +74,108 @@ def test_genesis_without_one_orgs_bundle_names_it(tmp_path: Path) -> None:
     topology = load_topology()
     files = []
     for org in [topology.orderer_org, *topology.organizations[:-1]]:
-        home = tmp_path / org.name
-        assert fedfabric("org", "init", "--org", org.name, state=home).returncode == 0
-        files += ["--bundle", str(home / "bundles" / f"{org.msp_id}.json")]
+        fedfabric("org", "init", "--org", org.name, state=tmp_path / org.name)
+        files += ["--bundle", str(tmp_path / org.name / "bundles" / f"{org.msp_id}.json")]
 
-    genesis = fedfabric("consortium", "genesis", *files, state=tmp_path / "founder")
+    genesis = subprocess.run(
+        [FEDFABRIC, "consortium", "genesis", *files, "--fabric-home", str(release().home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FEDFABRIC_STATE_DIR": str(tmp_path / "founder")},
+    )
 
-    missing = topology.organizations[-1]
     assert genesis.returncode == 1
-    assert f"no bundle for {missing.msp_id}" in genesis.stderr
-    assert not (tmp_path / "founder" / "configtx" / f"{topology.channel}.block").exists()
+    assert f"no bundle for {topology.organizations[-1].msp_id}" in genesis.stderr
+
+
+async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_commits(
+    tmp_path: Path,
+) -> None:
+    data = topology_data(
+        SHIFT,
+        chaincodes=[
+            {"name": "pykv", "version": "1.0", "server": "python",
+             "contract": "tests.fixtures.pykv:KeyValue"}
+        ],
+    )  # fmt: skip
+    topology_file = tmp_path / "topology.yaml"
+    topology_file.write_text(yaml.safe_dump(data))
+    topology = load_topology(topology_file)
+    parties = [topology.orderer_org, *topology.organizations]
+    homes = {o.msp_id: tmp_path / o.name for o in parties}
+    crossed: list[Path] = []  # every file that moved from one party's directory to another's
+
+    def send(path: Path, to: str) -> Path:
+        inbox = tmp_path / "inbox" / to / path.name
+        inbox.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, inbox)
+        crossed.append(inbox)
+        return inbox
+
+    steps: dict[str, float] = {}
+
+    def timed(step: str, *args: str, state: Path) -> str:
+        t = time.monotonic()
+        out = fedfabric(*args, state=state, topology=topology_file)
+        steps[step] = steps.get(step, 0.0) + time.monotonic() - t
+        return out
+
+    try:
+        for o in parties:
+            timed("org init", "org", "init", "--org", o.name, state=homes[o.msp_id])
+        bundles = {m: homes[m] / "bundles" / f"{m}.json" for m in homes}
+        for o in parties:
+            received = [str(send(b, o.name)) for m, b in bundles.items() if m != o.msp_id]
+            timed("org receive", "org", "receive", "--org", o.name, *received,
+                  state=homes[o.msp_id])  # fmt: skip
+        founder = topology.organizations[0]
+        files = [
+            a
+            for m in homes
+            for a in ("--bundle", str(homes[founder.msp_id] / "bundles" / f"{m}.json"))
+        ]
+        timed("consortium genesis", "consortium", "genesis", *files, state=homes[founder.msp_id])
+        block = Layout(homes[founder.msp_id]).channel_block(topology.channel)
+        for o in parties:  # the ordering organisation first: peers join through its orderers
+            genesis = send(block, o.name) if o.msp_id != founder.msp_id else block
+            timed("org up", "org", "up", "--org", o.name, "--genesis", str(genesis),
+                  state=homes[o.msp_id])  # fmt: skip
+        first, second, third = topology.organizations
+        waiting = timed("org deploy", "org", "deploy", "--org", first.name, "pykv",
+                        state=homes[first.msp_id])  # fmt: skip
+        assert f"waiting for {second.msp_id} to approve pykv 1.0 sequence 1" in waiting
+        for o in (second, third):
+            timed("org deploy", "org", "deploy", "--org", o.name, "pykv", state=homes[o.msp_id])
+        timed("org deploy", "org", "deploy", "--org", first.name, "pykv",
+              state=homes[first.msp_id])  # fmt: skip
+
+        profiles = Layout(homes[first.msp_id]).profiles_dir
+        async with connect_org(profiles, first.name, "User1") as gateway:
+            contract = gateway.get_network(topology.channel).get_contract("pykv")
+            proposal = contract.new_proposal(
+                "Put", ["ceremony", "committed"], endorsing_orgs=[first.msp_id, third.msp_id]
+            )
+            status = await (await (await proposal.endorse()).submit()).status()
+            assert status.successful
+        profiles = Layout(homes[second.msp_id]).profiles_dir
+        async with connect_org(profiles, second.name, "User1") as gateway:
+            contract = gateway.get_network(topology.channel).get_contract("pykv")
+            for _ in range(60):
+                value = await contract.evaluate("Get", ["ceremony"])
+                if value == b"committed":
+                    break
+                await asyncio.sleep(0.5)
+            assert value == b"committed"
+    finally:
+        for home in homes.values():
+            for pid in (home / "run").glob("*.pid"):
+                await stop(Layout(home), pid.stem)
+    for path in crossed:
+        assert b"PRIVATE KEY" not in path.read_bytes(), path
+    for msp_id, home in homes.items():  # each party holds its own private keys only
+        keys = [k.relative_to(home) for k in [*home.rglob("priv_sk"), *home.rglob("*.key")]]
+        domain = topology.any_org(msp_id).domain  # in its crypto folder's and nodes' names
+        assert keys and all(domain in str(k) for k in keys), (msp_id, keys)
+    print("ceremony step seconds:", {k: round(v, 1) for k, v in steps.items()})
+    print("files that crossed:", sorted({p.name for p in crossed}))
