@@ -180,8 +180,9 @@ def configtx_yaml(
 ) -> dict[str, Any]:
     """The channel definition for ``configtxgen -profile Channel``, from the organisations'
     public bundles alone (`consortium_bundles`): each organisation's MSP (written from its
-    bundle under ``configtx/msps/``), endpoints, anchor peer and the orderers' TLS
-    certificates; the topology gives the channel's own settings."""
+    bundle under ``configtx/msps/``), endpoints and the orderers' TLS certificates; the
+    topology gives the channel's own settings. No anchor peers: each organisation sets its
+    own, by a config update only its admin signs (`_anchors`)."""
     oo = topology.orderer_org
     msps = layout.configtx_dir / "msps"
     ordering = bundles[oo.msp_id]
@@ -201,7 +202,6 @@ def configtx_yaml(
                 "ID": org.msp_id,
                 "MSPDir": str(write_msp(b, msps / org.msp_id)),
                 "Policies": _org_policies(org.msp_id, orderer=False),
-                "AnchorPeers": [{"Host": n.address, "Port": n.port} for n in b.nodes[:1]],
             }
         )
     consenters = []

@@ -27,6 +27,7 @@ from fedfabric.network._errors import FabricNotInstalledError, NetworkError, Not
 from fedfabric.network._layout import Layout
 from fedfabric.network._topology import Orderer, OrdererOrg, Organization, Peer, Topology
 from fedfabric.network.fabric import _chaincode
+from fedfabric.network.fabric._anchors import set_anchor_peers
 from fedfabric.network.fabric._ceremony import import_received, make_genesis, write_own_bundle
 
 
@@ -112,6 +113,9 @@ class FabricNetwork:
             await self._join(say)
             if self.own_orderers:
                 await self.wait_leader()
+            for org in self.own_orgs:
+                if await self._retry(lambda o=org: set_anchor_peers(self, o)):
+                    say(f"{org.msp_id}: anchor peer {org.peers[0].host} set (signed by its admin)")
             await _chaincode.restart_servers(self, say)
             await self.wait_synced(timeout=60)
         except BaseException:

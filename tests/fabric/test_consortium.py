@@ -5,6 +5,7 @@ only public bundles and the genesis block cross between directories."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -13,12 +14,20 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fedfabric.gateway import connect_org
-from fedfabric.network import load_topology
+from fedfabric.network import FabricNetwork, NetworkError, load_topology
 from fedfabric.network._layout import Layout
 from fedfabric.network._process import stop
+from fedfabric.network.fabric._anchors import (
+    anchor_update,
+    anchor_value,
+    fetch_config,
+    set_anchor_peers,
+    submit_update,
+)
 from tests.conftest import PORT_SHIFT, ROOT, release, topology_data
 
 FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
@@ -149,6 +158,16 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
             timed("org deploy", "org", "deploy", "--org", o.name, "pykv", state=homes[o.msp_id])
         timed("org deploy", "org", "deploy", "--org", first.name, "pykv",
               state=homes[first.msp_id])  # fmt: skip
+
+        # Energy's admin may not set Transport's anchor peers: the orderer refuses it.
+        energy = FabricNetwork(topology, homes[second.msp_id], release(), orgs=[second.name])
+        config = await fetch_config(energy, second)
+        elsewhere = dataclasses.replace(first.peers[0], port=first.peers[0].port + 1)
+        forged = anchor_update(config, topology.channel, first.msp_id, anchor_value((elsewhere,)))
+        assert forged is not None
+        with pytest.raises(NetworkError, match="polic"):
+            await submit_update(energy, second, forged, "forged-anchors")
+        assert await set_anchor_peers(energy, second) is False  # its own: set at `org up`
 
         profiles = Layout(homes[first.msp_id]).profiles_dir
         async with connect_org(profiles, first.name, "User1") as gateway:
