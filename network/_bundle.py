@@ -28,7 +28,6 @@ import binascii
 import dataclasses
 import functools
 import hashlib
-import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -49,7 +48,14 @@ from fedfabric.network._crypto import (
     write_msp_folder,
 )
 from fedfabric.network._errors import NetworkError
-from fedfabric.network._topology import _MSP_ID, _NAME, HOST, OrdererOrg, Topology
+from fedfabric.network._topology import (
+    _DNS,
+    _MSP_ID,
+    _NAME,
+    OrdererOrg,
+    Topology,
+    address_problem,
+)
 
 FORMAT = "fedfabric.org-bundle"
 VERSION = 1
@@ -71,8 +77,6 @@ _TOP = (
 )
 _PEER_NODE = ("name", "host", "address", "port")
 _ORDERER_NODE = (*_PEER_NODE, "admin_port", "tls_cert")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DNS = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _OU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ONE_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
@@ -156,7 +160,7 @@ def export_bundle(topology: Topology, name: str, crypto_dir: Path) -> OrgBundle:
             BundleNode(
                 o.name,
                 o.host,
-                HOST,
+                o.bind_host,
                 o.port,
                 o.admin_port,
                 _read(root / "orderers" / o.host / "tls" / "server.crt"),
@@ -165,7 +169,7 @@ def export_bundle(topology: Topology, name: str, crypto_dir: Path) -> OrgBundle:
         )
     else:
         kind = "peer"
-        nodes = tuple(BundleNode(p.name, p.host, HOST, p.port) for p in org.peers)
+        nodes = tuple(BundleNode(p.name, p.host, p.bind_host, p.port) for p in org.peers)
     unsealed = OrgBundle(
         VERSION,
         kind,
@@ -514,8 +518,9 @@ def _check_values(bundle: OrgBundle, label: str) -> None:
             )
         if not _DNS.match(node.host):
             raise fail(f"{where}.host", f"{_show(node.host)} is not a DNS name")
-        if not _is_address(node.address):
-            raise fail(f"{where}.address", f"{_show(node.address)} is no IP address or DNS name")
+        problem = address_problem(node.address)
+        if problem:
+            raise fail(f"{where}.address", f"{_show(node.address)} {problem}")
         ports = {"port": node.port, "admin_port": node.admin_port}
         for key, port in ports.items():
             if port is not None and not 1 <= port <= 65535:
@@ -527,14 +532,6 @@ def _check_values(bundle: OrgBundle, label: str) -> None:
             if (key, value) in seen:
                 raise fail(f"{where}.{key}", f"{_show(value)} is also {seen[key, value]}")
             seen[key, value] = f"{where}.{key}"
-
-
-def _is_address(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return bool(_DNS.match(value))
-    return True
 
 
 def _check_certificates(bundle: OrgBundle, label: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fedfabric.network import _crypto
 from fedfabric.network._layout import Layout
-from fedfabric.network._topology import HOST, Chaincode, Organization, Peer
+from fedfabric.network._topology import Chaincode, Organization, Peer
 
 CONNECTION = {"dial_timeout": "10s", "tls_required": True, "client_auth_required": True}
 
@@ -56,8 +56,9 @@ def server_tls_paths(
 
 
 def server_address(cc: Chaincode, peer: Peer) -> str:
-    """Where the chaincode server of `cc` next to `peer` listens."""
-    return f"{HOST}:{peer.chaincode_server_port + cc.slot}"
+    """Where the chaincode server of `cc` next to `peer` listens, and its peer dials it: the
+    peer's address, port ``chaincode_server_port`` + the chaincode's slot."""
+    return peer.address_at(peer.chaincode_server_port + cc.slot)
 
 
 def server_args(layout: Layout, org: Organization, peer: Peer, cc: Chaincode) -> list[str]:

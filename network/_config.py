@@ -2,7 +2,9 @@
 
 ``core.yaml`` and ``orderer.yaml`` start from the installed release's own ``config/`` files
 (so every key keeps the release's default) and get the topology's values set on top;
-``configtx.yaml`` is written whole from the topology.
+``configtx.yaml`` is written whole from the topology. Every node binds each of its ports to its
+own address (`Peer.bind_host`, `Orderer.bind_host`) and advertises that address: the peers'
+gossip endpoints and anchor peers, the orderers' endpoints and Raft consenters.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import yaml
 from fedfabric.network._bundle import BundleError, OrgBundle, write_msp
 from fedfabric.network._crypto import org_dir, user_name
 from fedfabric.network._layout import Layout
-from fedfabric.network._topology import HOST, Orderer, OrdererOrg, Organization, Peer, Topology
+from fedfabric.network._topology import (
+    Orderer,
+    OrdererOrg,
+    Organization,
+    Peer,
+    Topology,
+    url_host,
+)
 
 CCAAS_BUILDER = Path(__file__).parent / "fabric" / "ccaas_builder"
 CCAAS_DIR_ENV = "FEDFABRIC_CCAAS_DIR"
@@ -65,8 +74,8 @@ def core_yaml(base: dict[str, Any], topology: Topology, layout: Layout, p: Peer)
     _set(base, "peer.networkId", topology.name)
     _set(base, "peer.listenAddress", p.address)
     _set(base, "peer.address", p.address)
-    _set(base, "peer.chaincodeListenAddress", f"{HOST}:{p.chaincode_port}")
-    _set(base, "peer.chaincodeAddress", f"{HOST}:{p.chaincode_port}")
+    _set(base, "peer.chaincodeListenAddress", p.address_at(p.chaincode_port))
+    _set(base, "peer.chaincodeAddress", p.address_at(p.chaincode_port))
     _set(base, "peer.gossip.bootstrap", org.peers[0].address)
     _set(base, "peer.gossip.endpoint", p.address)
     _set(base, "peer.gossip.externalEndpoint", p.address)
@@ -83,7 +92,7 @@ def core_yaml(base: dict[str, Any], topology: Topology, layout: Layout, p: Peer)
     _set(base, "peer.tls.rootcert.file", str(node / "tls" / "ca.crt"))
     _set(base, "peer.fileSystemPath", str(data / "data"))
     _set(base, "ledger.snapshots.rootDir", str(data / "data" / "snapshots"))
-    _set(base, "operations.listenAddress", f"{HOST}:{p.operations_port}")
+    _set(base, "operations.listenAddress", p.address_at(p.operations_port))
     _set(base, "metrics.provider", "prometheus")
     _set(base, "vm.endpoint", "")
     _set(
@@ -108,7 +117,8 @@ def orderer_yaml(
     node = org_dir(layout.crypto_dir, oo) / "orderers" / o.host
     tls = node / "tls"
     data = layout.node_dir(o.host) / "data"
-    _set(base, "General.ListenAddress", HOST)
+    # Fabric joins ListenAddress and ListenPort (and a consenter's Host and Port) with "%s:%d".
+    _set(base, "General.ListenAddress", url_host(o.bind_host))
     _set(base, "General.ListenPort", o.port)
     _set(base, "General.TLS.Enabled", True)
     _set(base, "General.TLS.PrivateKey", str(tls / "server.key"))
@@ -122,9 +132,9 @@ def orderer_yaml(
     _set(base, "FileLedger.Location", str(data / "ledger"))
     _set(base, "Consensus.WALDir", str(data / "etcdraft" / "wal"))
     _set(base, "Consensus.SnapDir", str(data / "etcdraft" / "snapshot"))
-    _set(base, "Operations.ListenAddress", f"{HOST}:{o.operations_port}")
+    _set(base, "Operations.ListenAddress", o.address_at(o.operations_port))
     _set(base, "Metrics.Provider", "prometheus")
-    _set(base, "Admin.ListenAddress", f"{HOST}:{o.admin_port}")
+    _set(base, "Admin.ListenAddress", o.address_at(o.admin_port))
     _set(base, "Admin.TLS.Enabled", True)
     _set(base, "Admin.TLS.Certificate", str(tls / "server.crt"))
     _set(base, "Admin.TLS.PrivateKey", str(tls / "server.key"))
@@ -191,7 +201,7 @@ def configtx_yaml(
         "ID": oo.msp_id,
         "MSPDir": str(write_msp(ordering, msps / oo.msp_id)),
         "Policies": _org_policies(oo.msp_id, orderer=True),
-        "OrdererEndpoints": [f"{n.address}:{n.port}" for n in ordering.nodes],
+        "OrdererEndpoints": [f"{url_host(n.address)}:{n.port}" for n in ordering.nodes],
     }
     orgs = []
     for org in topology.organizations:
@@ -212,7 +222,7 @@ def configtx_yaml(
         cert.write_text(n.tls_cert)
         consenters.append(
             {
-                "Host": n.address,
+                "Host": url_host(n.address),
                 "Port": n.port,
                 "ClientTLSCert": str(cert),
                 "ServerTLSCert": str(cert),

@@ -10,6 +10,13 @@ Each organisation's material is made on its own (`generate_org`, what ``fedfabri
 runs on that organisation's host); `generate` makes every organisation's, for a network on one
 machine. Generation is idempotent: existing CA keys are reused, so re-running adds missing
 identities without invalidating the ones a running network already trusts.
+
+A node's TLS server certificate names its host name (``peer0.energy.<name>.example``) and the
+address it is reached at (its `bind_host`: an IP SAN for an IP address, a DNS SAN for a name);
+only for the 127.0.0.1 default does it also name ``localhost``. A TLS certificate already on
+disk is kept while its SANs cover these, and otherwise (the topology moved the node to another
+address) re-issued for the same key: Fabric recognises an orderer in a channel's Raft consenter
+set by its TLS public key, so the node keeps its place, and nothing pinned to the key changes.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedfabric.network._topology import OrdererOrg, Organization, Topology
+from fedfabric.network._topology import DEFAULT_ADDRESS, OrdererOrg, Organization, Topology
 
 _VALIDITY = dt.timedelta(days=3650)
 _NODE_OUS = ("client", "peer", "admin", "orderer")
@@ -90,14 +97,14 @@ def generate_org(topology: Topology, name: str, crypto_dir: Path) -> Organizatio
     root = org_dir(crypto_dir, org)
     if isinstance(org, OrdererOrg):
         for o in org.orderers:
-            _node(root / "orderers" / o.host, org, o.host, "orderer", ca, tlsca)
+            _node(root / "orderers" / o.host, org, o.host, "orderer", ca, tlsca, o.bind_host)
     else:
         _write(
             msp_roots_dir(crypto_dir) / f"{org.msp_id}.pem",
             ca.cert.public_bytes(serialization.Encoding.PEM),
         )
         for p in org.peers:
-            _node(root / "peers" / p.host, org, p.host, "peer", ca, tlsca)
+            _node(root / "peers" / p.host, org, p.host, "peer", ca, tlsca, p.bind_host)
     admin = user_name(org, "Admin")
     _node(root / "users" / admin, org, admin, "admin", ca, tlsca)
     if isinstance(org, Organization):
@@ -187,16 +194,11 @@ def issue_identity(
     return folder
 
 
-def server_tls(folder: Path, tls_ca_dir: Path, host: str) -> tuple[Path, Path]:
-    """A TLS server certificate signed by an organisation's TLS CA (for chaincode servers)."""
-    tlsca = _load_ca(tls_ca_dir)
-    cert_path, key_path = folder / "server.crt", folder / "server.key"
-    if not cert_path.exists():
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(tlsca, key.public_key(), _name(host, org=None), tls_host=host)
-        _write(key_path, _key_pem(key))
-        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+def server_tls(folder: Path, tls_ca_dir: Path, address: str) -> tuple[Path, Path]:
+    """A TLS server certificate for ``address``, signed by an organisation's TLS CA (for a
+    chaincode server, which its peer dials at ``address``); kept or re-issued as a node's."""
+    _tls_pair(folder, "server", _load_ca(tls_ca_dir), _name(address, org=None), address, None)
+    return folder / "server.crt", folder / "server.key"
 
 
 def _org_cas(org: Organization | OrdererOrg, crypto_dir: Path) -> tuple[_CA, _CA]:
@@ -241,10 +243,14 @@ def _ensure_ca(folder: Path, cn: str, domain: str) -> _CA:
 
 
 def _load_ca(folder: Path) -> _CA:
-    key = serialization.load_pem_private_key((folder / "priv_sk").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(next(folder.glob("*-cert.pem")).read_bytes())
+    return _CA(_load_key(folder / "priv_sk"), cert)
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    cert_file = next(folder.glob("*-cert.pem"))
-    return _CA(key, x509.load_pem_x509_certificate(cert_file.read_bytes()))
+    return key
 
 
 def _write_msp_certs(msp: Path, org: Organization | OrdererOrg, ca: _CA, tlsca: _CA) -> None:
@@ -263,10 +269,13 @@ def _node(
     role: str,
     ca: _CA,
     tlsca: _CA,
+    address: str = DEFAULT_ADDRESS,
     *,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
 ) -> None:
+    """An identity's local MSP and TLS pair; ``address`` is where a node is reached (a client's
+    TLS certificate names its identity and the default address, as it always has)."""
     msp = folder / "msp"
     _write_msp_certs(msp, org, ca, tlsca)
     if not (msp / "keystore" / "priv_sk").exists():
@@ -283,18 +292,57 @@ def _node(
     tls = folder / "tls"
     prefix = "server" if role in ("peer", "orderer") else "client"
     _write(tls / "ca.crt", tlsca.cert.public_bytes(serialization.Encoding.PEM))
-    if not (tls / f"{prefix}.key").exists():
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(
-            tlsca,
-            key.public_key(),
-            _name(cn, org=org.domain),
-            tls_host=cn,
-            not_before=not_before,
-            not_after=not_after,
-        )
-        _write(tls / f"{prefix}.key", _key_pem(key))
-        _write(tls / f"{prefix}.crt", cert.public_bytes(serialization.Encoding.PEM))
+    subject = _name(cn, org=org.domain)
+    _tls_pair(tls, prefix, tlsca, subject, address, cn, not_before=not_before, not_after=not_after)
+
+
+def _tls_pair(
+    folder: Path,
+    prefix: str,
+    tlsca: _CA,
+    subject: x509.Name,
+    address: str,
+    host: str | None,
+    *,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> None:
+    """``<prefix>.crt`` and ``<prefix>.key`` in ``folder``, the certificate naming `_tls_names`
+    of ``address`` and ``host``. A pair on disk whose certificate already covers those names is
+    kept; a certificate that does not is re-issued for the key on disk (see the module
+    docstring); a missing key is made."""
+    cert_path, key_path = folder / f"{prefix}.crt", folder / f"{prefix}.key"
+    names = _tls_names(address, host)
+    if key_path.exists() and cert_path.exists() and set(names) <= _sans(cert_path):
+        return
+    key = _load_key(key_path) if key_path.exists() else ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        tlsca, key.public_key(), subject, sans=names, not_before=not_before, not_after=not_after
+    )
+    if not key_path.exists():
+        _write(key_path, _key_pem(key))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _tls_names(address: str, host: str | None) -> list[x509.GeneralName]:
+    """The SANs of a TLS certificate: its ``host`` name, its ``address`` (an IP SAN for an IP
+    address, else a DNS SAN), and ``localhost`` for the 127.0.0.1 default only."""
+    names: list[x509.GeneralName] = [x509.DNSName(host)] if host else []
+    try:
+        names.append(x509.IPAddress(ipaddress.ip_address(address)))
+    except ValueError:
+        names.append(x509.DNSName(address))
+    if address == DEFAULT_ADDRESS:
+        names.append(x509.DNSName("localhost"))
+    return list(dict.fromkeys(names))
+
+
+def _sans(cert_path: Path) -> set[x509.GeneralName]:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return set()
 
 
 def _issue(
@@ -302,7 +350,7 @@ def _issue(
     public_key: ec.EllipticCurvePublicKey,
     subject: x509.Name,
     *,
-    tls_host: str | None = None,
+    sans: Sequence[x509.GeneralName] = (),
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
 ) -> x509.Certificate:
@@ -320,17 +368,12 @@ def _issue(
         .add_extension(aki, critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    if tls_host is None:
+    if not sans:
         builder = builder.add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
             critical=True,
         )
     else:
-        sans = [
-            x509.DNSName(tls_host),
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
         builder = (
             builder.add_extension(
                 x509.KeyUsage(True, False, True, False, False, False, False, False, False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from fedfabric.network._errors import NetworkError, PortInUseError
 from fedfabric.network._layout import Layout
+from fedfabric.network._topology import url_host
 
 # Children started by this process, kept so they are reaped (no zombies, no ResourceWarning)
 # while this process lives; nodes outlive it by design (`fedfabric network up` returns).
@@ -110,28 +112,45 @@ def kill(layout: Layout, name: str) -> None:
             time.sleep(0.01)  # SIGKILL is immediate; this only waits for the exit to be seen
 
 
-def check_ports_free(ports: Sequence[tuple[str, str, int]]) -> None:
-    """Raise `PortInUseError` naming the first (node, purpose, port) already bound."""
-    for node, purpose, port in ports:
-        with socket.socket() as s:
+def check_ports_free(ports: Sequence[tuple[str, str, str, int]]) -> None:
+    """Raise `PortInUseError` naming the first (node, purpose, host, port) already bound, or
+    `NetworkError` when a node's host is no address of this machine."""
+    for node, purpose, host, port in ports:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NetworkError(f"{node}: cannot resolve its address {host!r}: {exc}") from exc
+        family, kind, _, _, sockaddr = found[0]
+        with socket.socket(family, kind) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go servers bind
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind(sockaddr)
             except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise NetworkError(
+                        f"{node}: its address {host} is not an address of this machine, so "
+                        f"it cannot listen there ({purpose} {port}); change the address in the "
+                        "topology file or run the node on that host"
+                    ) from exc
                 raise PortInUseError(node, purpose, port) from exc
 
 
 async def wait_healthy(
-    name: str, port: int, *, timeout: float = 60.0, alive: Callable[[], bool] | None = None
+    name: str,
+    host: str,
+    port: int,
+    *,
+    timeout: float = 60.0,
+    alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Poll the node's operations ``/healthz`` until it answers 200."""
+    """Poll the node's operations ``/healthz`` on ``host:port`` until it answers 200."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if alive is not None and not alive():
             raise NetworkError(f"{name} exited during start-up; see its log")
         try:
-            status, body = await http_get(port, "/healthz")
+            status, body = await http_get(host, port, "/healthz")
             if status == 200:
                 return
             last = f"HTTP {status}: {body[:200]!r}"
@@ -142,27 +161,34 @@ async def wait_healthy(
 
 
 async def wait_listening(
-    name: str, port: int, *, timeout: float = 30.0, alive: Callable[[], bool] | None = None
+    name: str,
+    host: str,
+    port: int,
+    *,
+    timeout: float = 30.0,
+    alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
+    """Wait until something accepts TCP connections on ``host:port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if alive is not None and not alive():
             raise NetworkError(f"{name} exited during start-up; see its log")
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection(host, port)
             writer.close()
             return
         except OSError:
             await asyncio.sleep(0.1)
-    raise NetworkError(f"{name} does not accept connections on port {port} after {timeout:.0f}s")
+    raise NetworkError(
+        f"{name} does not accept connections on {url_host(host)}:{port} after {timeout:.0f}s"
+    )
 
 
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """A minimal HTTP/1.0 GET on 127.0.0.1 (operations endpoints are plain HTTP)."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+async def http_get(host: str, port: int, path: str) -> tuple[int, bytes]:
+    """A minimal HTTP/1.0 GET on ``host:port`` (operations endpoints are plain HTTP)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
     try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {url_host(host)}:{port}\r\n\r\n".encode())
         raw = await asyncio.wait_for(reader.read(), 5)
     finally:
         writer.close()

@@ -3,10 +3,15 @@
 Every other part of `fedfabric.network` (crypto material, Fabric configuration, processes,
 chaincode deployment) is derived from a `Topology`. An invalid file raises `TopologyError`
 naming the offending field before anything is generated or started.
+
+Each node is at one address (an IP address or DNS name: its ``address``, else its
+organisation's, else 127.0.0.1), where it binds all its ports and where the others reach it;
+nodes at different addresses may share port numbers.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +23,11 @@ from fedfabric.network._errors import NetworkError
 from fedfabric.network._policy import PolicyError, majority_policy, parse_policy, principals
 
 DEFAULT_TOPOLOGY = Path(__file__).with_name("topology.yaml")
-HOST = "127.0.0.1"
+DEFAULT_ADDRESS = "127.0.0.1"
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 _MSP_ID = re.compile(r"^[A-Za-z0-9.-]+$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(KB|MB)\s*$")
 _DURATION = re.compile(r"^\d+(ms|s)$")
 
@@ -29,12 +36,37 @@ class TopologyError(NetworkError, ValueError):
     """The topology file is invalid; the message names the field (``organizations[1].peers``)."""
 
 
+def address_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a node's address, or None if it can: an IPv4 or IPv6 address or
+    a DNS name, and not an unspecified address (``0.0.0.0``, ``::``), because a node advertises
+    the address it binds to."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        # A name's last label is never all digits (RFC 3696), so 10.77.0.256 is no name.
+        if _DNS.match(value) and not value.rsplit(".", 1)[-1].isdigit():
+            return None
+        return "is no IP address or DNS name"
+    if ip.is_unspecified:
+        return "binds every interface and reaches none; give the node's own address"
+    return None
+
+
+def url_host(address: str) -> str:
+    """``address`` as the host part of ``HOST:PORT`` (an IPv6 address in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
 class _Node:
-    """A process of the network, named ``<name>.<org domain>``, listening on 127.0.0.1."""
+    """A process of the network, named ``<name>.<org domain>`` (the name its TLS certificate
+    carries), bound to ``bind_host`` on each of its ports, which is also where every other node
+    and client reaches it: the topology's ``address`` of the node, else of its organisation,
+    else 127.0.0.1."""
 
     name: str
     port: int
     org_domain: str
+    bind_host: str
 
     @property
     def host(self) -> str:
@@ -42,7 +74,12 @@ class _Node:
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        """``HOST:PORT`` of the node's main port (peer or orderer service)."""
+        return self.address_at(self.port)
+
+    def address_at(self, port: int) -> str:
+        """``HOST:PORT`` of another of the node's ports (operations, admin, ...)."""
+        return f"{url_host(self.bind_host)}:{port}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +89,7 @@ class Orderer(_Node):
     admin_port: int
     operations_port: int
     org_domain: str
+    bind_host: str
 
 
 @dataclass(frozen=True)
@@ -63,23 +101,30 @@ class Peer(_Node):
     operations_port: int
     chaincode_server_port: int
     org_domain: str
+    bind_host: str
 
 
 @dataclass(frozen=True)
 class Organization:
+    """A peer organisation; ``address`` is its nodes' address unless a node has its own."""
+
     name: str
     msp_id: str
     domain: str
     users: int
     peers: tuple[Peer, ...]
+    address: str = DEFAULT_ADDRESS
 
 
 @dataclass(frozen=True)
 class OrdererOrg:
+    """The ordering organisation; ``address`` as for `Organization`."""
+
     name: str
     msp_id: str
     domain: str
     orderers: tuple[Orderer, ...]
+    address: str = DEFAULT_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -152,25 +197,26 @@ class Topology:
         known = ", ".join(c.name for c in self.chaincodes) or "none"
         raise TopologyError(f"unknown chaincode {name!r} (known: {known})")
 
-    def node_ports(self) -> list[tuple[str, str, int]]:
-        """Every port the network listens on: (node, purpose, port)."""
+    def node_ports(self) -> list[tuple[str, str, str, int]]:
+        """Every port the network listens on: (node, purpose, its bind_host, port)."""
         ports = []
         for o in self.orderer_org.orderers:
             ports += [
-                (o.host, "port", o.port),
-                (o.host, "admin_port", o.admin_port),
-                (o.host, "operations_port", o.operations_port),
+                (o.host, "port", o.bind_host, o.port),
+                (o.host, "admin_port", o.bind_host, o.admin_port),
+                (o.host, "operations_port", o.bind_host, o.operations_port),
             ]
         for p in self.peers:
             ports += [
-                (p.host, "port", p.port),
-                (p.host, "chaincode_port", p.chaincode_port),
-                (p.host, "operations_port", p.operations_port),
+                (p.host, "port", p.bind_host, p.port),
+                (p.host, "chaincode_port", p.bind_host, p.chaincode_port),
+                (p.host, "operations_port", p.bind_host, p.operations_port),
             ]
             ports += [
                 (
                     p.host,
                     f"chaincode_server_port+{cc.slot} ({cc.name})",
+                    p.bind_host,
                     p.chaincode_server_port + cc.slot,
                 )
                 for cc in self.chaincodes
@@ -199,6 +245,7 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
     oo = r.sub("orderer_org")
     oo_name = oo.name("name")
     oo_domain = f"{oo_name}.{name}.example"
+    oo_address = oo.address("address", DEFAULT_ADDRESS)
     orderers = tuple(
         Orderer(
             o.name("name"),
@@ -206,14 +253,16 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
             o.port("admin_port"),
             o.port("operations_port"),
             oo_domain,
+            o.address("address", oo_address),
         )
         for o in oo.items("orderers", min_len=1)
     )
-    orderer_org = OrdererOrg(oo_name, oo.msp_id("msp_id"), oo_domain, orderers)
+    orderer_org = OrdererOrg(oo_name, oo.msp_id("msp_id"), oo_domain, orderers, oo_address)
     orgs = []
     for o in r.items("organizations", min_len=1):
         org_name = o.name("name")
         domain = f"{org_name}.{name}.example"
+        org_address = o.address("address", DEFAULT_ADDRESS)
         peers = tuple(
             Peer(
                 p.name("name"),
@@ -223,12 +272,12 @@ def parse_topology(data: Any, *, source: Path | None = None) -> Topology:
                 p.port("operations_port"),
                 p.port("chaincode_server_port"),
                 domain,
+                p.address("address", org_address),
             )
             for p in o.items("peers", min_len=1)
         )
-        orgs.append(
-            Organization(org_name, o.msp_id("msp_id"), domain, o.integer("users", 1, 1000), peers)
-        )
+        users = o.integer("users", 1, 1000)
+        orgs.append(Organization(org_name, o.msp_id("msp_id"), domain, users, peers, org_address))
     msp_ids = [o.msp_id for o in orgs]
     policy = r.string("endorsement_policy", default=majority_policy(msp_ids))
     chaincodes = []
@@ -329,11 +378,14 @@ def _check_unique(topo: Topology) -> None:
     for i, org in enumerate(topo.organizations):
         dupes([p.name for p in org.peers], f"organizations[{i}].peers")
     dupes([c.name for c in topo.chaincodes], "chaincodes")
-    used: dict[int, str] = {}
-    for node, purpose, port in topo.node_ports():
-        if port in used:
-            raise TopologyError(f"port clash: {node} {purpose} = {port} is also {used[port]}")
-        used[port] = f"{node} {purpose}"
+    # Nodes on different addresses may share a port number (each organisation on its host).
+    used: dict[tuple[str, int], str] = {}
+    for node, purpose, host, port in topo.node_ports():
+        if (host, port) in used:
+            raise TopologyError(
+                f"port clash: {node} {purpose} = {port} is also {used[host, port]} on {host}"
+            )
+        used[host, port] = f"{node} {purpose}"
 
 
 class _Reader:
@@ -380,6 +432,18 @@ class _Reader:
             raise TopologyError(
                 f"{self.where}.{key}: expected an integer in [{low}, {high}], got {value!r}"
             )
+        return value
+
+    def address(self, key: str, default: str) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):  # YAML reads some IPv6 addresses as numbers
+            raise TopologyError(
+                f"{self.where}.{key}: expected an IP address or DNS name as a string "
+                f"(quote it), got {value!r}"
+            )
+        problem = address_problem(value)
+        if problem:
+            raise TopologyError(f"{self.where}.{key}: {value!r} {problem}")
         return value
 
     def port(self, key: str) -> int:

@@ -205,10 +205,8 @@ class NodeClock:
 
     def __init__(self, net: FabricNetwork) -> None:
         topology = net.topology
-        self.urls = [f"http://127.0.0.1:{p.operations_port}/metrics" for p in topology.peers]
-        self.urls += [
-            f"http://127.0.0.1:{o.operations_port}/metrics" for o in topology.orderer_org.orderers
-        ]
+        nodes = [*topology.peers, *topology.orderer_org.orderers]
+        self.urls = [f"http://{n.address_at(n.operations_port)}/metrics" for n in nodes]
         self._start: dict[str, tuple[float, float]] = {}
 
     def start(self) -> None:

@@ -45,6 +45,15 @@ def topology_data(port_shift: int = 0, **overrides: Any) -> dict[str, Any]:
     return data
 
 
+def with_addresses(data: dict[str, Any], **addresses: str) -> dict[str, Any]:
+    """Topology ``data`` with ``address`` set on the organisations named (the ordering one too):
+    ``with_addresses(data, energy="10.77.0.3")``. Changes and returns ``data``."""
+    orgs = {o["name"]: o for o in [data["orderer_org"], *data["organizations"]]}
+    for name, address in addresses.items():
+        orgs[name]["address"] = address
+    return data
+
+
 def release() -> FabricRelease:
     """The Fabric release the tests use (FEDFABRIC_FABRIC_HOME or scripts/install-fabric's)."""
     return fabric_release(os.environ.get("FEDFABRIC_FABRIC_HOME"))

@@ -31,8 +31,8 @@ def anchor_value(peers: tuple[Peer, ...]) -> bytes:
     """The ``AnchorPeers`` config value naming `peers` at their addresses."""
     anchors = configuration_pb2.AnchorPeers()
     for p in peers:
-        host, _, port = p.address.rpartition(":")
-        anchors.anchor_peers.add(host=host.strip("[]"), port=int(port))
+        host, _, port = p.address.rpartition(":")  # an IPv6 host keeps its brackets:
+        anchors.anchor_peers.add(host=host, port=int(port))  # gossip joins "host:port"
     return anchors.SerializeToString()
 
 

@@ -3,8 +3,9 @@
 One package per chaincode (`fedfabric.network._ccaas`) serves every peer, and fedfabric's
 external builder takes each peer's own ``connection.json``
 (server address, TLS root, the peer's TLS client pair) from ``nodes/<peer>/ccaas/<label>.json``.
-Each peer gets its own chaincode server process, listening on
-``peer.chaincode_server_port + chaincode.slot`` with mutual TLS.
+Each peer gets its own chaincode server process, listening on the peer's address, port
+``peer.chaincode_server_port + chaincode.slot``, with mutual TLS (its certificate names that
+address).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fedfabric.network._ccaas import (
     server_tls_paths,
 )
 from fedfabric.network._errors import NetworkError
-from fedfabric.network._topology import HOST, Chaincode, Organization, Peer
+from fedfabric.network._topology import Chaincode, Organization, Peer
 
 if TYPE_CHECKING:
     from fedfabric.network.fabric._network import FabricNetwork
@@ -186,10 +187,11 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
     if _process.pid_of(net.layout, name):
         await _process.stop(net.layout, name)
     port = peer.chaincode_server_port + cc.slot
-    _process.check_ports_free([(name, "chaincode_server_port", port)])
+    _process.check_ports_free([(name, "chaincode_server_port", peer.bind_host, port)])
     org = net.topology.org(peer.org)
     cert = server_tls_paths(net.layout, org, peer, cc)[0]
-    _crypto.server_tls(cert.parent, _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca", HOST)
+    tlsca = _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca"
+    _crypto.server_tls(cert.parent, tlsca, peer.bind_host)
     env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=server_address(cc, peer))
     args = server_args(net.layout, org, peer, cc)
     if cc.server == "python":
@@ -209,7 +211,7 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
     _process.start(net.layout, name, argv, env, cwd=cwd)
     try:
         await _process.wait_listening(
-            name, port, alive=lambda: bool(_process.pid_of(net.layout, name))
+            name, peer.bind_host, port, alive=lambda: bool(_process.pid_of(net.layout, name))
         )
     except NetworkError as exc:
         log = net.layout.log_file(name).read_text(errors="replace").strip().splitlines()

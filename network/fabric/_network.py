@@ -1,4 +1,5 @@
-"""A real Hyperledger Fabric network: Fabric's own binaries as native processes on 127.0.0.1.
+"""A real Hyperledger Fabric network: Fabric's own binaries as native processes on this machine,
+each node on its address from the topology (127.0.0.1 by default).
 
 This module only orchestrates Fabric's tools (``configtxgen``, ``orderer``, ``peer``,
 ``osnadmin``); all Fabric logic stays in Fabric.
@@ -188,7 +189,7 @@ class FabricNetwork:
             if not _process.pid_of(self.layout, o.host):
                 continue
             try:
-                _, body = await _process.http_get(o.operations_port, "/metrics")
+                _, body = await _process.http_get(o.bind_host, o.operations_port, "/metrics")
             except OSError:
                 continue
             for line in body.decode().splitlines():
@@ -357,7 +358,7 @@ class FabricNetwork:
                 [self.release.tool("orderer")],
                 self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(o.host))),
             )
-            waits.append(self._healthy(o.host, o.operations_port, o.port))
+            waits.append(self._healthy(o))
         await asyncio.gather(*waits)
         waits = []
         for p in self.own_peers:
@@ -369,13 +370,14 @@ class FabricNetwork:
                 **{CCAAS_DIR_ENV: str(self.layout.ccaas_dir(p.host))},
             )
             _process.start(self.layout, p.host, [self.release.tool("peer"), "node", "start"], env)
-            waits.append(self._healthy(p.host, p.operations_port, p.port))
+            waits.append(self._healthy(p))
         await asyncio.gather(*waits)
 
-    async def _healthy(self, host: str, operations_port: int, port: int) -> None:
-        alive = lambda: _process.pid_of(self.layout, host) is not None  # noqa: E731
-        await _process.wait_healthy(host, operations_port, timeout=60, alive=alive)
-        await _process.wait_listening(host, port, timeout=30, alive=alive)
+    async def _healthy(self, node: Orderer | Peer) -> None:
+        alive = lambda: _process.pid_of(self.layout, node.host) is not None  # noqa: E731
+        at = node.bind_host
+        await _process.wait_healthy(node.host, at, node.operations_port, timeout=60, alive=alive)
+        await _process.wait_listening(node.host, at, node.port, timeout=30, alive=alive)
 
     async def _join(self, say: Progress) -> None:
         t = self.topology
@@ -449,7 +451,7 @@ class FabricNetwork:
                 "channel",
                 *args,
                 "-o",
-                f"127.0.0.1:{o.admin_port}",
+                o.address_at(o.admin_port),
                 "--ca-file",
                 str(tls / "ca.crt"),
                 "--client-cert",

@@ -26,6 +26,7 @@ from fedfabric.network import (
     NetworkError,
     export_bundle,
     load_topology,
+    parse_topology,
     read_bundle,
     write_bundle,
     write_msp,
@@ -33,6 +34,7 @@ from fedfabric.network import (
 from fedfabric.network._crypto import generate, generate_org, msp_roots_dir, org_dir
 from fedfabric.network._topology import OrdererOrg, Organization
 from fedfabric.network.cli import main
+from tests.conftest import topology_data, with_addresses
 
 TOPOLOGY = load_topology()
 TRANSPORT = TOPOLOGY.org("transport")
@@ -192,6 +194,27 @@ def test_the_ordering_org_bundle_names_each_orderers_tls_certificate(
     for node, orderer in zip(nodes, ORDERING.orderers, strict=True):
         server = f"ordererOrganizations/{ORDERING.domain}/orderers/{orderer.host}/tls/server.crt"
         assert node["tls_cert"] == pem(crypto_dir, server)
+
+
+def test_bundle_nodes_carry_the_addresses_of_the_topology(tmp_path: Path) -> None:
+    data = with_addresses(topology_data(), energy="10.77.0.3", ordering="10.77.0.10")
+    data["orderer_org"]["orderers"][2]["address"] = "orderer2.example.org"
+    topology = parse_topology(data)
+    generate(topology, tmp_path)
+
+    energy = export_bundle(topology, "energy", tmp_path)
+    ordering = read_bundle(
+        write_bundle(export_bundle(topology, "ordering", tmp_path), tmp_path / "o")
+    )
+
+    assert [(n.host, n.address) for n in energy.nodes] == [
+        ("peer0.energy.smartcity.example", "10.77.0.3")
+    ]
+    assert [n.address for n in ordering.nodes] == [
+        "10.77.0.10",
+        "10.77.0.10",
+        "orderer2.example.org",
+    ]
 
 
 def test_org_bundle_exports_again_to_a_chosen_file(
@@ -443,6 +466,8 @@ def test_a_resealed_bundle_whose_certificates_do_not_hold_together_is_refused(
         (("signature",), "x", "signature: unexpected field"),
         (("msp_id",), "Transport MSP", "msp_id: 'Transport MSP' may hold only letters"),
         (("nodes", 0, "host"), "peer0/..", "nodes[0].host: 'peer0/..' is not a DNS name"),
+        (("nodes", 0, "address"), "10.77.0.256", "nodes[0].address: '10.77.0.256' is no IP"),
+        (("nodes", 0, "address"), "0.0.0.0", "nodes[0].address: '0.0.0.0' binds every interface"),
         (("version",), 2, "version: 2 is not supported (this fedfabric reads 1)"),
         (("format",), "something-else", "format: expected 'fedfabric.org-bundle'"),
         (("kind",), "client", "kind: expected 'peer' or 'orderer'"),

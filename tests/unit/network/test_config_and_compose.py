@@ -7,22 +7,40 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from fabric_protos.peer.configuration_pb2 import AnchorPeers
 
-from fedfabric.network import FabricNetwork, NetworkError, fabric_release, load_topology
+from fedfabric.network import (
+    FabricNetwork,
+    NetworkError,
+    Peer,
+    Topology,
+    fabric_release,
+    load_topology,
+    parse_topology,
+)
 from fedfabric.network._bundle import BundleError, read_bundle
-from fedfabric.network._ccaas import package_bytes, package_id, server_args, server_name
+from fedfabric.network._ccaas import (
+    package_bytes,
+    package_id,
+    server_address,
+    server_args,
+    server_name,
+)
 from fedfabric.network._compose import STATE, compose_document, compose_yaml
 from fedfabric.network._config import configtx_yaml, consortium_bundles, core_yaml, orderer_yaml
 from fedfabric.network._layout import Layout
+from fedfabric.network.fabric._anchors import anchor_value
 from fedfabric.network.fabric._ceremony import write_own_bundle
 from fedfabric.network.fabric._chaincode import with_settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, topology_data, with_addresses
 
 TOPOLOGY = load_topology()
 ORGS = [TOPOLOGY.orderer_org, *TOPOLOGY.organizations]
@@ -35,12 +53,70 @@ def bundle_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [write_own_bundle(TOPOLOGY, o.msp_id, layout) for o in ORGS]
 
 
+def channel_of(topology: Topology, tmp_path: Path) -> dict:
+    """configtx.yaml of `topology`, from bundles its organisations make in `tmp_path`."""
+    layout = Layout(tmp_path / "orgs")
+    orgs = [topology.orderer_org, *topology.organizations]
+    files = [write_own_bundle(topology, o.msp_id, layout) for o in orgs]
+    bundles = consortium_bundles(topology, [read_bundle(f) for f in files])
+    return configtx_yaml(topology, Layout(tmp_path), bundles)
+
+
 def channel_profile(tmp_path: Path, bundle_files: list[Path]) -> dict:
     bundles = consortium_bundles(TOPOLOGY, [read_bundle(f) for f in bundle_files])
     return configtx_yaml(TOPOLOGY, Layout(tmp_path), bundles)["Profiles"]["Channel"]
 
 
 RELEASE_LIKE = {"peer": {"gateway": {"enabled": True}}, "chaincode": {"externalBuilders": []}}
+_ADDRESS_KEY = re.compile(r"(address|endpoints?|bootstrap|host)$", re.IGNORECASE)
+_HOST_PORT = re.compile(r"^\[?(?P<host>.*?)\]?(:\d+)?$")
+
+
+def addressed_topology() -> Topology:
+    """Energy's peer on 10.77.0.3, the orderers on 10.77.0.10 but orderer2 on a DNS name."""
+    data = with_addresses(topology_data(), energy="10.77.0.3", ordering="10.77.0.10")
+    data["orderer_org"]["orderers"][2]["address"] = "orderer2.example.org"
+    return parse_topology(data)
+
+
+def hosts(doc: Any, path: str = "") -> dict[str, str]:
+    """The host of every address in a rendered document (under keys like listenAddress,
+    externalEndpoint, Host, OrdererEndpoints) by its dotted path; empty values left out."""
+    if isinstance(doc, list):
+        return {k: v for i, item in enumerate(doc) for k, v in hosts(item, f"{path}[{i}]").items()}
+    if not isinstance(doc, dict):
+        return {}
+    found: dict[str, str] = {}
+    for key, value in doc.items():
+        where = f"{path}.{key}".lstrip(".")
+        if not _ADDRESS_KEY.search(key):
+            found |= hosts(value, where)
+        elif isinstance(value, list):
+            found |= {f"{where}[{i}]": _host(v) for i, v in enumerate(value)}
+        elif value:
+            found[where] = _host(value)
+    return found
+
+
+def anchor_hosts(peer: Peer) -> list[tuple[str, int]]:
+    """(host, port) of the anchor peer value an organisation's own update sets for `peer`."""
+    value = AnchorPeers.FromString(anchor_value((peer,)))
+    return [(a.host, a.port) for a in value.anchor_peers]
+
+
+def _host(address: str) -> str:
+    match = _HOST_PORT.fullmatch(address)
+    assert match is not None
+    return match["host"]
+
+
+def rendered(topology: Topology, layout: Layout) -> dict[str, dict[str, str]]:
+    """Every node's core.yaml / orderer.yaml and the configtx.yaml, as `hosts`, by node."""
+    docs = {
+        o.host: hosts(orderer_yaml({}, topology, layout, o)) for o in topology.orderer_org.orderers
+    }
+    docs |= {p.host: hosts(core_yaml({}, topology, layout, p)) for p in topology.peers}
+    return docs | {"configtx": hosts(channel_of(topology, layout.root)["Profiles"]["Channel"])}
 
 
 def test_core_yaml_carries_the_peer_identity_ports_and_tls(tmp_path: Path) -> None:
@@ -110,6 +186,83 @@ def test_a_missing_extra_or_duplicate_bundle_is_named(bundle_files: list[Path]) 
     other = dataclasses.replace(health, msp_id="OtherMSP")
     with pytest.raises(BundleError, match="organisations the topology does not have: OtherMSP"):
         consortium_bundles(TOPOLOGY, [*bundles, other])
+
+
+def test_the_default_topology_renders_127_0_0_1_everywhere(tmp_path: Path) -> None:
+    docs = rendered(TOPOLOGY, Layout(tmp_path))
+
+    peer, orderer = TOPOLOGY.peers[0].host, TOPOLOGY.orderer_org.orderers[0].host
+    assert set(docs[peer]) == {
+        f"peer.{key}"
+        for key in (
+            "listenAddress",
+            "address",
+            "chaincodeListenAddress",
+            "chaincodeAddress",
+            "gossip.bootstrap",
+            "gossip.endpoint",
+            "gossip.externalEndpoint",
+        )
+    } | {"operations.listenAddress"}
+    assert set(docs[orderer]) == {
+        "General.ListenAddress",
+        "Operations.ListenAddress",
+        "Admin.ListenAddress",
+    }
+    assert len(docs["configtx"]) == 3 + 3  # orderer endpoints, consenters (no anchor peers)
+    assert {h for doc in docs.values() for h in doc.values()} == {"127.0.0.1"}
+    assert {server_address(cc, p) for cc in TOPOLOGY.chaincodes for p in TOPOLOGY.peers} == {
+        f"127.0.0.1:{p.chaincode_server_port}" for p in TOPOLOGY.peers
+    }
+
+
+def test_each_node_binds_to_and_advertises_its_own_address(tmp_path: Path) -> None:
+    topology = addressed_topology()
+    layout = Layout(tmp_path)
+    energy = topology.org("energy").peers[0]
+    o0, _, o2 = topology.orderer_org.orderers
+
+    docs = rendered(topology, layout)
+    core = core_yaml({}, topology, layout, energy)
+    profile = channel_of(topology, tmp_path)["Profiles"]["Channel"]
+
+    assert set(docs[energy.host].values()) == {"10.77.0.3"}
+    assert set(docs[topology.org("transport").peers[0].host].values()) == {"127.0.0.1"}
+    assert set(docs[o0.host].values()) == {"10.77.0.10"}
+    assert set(docs[o2.host].values()) == {"orderer2.example.org"}
+    assert core["peer"]["gossip"]["externalEndpoint"] == f"10.77.0.3:{energy.port}"
+    assert core["operations"]["listenAddress"] == f"10.77.0.3:{energy.operations_port}"
+    assert [(c["Host"], c["Port"]) for c in profile["Orderer"]["EtcdRaft"]["Consenters"]] == [
+        ("10.77.0.10", 7050),
+        ("10.77.0.10", 7060),
+        ("orderer2.example.org", 7070),
+    ]
+    [orderer_org] = profile["Orderer"]["Organizations"]
+    assert orderer_org["OrdererEndpoints"] == [o.address for o in topology.orderer_org.orderers]
+    assert anchor_hosts(energy) == [("10.77.0.3", energy.port)]
+    health = topology.org("health").peers[0]
+    assert anchor_hosts(health) == [("127.0.0.1", health.port)]
+    cc = topology.chaincode("fl")
+    address = f"10.77.0.3:{energy.chaincode_server_port}"
+    assert server_address(cc, energy) == address
+    assert address in server_args(layout, topology.org("energy"), energy, cc)
+    assert address in compose_document(topology)["services"][server_name(cc, energy)]["command"]
+
+
+def test_an_ipv6_address_is_bracketed_wherever_fabric_joins_host_and_port(tmp_path: Path) -> None:
+    topology = parse_topology(with_addresses(topology_data(), energy="fd00:77::3", ordering="::1"))
+    layout = Layout(tmp_path)
+    energy, o0 = topology.org("energy").peers[0], topology.orderer_org.orderers[0]
+
+    core = core_yaml({}, topology, layout, energy)
+    doc = orderer_yaml({}, topology, layout, o0)
+    profile = channel_of(topology, tmp_path)["Profiles"]["Channel"]
+
+    assert core["peer"]["listenAddress"] == f"[fd00:77::3]:{energy.port}"
+    assert doc["General"]["ListenAddress"] == "[::1]"  # Fabric appends ":port"
+    assert doc["Admin"]["ListenAddress"] == f"[::1]:{o0.admin_port}"
+    assert profile["Orderer"]["EtcdRaft"]["Consenters"][0]["Host"] == "[::1]"
+    assert anchor_hosts(energy) == [("[fd00:77::3]", energy.port)]
 
 
 def test_raft_snapshots_come_within_one_raft_batch(

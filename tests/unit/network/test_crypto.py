@@ -12,14 +12,28 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedfabric.network import load_topology
-from fedfabric.network._crypto import generate, issue_identity, org_dir
+from fedfabric.network import load_topology, parse_topology
+from fedfabric.network._crypto import generate, issue_identity, org_dir, server_tls
+from tests.conftest import topology_data, with_addresses
 
 TOPOLOGY = load_topology()
+LOOPBACK = "127.0.0.1"
 
 
 def cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def names(path: Path) -> tuple[set[str], set[str]]:
+    """The DNS names and IP addresses a certificate's SANs carry."""
+    sans = cert(path).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return set(sans.get_values_for_type(x509.DNSName)), ips
+
+
+def tls_dir(crypto_dir: Path, host: str) -> Path:
+    """The TLS folder of the peer or orderer ``host`` of the default topology's layout."""
+    return next(crypto_dir.glob(f"*Organizations/*/*/{host}/tls"))
 
 
 def test_msp_layout_nodeous_and_roles(tmp_path: Path) -> None:
@@ -72,6 +86,70 @@ def test_tls_server_certificates_name_loopback(tmp_path: Path) -> None:
     eku = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(eku)
     assert server.issuer == cert(tls / "ca.crt").subject
+
+
+def test_tls_certificates_name_the_nodes_address_as_ip_or_dns(tmp_path: Path) -> None:
+    data = with_addresses(topology_data(), energy="10.77.0.3", ordering="fd00:77::10")
+    data["orderer_org"]["orderers"][2]["address"] = "orderer2.example.org"
+    topology = parse_topology(data)
+    energy, transport = topology.org("energy").peers[0], topology.org("transport").peers[0]
+    o0, _, o2 = topology.orderer_org.orderers
+
+    generate(topology, tmp_path)
+
+    server = "server.crt"
+    assert names(tls_dir(tmp_path, energy.host) / server) == (
+        {energy.host},
+        {"10.77.0.3"},
+    )
+    assert names(tls_dir(tmp_path, o0.host) / server) == (
+        {o0.host},
+        {"fd00:77::10"},
+    )
+    assert names(tls_dir(tmp_path, o2.host) / server) == ({o2.host, "orderer2.example.org"}, set())
+    assert names(tls_dir(tmp_path, transport.host) / server) == (
+        {transport.host, "localhost"},
+        {LOOPBACK},
+    )
+
+
+def test_a_moved_node_gets_a_certificate_for_its_new_address_and_keeps_its_key(
+    tmp_path: Path,
+) -> None:
+    generate(TOPOLOGY, tmp_path)
+    energy, transport = (TOPOLOGY.org(n).peers[0].host for n in ("energy", "transport"))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    moved = parse_topology(with_addresses(topology_data(), energy="10.77.0.3"))
+
+    generate(moved, tmp_path)
+
+    tls = tls_dir(tmp_path, energy)
+    changed = {p for p in tmp_path.rglob("*") if p.is_file() and p.read_bytes() != before[p]}
+    assert changed == {tls / "server.crt"}
+    assert names(tls / "server.crt") == ({energy}, {"10.77.0.3"})
+    assert (
+        cert(tls / "server.crt").public_key()
+        == load_pem_private_key((tls / "server.key").read_bytes(), None).public_key()
+    )
+    assert names(tls_dir(tmp_path, transport) / "server.crt")[1] == {LOOPBACK}
+    generate(TOPOLOGY, tmp_path)  # and back: loopback again
+    assert names(tls / "server.crt") == ({energy, "localhost"}, {LOOPBACK})
+
+
+def test_a_chaincode_servers_certificate_names_its_peers_address(tmp_path: Path) -> None:
+    generate(TOPOLOGY, tmp_path)
+    tlsca = org_dir(tmp_path, TOPOLOGY.org("energy")) / "tlsca"
+
+    cert_path, key_path = server_tls(tmp_path / "cc", tlsca, "10.77.0.3")
+    key = key_path.read_bytes()
+    server_tls(tmp_path / "cc", tlsca, "cc.energy.example.org")
+
+    assert names(cert_path) == ({"cc.energy.example.org"}, set())
+    assert key_path.read_bytes() == key
+    assert names(server_tls(tmp_path / "default", tlsca, "127.0.0.1")[0]) == (
+        {"localhost"},
+        {LOOPBACK},
+    )
 
 
 def test_generation_is_idempotent(tmp_path: Path) -> None:

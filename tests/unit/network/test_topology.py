@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ from fedfabric.network import (
     parse_topology,
 )
 from fedfabric.network._policy import OutOf, PolicyError, Principal
-from tests.conftest import topology_data
+from tests.conftest import topology_data, with_addresses
 
 
 def test_default_topology_is_three_orgs_three_raft_orderers_majority_policy() -> None:
@@ -47,6 +48,65 @@ def test_any_number_of_peers_per_org() -> None:
         "peer0.transport.smartcity.example",
         "peer1.transport.smartcity.example",
     ]
+
+
+def test_nodes_are_on_127_0_0_1_unless_their_org_or_they_have_an_address() -> None:
+    data = with_addresses(topology_data(), energy="10.77.0.3", ordering="fd00:77::10")
+    data["orderer_org"]["orderers"][2]["address"] = "orderer2.example.org"
+
+    t = parse_topology(data)
+
+    assert [(p.bind_host, p.address) for p in t.peers] == [
+        ("127.0.0.1", "127.0.0.1:7151"),
+        ("10.77.0.3", "10.77.0.3:7251"),
+        ("127.0.0.1", "127.0.0.1:7351"),
+    ]
+    assert t.org("energy").address == "10.77.0.3" and t.org("health").address == "127.0.0.1"
+    assert [o.address for o in t.orderer_org.orderers] == [
+        "[fd00:77::10]:7050",
+        "[fd00:77::10]:7060",
+        "orderer2.example.org:7070",
+    ]
+    assert t.orderer_org.orderers[0].address_at(7053) == "[fd00:77::10]:7053"
+
+
+def test_nodes_on_different_addresses_may_share_a_port() -> None:
+    data = with_addresses(topology_data(), energy="10.77.0.3")
+    data["organizations"][1]["peers"][0].update(data["organizations"][0]["peers"][0])
+
+    t = parse_topology(data)
+
+    assert t.org("energy").peers[0].port == t.org("transport").peers[0].port
+    with pytest.raises(TopologyError, match="port clash: .* = 7151 is also .* on 10.77.0.3"):
+        parse_topology(with_addresses(data, transport="10.77.0.3"))
+
+
+@pytest.mark.parametrize(
+    ("where", "address", "words"),
+    [
+        (("organizations", 1), "10.77.0.256", "'10.77.0.256' is no IP address or DNS name"),
+        (("organizations", 1, "peers", 0), "0.0.0.0", "binds every interface"),
+        (("organizations", 1), "::", "binds every interface"),
+        (("orderer_org",), "energy_host", "'energy_host' is no IP address or DNS name"),
+        (("orderer_org", "orderers", 1), "-a.example", "is no IP address or DNS name"),
+        (("organizations", 0), "", "is no IP address or DNS name"),
+        (("organizations", 0), 28950577413072, "as a string (quote it)"),
+    ],
+)
+def test_a_bad_address_is_refused_naming_the_field(
+    where: tuple[str | int, ...], address: object, words: str
+) -> None:
+    data = topology_data()
+    entry: Any = data
+    for key in where:
+        entry = entry[key]
+    entry["address"] = address
+    field = "topology" + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where)
+
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data)
+
+    assert str(info.value).startswith(f"{field}.address: ") and words in str(info.value)
 
 
 def test_policy_defaults_to_majority_of_the_orgs() -> None:
