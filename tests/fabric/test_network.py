@@ -1,4 +1,4 @@
-"""The consortium network on real Fabric binaries: up, down, deploy, failures.
+"""The consortium network on real Fabric binaries: up, down, deploy, failures, addresses.
 
 Transactions go through `fedfabric.gateway`, each endorsed by exactly the organisations a
 test names; the peer CLI is used only by the network code under test.
@@ -7,6 +7,7 @@ test names; the peer CLI is used only by the network code under test.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ import pytest
 from fabric_protos.common import ledger_pb2
 
 from fedfabric.gateway import CommitError, EvaluateError, Timeouts, connect_org
-from fedfabric.network import FabricNetwork, PortInUseError
-from tests.conftest import PORT_SHIFT, kv_topology, release
+from fedfabric.network import FabricNetwork, PortInUseError, parse_topology
+from tests.conftest import PORT_SHIFT, kv_topology, release, topology_data, with_addresses
 
 TIMEOUTS = Timeouts(evaluate=15, endorse=15, submit=15, commit_status=30)
 
@@ -171,7 +172,7 @@ async def test_busy_port_is_named_and_nothing_is_left_running(tmp_path: Path) ->
     net = FabricNetwork(topology, tmp_path / "state", release())
     busy = topology.peers[1]
     with socket.socket() as s:
-        s.bind(("127.0.0.1", busy.port))
+        s.bind((busy.bind_host, busy.port))
         s.listen()
 
         with pytest.raises(PortInUseError) as info:
@@ -180,3 +181,48 @@ async def test_busy_port_is_named_and_nothing_is_left_running(tmp_path: Path) ->
     assert info.value.port == busy.port and info.value.node == busy.host
     assert str(busy.port) in str(info.value) and busy.host in str(info.value)
     assert not [n for n in await net.status() if n.running]
+
+
+async def test_nodes_on_their_own_addresses_are_reached_there_over_tls(tmp_path: Path) -> None:
+    # Energy on 127.0.0.2 with the very port numbers of transport (on 127.0.0.1), the orderers
+    # on 127.0.0.3 but orderer2 on 127.0.0.4: Linux routes all of 127.0.0.0/8 to loopback. Each
+    # connection checks the TLS certificate against the address it dials: the peer CLI and
+    # osnadmin, gossip, Raft between the orderers, the peers' deliveries, the peer's dial of its
+    # chaincode server; the gateway clients check the host name.
+    data = with_addresses(
+        topology_data(PORT_SHIFT + 3500), energy="127.0.0.2", ordering="127.0.0.3"
+    )
+    transport, energy = (o["peers"][0] for o in data["organizations"][:2])
+    energy.update(transport)
+    data["orderer_org"]["orderers"][2]["address"] = "127.0.0.4"
+    data["chaincodes"] = [
+        {"name": "pykv", "server": "python", "contract": "tests.fixtures.pykv:KeyValue"}
+    ]
+    net = FabricNetwork(parse_topology(data), tmp_path / "state", release())
+    try:
+        await net.up()
+        await net.deploy(["pykv"])
+        profiles = {o: json.loads(net.profile(o).read_text()) for o in ("transport", "energy")}
+        async with connect_org(net.layout.profiles_dir, "energy", "User1", timeouts=TIMEOUTS) as gw:
+            contract = gw.get_network(net.topology.channel).get_contract("pykv")
+            put = await contract.submit(
+                "Put",
+                ["where", "127.0.0.2"],
+                endorsing_orgs=["EnergyMSP", "HealthMSP"],
+                sync_orgs=["TransportMSP"],
+            )
+        async with connect_org(
+            net.layout.profiles_dir, "transport", "User1", timeouts=TIMEOUTS
+        ) as gw:
+            contract = gw.get_network(net.topology.channel).get_contract("pykv")
+            got = await contract.evaluate("Get", ["where"], endorsing_orgs=["TransportMSP"])
+        nodes = await net.status()
+    finally:
+        await net.clean()
+
+    assert put == got == b"127.0.0.2"
+    assert profiles["energy"]["peer_endpoint"] == f"127.0.0.2:{transport['port']}"
+    assert profiles["transport"]["peer_endpoint"] == f"127.0.0.1:{transport['port']}"
+    assert all(n.running for n in nodes)
+    served = {n.detail for n in nodes if n.kind == "chaincode"}
+    assert f"127.0.0.2:{transport['chaincode_server_port']}" in served
