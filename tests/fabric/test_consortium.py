@@ -4,7 +4,6 @@ only public bundles and the genesis block cross between directories."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
@@ -12,12 +11,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fedfabric.gateway import connect_org
 from fedfabric.network import FabricNetwork, NetworkError, load_topology
 from fedfabric.network._layout import Layout
 from fedfabric.network._process import stop
@@ -28,20 +27,23 @@ from fedfabric.network.fabric._anchors import (
     set_anchor_peers,
     submit_update,
 )
-from tests.conftest import PORT_SHIFT, ROOT, release, topology_data
+from tests.conftest import PORT_SHIFT, ROOT, release, topology_data, with_addresses
 
 FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
 SHIFT = PORT_SHIFT + 3000  # clear of the session's shared network
 
 
-def fedfabric(*args: str, state: Path, topology: Path | None = None) -> str:
+def fedfabric(
+    *args: str, state: Path, topology: Path | None = None, inside: Sequence[str] = ()
+) -> str:
     """Run one `fedfabric` command as the party whose state directory is `state`; return
-    its output (fails the test, with its output, when the command fails)."""
+    its output (fails the test, with its output, when the command fails). `inside`: the
+    command prefix that runs it in the party's network namespace, if any."""
     extra = ["--topology", str(topology)] if topology else []
     if args[0] == "consortium" or args[1] in ("up", "deploy", "status", "down"):
         extra += ["--fabric-home", str(release().home)]
     done = subprocess.run(
-        [FEDFABRIC, *args, *extra],
+        [*inside, FEDFABRIC, *args, *extra],
         capture_output=True,
         text=True,
         timeout=300,
@@ -98,8 +100,68 @@ def test_genesis_without_one_orgs_bundle_names_it(tmp_path: Path) -> None:
     assert f"no bundle for {topology.organizations[-1].msp_id}" in genesis.stderr
 
 
+ADDRESSES = {"ordering": "10.77.0.10", "transport": "10.77.0.2", "energy": "10.77.0.3",
+             "health": "10.77.0.4"}  # fmt: skip
+CLIENT = """
+import asyncio, sys
+from fedfabric.gateway import connect_org
+profiles, org, channel, action, *rest = sys.argv[1:]
+async def main():
+    async with connect_org(profiles, org, "User1") as gateway:
+        contract = gateway.get_network(channel).get_contract("pykv")
+        if action == "put":
+            proposal = contract.new_proposal("Put", rest[:2], endorsing_orgs=rest[2:])
+            status = await (await (await proposal.endorse()).submit()).status()
+            print("committed" if status.successful else status.code_name)
+        else:
+            for _ in range(60):
+                value = (await contract.evaluate("Get", rest[:1])).decode()
+                if value:
+                    break
+                await asyncio.sleep(0.5)
+            print(value)
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def namespaces() -> Iterator[dict[str, list[str]]]:
+    """One Linux network namespace per organisation (addresses `ADDRESSES`), joined by a
+    bridge in a namespace of its own; each organisation's commands run in its namespace
+    (``ip netns exec``). Torn down at the end: nothing else can reach them."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2 (`ip`)")
+    tag = f"ff{os.getpid() % 100000}"
+    lan = f"{tag}-lan"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    made = [lan]
+    try:
+        ip("netns", "add", lan)
+        ip("-n", lan, "link", "add", "br0", "type", "bridge")
+        ip("-n", lan, "link", "set", "br0", "up")
+        for i, (org, address) in enumerate(ADDRESSES.items()):
+            ns = f"{tag}-{org}"
+            ip("netns", "add", ns)
+            made.append(ns)
+            ip("link", "add", f"{tag}a{i}", "netns", ns, "type", "veth", "peer", "name",
+               f"{tag}b{i}", "netns", lan)  # fmt: skip
+            ip("-n", ns, "addr", "add", f"{address}/24", "dev", f"{tag}a{i}")
+            ip("-n", ns, "link", "set", f"{tag}a{i}", "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", lan, "link", "set", f"{tag}b{i}", "master", "br0")
+            ip("-n", lan, "link", "set", f"{tag}b{i}", "up")
+        yield {org: ["ip", "netns", "exec", f"{tag}-{org}"] for org in ADDRESSES}
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@pytest.mark.parametrize("where", ["one host", "namespaces"])
 async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_commits(
-    tmp_path: Path,
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
     data = topology_data(
         SHIFT,
@@ -108,11 +170,16 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
              "contract": "tests.fixtures.pykv:KeyValue"}
         ],
     )  # fmt: skip
+    inside: dict[str, list[str]] = {org: [] for org in ADDRESSES}
+    if where == "namespaces":
+        inside = request.getfixturevalue("namespaces")
+        with_addresses(data, **ADDRESSES)
     topology_file = tmp_path / "topology.yaml"
     topology_file.write_text(yaml.safe_dump(data))
     topology = load_topology(topology_file)
     parties = [topology.orderer_org, *topology.organizations]
     homes = {o.msp_id: tmp_path / o.name for o in parties}
+    names = {o.msp_id: o.name for o in parties}
     crossed: list[Path] = []  # every file that moved from one party's directory to another's
 
     def send(path: Path, to: str) -> Path:
@@ -125,10 +192,21 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
     steps: dict[str, float] = {}
 
     def timed(step: str, *args: str, state: Path) -> str:
+        party = names[next(m for m, h in homes.items() if h == state)]
         t = time.monotonic()
-        out = fedfabric(*args, state=state, topology=topology_file)
+        out = fedfabric(*args, state=state, topology=topology_file, inside=inside[party])
         steps[step] = steps.get(step, 0.0) + time.monotonic() - t
         return out
+
+    def client(org: str, *args: str) -> str:
+        profiles = Layout(homes[topology.org(org).msp_id]).profiles_dir
+        done = subprocess.run(
+            [*inside[org], sys.executable, "-c", CLIENT, str(profiles), org, topology.channel,
+             *args],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
 
     try:
         for o in parties:
@@ -159,33 +237,22 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         timed("org deploy", "org", "deploy", "--org", first.name, "pykv",
               state=homes[first.msp_id])  # fmt: skip
 
-        # Energy's admin may not set Transport's anchor peers: the orderer refuses it.
-        energy = FabricNetwork(topology, homes[second.msp_id], release(), orgs=[second.name])
-        config = await fetch_config(energy, second)
-        elsewhere = dataclasses.replace(first.peers[0], port=first.peers[0].port + 1)
-        forged = anchor_update(config, topology.channel, first.msp_id, anchor_value((elsewhere,)))
-        assert forged is not None
-        with pytest.raises(NetworkError, match="polic"):
-            await submit_update(energy, second, forged, "forged-anchors")
-        assert await set_anchor_peers(energy, second) is False  # its own: set at `org up`
-
-        profiles = Layout(homes[first.msp_id]).profiles_dir
-        async with connect_org(profiles, first.name, "User1") as gateway:
-            contract = gateway.get_network(topology.channel).get_contract("pykv")
-            proposal = contract.new_proposal(
-                "Put", ["ceremony", "committed"], endorsing_orgs=[first.msp_id, third.msp_id]
+        if where == "one host":
+            # Energy's admin may not set Transport's anchor peers: the orderer refuses it.
+            energy = FabricNetwork(topology, homes[second.msp_id], release(), orgs=[second.name])
+            config = await fetch_config(energy, second)
+            elsewhere = dataclasses.replace(first.peers[0], port=first.peers[0].port + 1)
+            forged = anchor_update(
+                config, topology.channel, first.msp_id, anchor_value((elsewhere,))
             )
-            status = await (await (await proposal.endorse()).submit()).status()
-            assert status.successful
-        profiles = Layout(homes[second.msp_id]).profiles_dir
-        async with connect_org(profiles, second.name, "User1") as gateway:
-            contract = gateway.get_network(topology.channel).get_contract("pykv")
-            for _ in range(60):
-                value = await contract.evaluate("Get", ["ceremony"])
-                if value == b"committed":
-                    break
-                await asyncio.sleep(0.5)
-            assert value == b"committed"
+            assert forged is not None
+            with pytest.raises(NetworkError, match="polic"):
+                await submit_update(energy, second, forged, "forged-anchors")
+            assert await set_anchor_peers(energy, second) is False  # its own: set at `org up`
+
+        put = client(first.name, "put", "ceremony", "committed", first.msp_id, third.msp_id)
+        assert put == "committed"
+        assert client(second.name, "get", "ceremony") == "committed"
     finally:
         for home in homes.values():
             for pid in (home / "run").glob("*.pid"):
@@ -196,5 +263,5 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         keys = [k.relative_to(home) for k in [*home.rglob("priv_sk"), *home.rglob("*.key")]]
         domain = topology.any_org(msp_id).domain  # in its crypto folder's and nodes' names
         assert keys and all(domain in str(k) for k in keys), (msp_id, keys)
-    print("ceremony step seconds:", {k: round(v, 1) for k, v in steps.items()})
+    print(f"{where}: ceremony step seconds:", {k: round(v, 1) for k, v in steps.items()})
     print("files that crossed:", sorted({p.name for p in crossed}))
