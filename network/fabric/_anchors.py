@@ -72,8 +72,7 @@ def anchor_update(
     else:
         anchors.version = current.version + 1
         anchors.mod_policy = current.mod_policy
-    if current is not None:
-        same.values[ANCHOR_PEERS].version = current.version
+        same.values[ANCHOR_PEERS].version = current.version  # read at that version
 
     def wrap(org_group: configtx_pb2.ConfigGroup) -> configtx_pb2.ConfigGroup:
         top = configtx_pb2.ConfigGroup(version=config.channel_group.version)

@@ -336,6 +336,7 @@ async def test_advance_round_aggregate_equals_the_aggregate_recomputed_offline(f
             for i, (contract, update) in enumerate(zip(contracts, updates, strict=True))
         )
     )
+    await network.wait_synced()  # AdvanceRound's endorsers must all hold every update
     with pytest.raises(EndorseError) as not_the_creator:  # Transport created the task
         await (await fl("energy", "Admin")).submit("AdvanceRound", ["aggregate", "1"])
     admin = await fl("transport", "Admin")
@@ -379,6 +380,7 @@ async def test_paginated_audit_recomputes_every_round(fl, network: FabricNetwork
                 for i, worker in enumerate(workers)
             )
         )
+        await network.wait_synced()  # AdvanceRound's endorsers must all hold every update
         await admin.submit("AdvanceRound", ["audit", str(round_no)])
     await network.wait_synced()  # Health reads what Transport's admin just committed
     contract = await fl("health", "User2")
