@@ -258,18 +258,9 @@ async def _approve(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str, seq:
             "chaincode",
             "approveformyorg",
             *net.orderer_args(),
-            "--channelID",
-            net.topology.channel,
-            "--name",
-            cc.name,
-            "--version",
-            cc.version,
+            *_definition(net, cc, seq),
             "--package-id",
             pid,
-            "--sequence",
-            str(seq),
-            "--signature-policy",
-            cc.endorsement_policy,
             "--waitForEventTimeout",
             "60s",
         ],
@@ -277,6 +268,22 @@ async def _approve(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str, seq:
         what=f"approve {cc.name} for {peer.org}",
         timeout=120,
     )
+
+
+def _definition(net: FabricNetwork, cc: Chaincode, seq: int) -> list[str]:
+    """The peer lifecycle CLI's arguments naming `cc`'s definition at sequence `seq`."""
+    return [
+        "--channelID",
+        net.topology.channel,
+        "--name",
+        cc.name,
+        "--version",
+        cc.version,
+        "--sequence",
+        str(seq),
+        "--signature-policy",
+        cc.endorsement_policy,
+    ]
 
 
 async def _approved_by(net: FabricNetwork, cc: Chaincode, seq: int, org: Organization) -> bool:
@@ -311,16 +318,7 @@ async def _approvals(net: FabricNetwork, cc: Chaincode, seq: int) -> dict[str, b
             "lifecycle",
             "chaincode",
             "checkcommitreadiness",
-            "--channelID",
-            net.topology.channel,
-            "--name",
-            cc.name,
-            "--version",
-            cc.version,
-            "--sequence",
-            str(seq),
-            "--signature-policy",
-            cc.endorsement_policy,
+            *_definition(net, cc, seq),
             "--output",
             "json",
         ],
@@ -341,16 +339,7 @@ async def _commit(
         "chaincode",
         "commit",
         *net.orderer_args(),
-        "--channelID",
-        net.topology.channel,
-        "--name",
-        cc.name,
-        "--version",
-        cc.version,
-        "--sequence",
-        str(seq),
-        "--signature-policy",
-        cc.endorsement_policy,
+        *_definition(net, cc, seq),
         "--waitForEventTimeout",
         "60s",
     ]
