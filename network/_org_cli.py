@@ -28,6 +28,7 @@ from fedfabric.network._layout import Layout
 from fedfabric.network._topology import load_topology
 from fedfabric.network.cli import add_network_options, add_state_options, say, state_dir
 from fedfabric.network.fabric import FabricNetwork
+from fedfabric.network.fabric._ceremony import import_received
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -138,6 +139,7 @@ def _receive(args: argparse.Namespace) -> int:
             topology.any_org(bundle.msp_id)  # an organisation of this consortium
             kept = write_bundle(bundle, layout.bundle_file(bundle.msp_id))
             print(f"{bundle.msp_id}: {bundle.digest} kept in {kept}")
+        import_received(topology, layout, [own])  # their public MSPs, for Fabric's tools
     except NetworkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

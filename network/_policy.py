@@ -11,7 +11,11 @@ import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-ROLES = ("member", "admin", "client", "peer", "orderer")
+from fabric_protos.common import policies_pb2
+from fabric_protos.msp import msp_principal_pb2
+from fabric_protos.peer import policy_pb2
+
+ROLES = ("member", "admin", "client", "peer", "orderer")  # MSPRole.MSPRoleType order
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+)|(?P<name>[A-Za-z]+)|'(?P<principal>[^']*)'|(?P<sym>[(),]))"
 )
@@ -76,6 +80,32 @@ def endorsing_sets(policy: str, own: str, msp_ids: Sequence[str]) -> list[tuple[
         if found:
             return found
     return []
+
+
+def from_application_policy(data: bytes) -> OutOf | Principal | None:
+    """The signature policy in a chaincode definition's ``validation_parameter`` (a
+    ``peer.ApplicationPolicy``), as `parse_policy` would give it; None when the definition
+    refers to a channel policy instead. Raises `PolicyError` for bytes that are not one."""
+    try:
+        policy = policy_pb2.ApplicationPolicy.FromString(data)
+    except Exception as exc:  # protobuf's DecodeError
+        raise PolicyError(f"not a chaincode endorsement policy: {exc}") from exc
+    if policy.WhichOneof("Type") != "signature_policy":
+        return None
+    envelope = policy.signature_policy
+    who = []
+    for identity in envelope.identities:
+        if identity.principal_classification != msp_principal_pb2.MSPPrincipal.ROLE:
+            raise PolicyError("a chaincode endorsement policy names a principal by other than role")
+        role = msp_principal_pb2.MSPRole.FromString(identity.principal)
+        who.append(Principal(role.msp_identifier, ROLES[role.role]))  # ROLES: enum order
+
+    def rule(sig: policies_pb2.SignaturePolicy) -> OutOf | Principal:
+        if sig.WhichOneof("Type") == "signed_by":
+            return who[sig.signed_by]
+        return OutOf(sig.n_out_of.n, tuple(rule(r) for r in sig.n_out_of.rules))
+
+    return rule(envelope.rule)
 
 
 def majority_policy(msp_ids: list[str], role: str = "peer") -> str:

@@ -11,6 +11,7 @@ address).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import shutil
@@ -33,6 +34,7 @@ from fedfabric.network._ccaas import (
     server_tls_paths,
 )
 from fedfabric.network._errors import NetworkError
+from fedfabric.network._policy import from_application_policy, parse_policy
 from fedfabric.network._topology import Chaincode, Organization, Peer
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ async def deploy(
         raise NetworkError(f"settings for {unknown[0]!r}, which is not being deployed")
     chaincodes = [with_settings(net, t.chaincode(n), settings.get(n, {})) for n in names]
     peers = net.own_peers
+    await net.wait_caught_up()  # a peer that just joined reads the definitions committed so far
     for cc in chaincodes:
         started = time.monotonic()
         pkg = net.layout.chaincode_dir / f"{cc.label}.tar.gz"
@@ -244,10 +247,10 @@ async def _next_sequence(net: FabricNetwork, cc: Chaincode) -> tuple[int, bool]:
         raise
     info = _process.json_in(out)
     seq = int(info.get("sequence", 0))
-    recorded = _deployed_policy(net, cc)  # None: committed by another organisation's host
-    if info.get("version") == cc.version and recorded in (None, cc.endorsement_policy):
+    committed = from_application_policy(base64.b64decode(info.get("validation_parameter", "")))
+    if info.get("version") == cc.version and committed == parse_policy(cc.endorsement_policy):
         return seq, True
-    return seq + 1, False
+    return seq + 1, False  # a new version or policy (a consortium that grew: k' of n+1)
 
 
 async def _approve(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str, seq: int) -> None:
@@ -391,10 +394,6 @@ def _state_file(net: FabricNetwork) -> Path:
 def _deployed(net: FabricNetwork) -> dict[str, dict[str, str]]:
     path = _state_file(net)
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _deployed_policy(net: FabricNetwork, cc: Chaincode) -> str | None:
-    return _deployed(net).get(cc.name, {}).get("policy")
 
 
 def _record(cc: Chaincode) -> dict[str, str]:

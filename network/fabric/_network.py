@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fabric_protos.common import common_pb2
+
 from fedfabric.network import _crypto, _process
 from fedfabric.network._backend import (
     Endpoint,
@@ -383,7 +385,8 @@ class FabricNetwork:
         t = self.topology
         block = str(self.layout.channel_block(t.channel))
         for o in self.own_orderers:
-            listed = await self._osnadmin(o, ["list"])
+            # The admin endpoint may open a moment after the health check answers.
+            listed = await self._retry(lambda o=o: self._osnadmin(o, ["list"]))
             if f'"{t.channel}"' not in listed:
                 say(f"joining {o.host} to {t.channel}")
                 await self._osnadmin(o, ["join", "--channelID", t.channel, "--config-block", block])
@@ -425,6 +428,37 @@ class FabricNetwork:
             f"peers did not converge on one height within {timeout:.0f}s "
             f"(heights: {heights or 'unknown'})"
         )
+
+    async def wait_caught_up(self, timeout: float = 60.0) -> None:
+        """Wait until this host's peers hold every block the orderers had on the channel when
+        called (a peer that just joined fetches the chain first). Raises `NetworkError` after
+        `timeout` seconds."""
+        if not self.own_peers:
+            return
+        peer = self.own_peers[0]
+        newest = self.layout.configtx_dir / "updates" / f"{self.topology.channel}-newest.block"
+        newest.parent.mkdir(parents=True, exist_ok=True)
+        await _process.run_tool(
+            [self.release.tool("peer"), "channel", "fetch", "newest", str(newest),
+             "-c", self.topology.channel, *self.orderer_args()],
+            self.peer_cli_env(peer),
+            what="fetch the channel's newest block",
+        )  # fmt: skip
+        height = common_pb2.Block.FromString(newest.read_bytes()).header.number + 1
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                heights = await asyncio.gather(*(self.height(p) for p in self.own_peers))
+            except NetworkError:  # not joined yet
+                heights = [0]
+            if min(heights) >= height:
+                return
+            if time.monotonic() > deadline:
+                raise NetworkError(
+                    f"this host's peers have {min(heights)} of the channel's {height} blocks "
+                    f"after {timeout:.0f}s"
+                )
+            await asyncio.sleep(0.25)
 
     async def _retry(self, call, attempts: int = 20, delay: float = 0.5):  # noqa: ANN001
         for i in range(attempts):

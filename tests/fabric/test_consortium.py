@@ -1,9 +1,11 @@
 """The consortium ceremony (issue 14) with Fabric's own tools, as separate parties run it:
 each organisation makes its keys in its own state directory and runs its own nodes from it;
-only public bundles and the genesis block cross between directories."""
+only public bundles, the genesis block and a config update its admins sign cross between
+directories. Then a fourth organisation joins the running channel."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -19,14 +21,10 @@ import yaml
 
 from fedfabric.network import FabricNetwork, NetworkError, load_topology
 from fedfabric.network._layout import Layout
+from fedfabric.network._policy import majority_policy
 from fedfabric.network._process import stop
-from fedfabric.network.fabric._anchors import (
-    anchor_update,
-    anchor_value,
-    fetch_config,
-    set_anchor_peers,
-    submit_update,
-)
+from fedfabric.network.fabric._anchors import anchor_update, anchor_value, set_anchor_peers
+from fedfabric.network.fabric._config_update import fetch_config, submit_file, submit_update
 from tests.conftest import PORT_SHIFT, ROOT, release, topology_data, with_addresses
 
 FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
@@ -34,11 +32,16 @@ SHIFT = PORT_SHIFT + 3000  # clear of the session's shared network
 
 
 def fedfabric(
-    *args: str, state: Path, topology: Path | None = None, inside: Sequence[str] = ()
+    *args: str,
+    state: Path,
+    topology: Path | None = None,
+    inside: Sequence[str] = (),
+    fails: bool = False,
 ) -> str:
     """Run one `fedfabric` command as the party whose state directory is `state`; return
-    its output (fails the test, with its output, when the command fails). `inside`: the
-    command prefix that runs it in the party's network namespace, if any."""
+    its output (fails the test, with its output, when the command fails, or with `fails`
+    when it does not). `inside`: the command prefix that runs it in the party's network
+    namespace, if any."""
     extra = ["--topology", str(topology)] if topology else []
     if args[0] == "consortium" or args[1] in ("up", "deploy", "status", "down"):
         extra += ["--fabric-home", str(release().home)]
@@ -50,7 +53,8 @@ def fedfabric(
         env={**os.environ, "FEDFABRIC_STATE_DIR": str(state)},
         cwd=ROOT,  # the chaincode servers import tests.fixtures.pykv
     )
-    assert done.returncode == 0, f"fedfabric {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    said = f"fedfabric {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    assert (done.returncode != 0) == fails, said
     return done.stdout + done.stderr
 
 
@@ -101,7 +105,10 @@ def test_genesis_without_one_orgs_bundle_names_it(tmp_path: Path) -> None:
 
 
 ADDRESSES = {"ordering": "10.77.0.10", "transport": "10.77.0.2", "energy": "10.77.0.3",
-             "health": "10.77.0.4"}  # fmt: skip
+             "health": "10.77.0.4", "water": "10.77.0.5"}  # fmt: skip
+WATER = {"name": "water", "msp_id": "WaterMSP", "users": 1, "peers": [
+    {"name": "peer0", "port": 7451, "chaincode_port": 7452, "operations_port": 9454,
+     "chaincode_server_port": 7460}]}  # fmt: skip
 CLIENT = """
 import asyncio, sys
 from fedfabric.gateway import connect_org
@@ -113,6 +120,14 @@ async def main():
             proposal = contract.new_proposal("Put", rest[:2], endorsing_orgs=rest[2:])
             status = await (await (await proposal.endorse()).submit()).status()
             print("committed" if status.successful else status.code_name)
+        elif action == "evaluate-on":  # the value as one organisation's peer reads it
+            for _ in range(60):
+                proposal = contract.new_proposal("Get", rest[:1], endorsing_orgs=rest[1:])
+                value = (await proposal.evaluate()).decode()
+                if value:
+                    break
+                await asyncio.sleep(0.5)
+            print(value)
         else:
             for _ in range(60):
                 value = (await contract.evaluate("Get", rest[:1])).decode()
@@ -173,7 +188,7 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
     inside: dict[str, list[str]] = {org: [] for org in ADDRESSES}
     if where == "namespaces":
         inside = request.getfixturevalue("namespaces")
-        with_addresses(data, **ADDRESSES)
+        with_addresses(data, **{o: a for o, a in ADDRESSES.items() if o != "water"})
     topology_file = tmp_path / "topology.yaml"
     topology_file.write_text(yaml.safe_dump(data))
     topology = load_topology(topology_file)
@@ -253,6 +268,76 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         put = client(first.name, "put", "ceremony", "committed", first.msp_id, third.msp_id)
         assert put == "committed"
         assert client(second.name, "get", "ceremony") == "committed"
+
+        # A fourth organisation joins the running channel. Every party takes the grown
+        # topology (its new org, and the policy k' of n+1: 3 of 4); the new org makes its
+        # own keys, and the bundles cross both ways.
+        grown = copy.deepcopy(data)
+        water = copy.deepcopy(WATER)
+        for key in ("port", "chaincode_port", "operations_port", "chaincode_server_port"):
+            water["peers"][0][key] += SHIFT
+        if where == "namespaces":
+            water["address"] = ADDRESSES["water"]
+        grown["organizations"].append(water)
+        everyone = [o["msp_id"] for o in grown["organizations"]]
+        grown["endorsement_policy"] = majority_policy(everyone)
+        topology_file.write_text(yaml.safe_dump(grown))
+        topology = load_topology(topology_file)
+        newcomer = topology.org("water")
+        homes[newcomer.msp_id] = tmp_path / newcomer.name
+        names[newcomer.msp_id] = newcomer.name
+        water_home = homes[newcomer.msp_id]
+        timed("add: org init", "org", "init", "--org", "water", state=water_home)
+        water_bundle = water_home / "bundles" / f"{newcomer.msp_id}.json"
+        for o in parties:
+            timed("add: org receive", "org", "receive", "--org", o.name,
+                  str(send(water_bundle, o.name)), state=homes[o.msp_id])  # fmt: skip
+        received = [str(send(b, "water")) for b in bundles.values()]
+        timed("add: org receive", "org", "receive", "--org", "water", *received, state=water_home)
+
+        # Transport proposes; its signature alone is 1 of the 2 (of 3) the channel needs.
+        proposed = timed("add: propose", "consortium", "propose-add", "--org", first.name,
+                         "water", state=homes[first.msp_id])  # fmt: skip
+        assert "signed by TransportMSP (1 of the 2 of 3 member admins it needs)" in proposed
+        update = Layout(homes[first.msp_id]).configtx_dir / "updates" / "add-WaterMSP.tx"
+        too_few = fedfabric("consortium", "submit", "--org", first.name, str(update),
+                            state=homes[first.msp_id], topology=topology_file,
+                            inside=inside["transport"], fails=True)  # fmt: skip
+        assert "too few signatures" in too_few and "waiting for 1 of EnergyMSP" in too_few
+        if where == "one host":  # the orderer itself refuses it too
+            transport = FabricNetwork(topology, homes[first.msp_id], release(), orgs=["transport"])
+            with pytest.raises(NetworkError, match="polic"):
+                await submit_file(transport, first, update)
+        at_energy = send(update, second.name)
+        signed = timed("add: sign", "consortium", "sign", "--org", second.name, str(at_energy),
+                       state=homes[second.msp_id])  # fmt: skip
+        assert "signed by TransportMSP, EnergyMSP (2 of the 2" in signed
+        back = send(at_energy, first.name)
+        timed("add: submit", "consortium", "submit", "--org", first.name, str(back),
+              state=homes[first.msp_id])  # fmt: skip
+        again = timed("add: propose", "consortium", "propose-add", "--org", first.name,
+                      "water", state=homes[first.msp_id])  # fmt: skip
+        assert "member of channel" in again  # idempotent
+
+        # The new org joins with the genesis block and catches up from the orderers; the
+        # definition moves to 3 of 4 once three organisations approve it.
+        timed("add: org up", "org", "up", "--org", "water", "--genesis",
+              str(send(block, "water")), state=water_home)  # fmt: skip
+        waiting = timed("add: org deploy", "org", "deploy", "--org", "water", "pykv",
+                        state=water_home)  # fmt: skip
+        assert "waiting for TransportMSP to approve pykv 1.0 sequence 2" in waiting
+        # Committed at the third approval; the fourth org approves the committed definition,
+        # as a peer endorses with a definition only once its own organisation approved it.
+        for o in (first, second, newcomer, third):
+            timed("add: org deploy", "org", "deploy", "--org", o.name, "pykv",
+                  state=homes[o.msp_id])  # fmt: skip
+        assert client("water", "evaluate-on", "ceremony", newcomer.msp_id) == "committed"
+        assert client(first.name, "put", "grown", "yes", first.msp_id, third.msp_id) == (
+            "ENDORSEMENT_POLICY_FAILURE"  # 2 of 4 no longer enough
+        )
+        put = client("water", "put", "grown", "yes", newcomer.msp_id, first.msp_id, third.msp_id)
+        assert put == "committed"
+        parties.append(newcomer)
     finally:
         for home in homes.values():
             for pid in (home / "run").glob("*.pid"):
