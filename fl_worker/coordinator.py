@@ -402,6 +402,18 @@ class Coordinator:
                     await result
         return outcomes
 
+    async def admit(self, msp_id: str, *, registrar: Ledger | None = None) -> dict[str, Any]:
+        """Admit organisation `msp_id` (one that joined the channel later) to the running
+        task (``AdmitOrganisation``; again: the same record). Its workers submit from the
+        record's ``from_round`` on: pass them to `run_round` with the others (before it
+        they are refused, check ``authorised``). `registrar`, its admin's ledger, then
+        registers them like the other `registrars`. `allowed_orgs` stays the founding
+        organisations: the task's spec does not change."""
+        record = await self._admin(lambda: self.ledger.admit_organisation(self.task, msp_id))
+        if registrar is not None and registrar not in self.registrars:
+            self.registrars += (registrar,)
+        return record
+
     async def register(self, workers: Sequence[Worker]) -> None:
         """Have each registrar register the workers of its own organisation that this
         coordinator has not registered yet (`run_round` does it; after a restart it does it

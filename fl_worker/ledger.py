@@ -128,6 +128,8 @@ class Ledger(Protocol):
     async def block_of(self, tx_id: str) -> int: ...
     async def register_workers(self, task: str, enrolment_ids: list[str]) -> dict[str, Any]: ...
     async def workers(self, task: str) -> dict[str, Any]: ...
+    async def admit_organisation(self, task: str, msp_id: str) -> dict[str, Any]: ...
+    async def organisations(self, task: str) -> dict[str, Any]: ...
     async def task(self, task: str) -> dict[str, Any] | None: ...
     async def global_model(self, task: str, round_no: int) -> bytes: ...
     async def round_updates(self, task: str, round_no: int) -> dict[str, Any]: ...
@@ -197,6 +199,17 @@ class _Calls:
     async def workers(self, task: str) -> dict[str, Any]:
         """``GetWorkers``: per org, its registered workers and places used."""
         return await self._evaluate("GetWorkers", task)
+
+    async def admit_organisation(self, task: str, msp_id: str) -> dict[str, Any]:
+        """``AdmitOrganisation`` (admins of a driving org): admit `msp_id` (an organisation
+        that joined the channel later) to the running `task`; its workers submit from the
+        round after the open one. Returns the admission record (``from_round``, ...); the
+        same record again if `msp_id` was admitted already."""
+        return await self._submit("AdmitOrganisation", task, msp_id)
+
+    async def organisations(self, task: str) -> dict[str, Any]:
+        """``GetOrganisations``: the task's founding orgs and the admitted ones' records."""
+        return await self._evaluate("GetOrganisations", task)
 
     async def global_model(self, task: str, round_no: int) -> bytes:
         """The encoded global model after `round_no` (0: the initial model)."""

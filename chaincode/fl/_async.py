@@ -182,7 +182,7 @@ async def submit_update(
             f"the update was trained from version {base}, but version {newer} is already "
             f"committed: more than max_staleness {spec.max_staleness} versions behind",
         )
-    msp_id = contract._caller_org(ctx, spec)
+    msp_id = await contract._caller_org(ctx, spec, base)
     identity = ctx.client_identity
     try:
         worker, enrolment_hash = _contract._worker_id(msp_id, identity.enrollment_id)

@@ -17,6 +17,8 @@ World state (composite keys; rounds are zero-padded to six digits so they sort):
                                                  refused entries (device, check, reason)
     fl.aggregate [task, round]                   rule, updates used / excluded / clipped, digests
     fl.contrib   [task, msp]                     the org's totals over aggregated rounds
+    fl.admitted  [task, msp]                     an org admitted while the task ran:
+                                                 msp_id, from_round, admitted_tx, admitted_by
 
 ``enrolment#`` is the SHA-256 (hex) of the submitter's enrolment id (its certificate's
 ``hf.EnrollmentID``, else its CN), so all certificates of one enrolment are one worker; its id is
@@ -34,6 +36,16 @@ The ``fingerprint`` is the SHA-256 of an update's fixed-point values (what
 aggregation sees): the same content again from the same worker is a ``replay``, from another
 worker a ``copy``, and the first submitter keeps the credit. An all-zero update has no
 fingerprint and may be sent any number of times.
+
+Organisations: the task's ``allowed_orgs`` are its founding organisations. An admin of a
+driving organisation may admit another one while the task runs (``AdmitOrganisation``, say
+an organisation that joined the channel later), from the round after the open one (for an
+asynchronous task, from the next model version: its updates' base version must be at least
+the current version + 1). The admission is its own ``fl.admitted`` key and the ``fl.task``
+key stays as it was, so updates in flight, which all read ``fl.task``, do not conflict with
+it; a founding organisation's update reads no admission key at all. The admitted org's
+admin registers its workers at once; they submit from ``from_round`` on (before it:
+``authorised``). Admitting an admitted org again returns its record and writes nothing.
 
 Devices: an organisation's gateway may submit many of its devices' updates in one
 ``SubmitBatch``, each signed by its device (see `_batch`); each accepted one is recorded
@@ -77,6 +89,7 @@ import datetime
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -125,6 +138,7 @@ AUDIT_PAGE_UPDATES = 1000
 # AdvanceRound reads a round's updates in one scan (the peer sends 100 results a message)
 # when 100 of the largest fit a message well below the 100 MiB gRPC limit; else key by key.
 SCAN_BLOBS_UP_TO = 500_000
+_MSP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _STATUS = {
     "role": 403,
@@ -620,15 +634,34 @@ class FLContract(Contract):
         state = await self._round(ctx, spec.id, round_no)
         if state["status"] != "open":
             raise _refusal("round-open", f"round {round_no} of {spec.id!r} is {state['status']}")
-        return self._caller_org(ctx, spec)
+        return await self._caller_org(ctx, spec, round_no)
 
-    @staticmethod
-    def _caller_org(ctx: Context, spec: TaskSpec) -> str:
-        """The caller's MSP id, if its org may submit to the task (else ``authorised``)."""
+    async def _caller_org(self, ctx: Context, spec: TaskSpec, round_no: int) -> str:
+        """The caller's MSP id, if its org may submit to round `round_no` of the task (an
+        asynchronous task's base version), else ``authorised``: a founding org always (its
+        call reads no admission key), an admitted one from its ``from_round`` on."""
         msp_id = ctx.client_identity.msp_id
-        if msp_id not in spec.allowed_orgs:
+        if msp_id in spec.allowed_orgs:
+            return msp_id
+        admitted = await self._get_json(ctx, "admitted", spec.id, msp_id)
+        if admitted is None:
             raise _refusal("authorised", f"{msp_id} may not submit to task {spec.id!r}")
+        if round_no < admitted["from_round"]:
+            unit = "base version" if spec.mode == "async" else "round"
+            raise _refusal(
+                "authorised",
+                f"{msp_id} was admitted to task {spec.id!r} from {unit} "
+                f"{admitted['from_round']} on, not {unit} {round_no}",
+            )
         return msp_id
+
+    async def _admitted(self, ctx: Context, task: str) -> dict[str, dict]:
+        """The orgs admitted to `task` while it ran (their records by MSP id, sorted)."""
+        return {parts[-1]: json.loads(v) for parts, v in await self._scan(ctx, "admitted", task)}
+
+    async def _orgs(self, ctx: Context, spec: TaskSpec) -> list[str]:
+        """Every organisation of the task, founding and admitted, sorted."""
+        return sorted({*spec.allowed_orgs, *await self._admitted(ctx, spec.id)})
 
     async def _admit(
         self,
@@ -742,7 +775,9 @@ class FLContract(Contract):
         spec, _ = await self._task(ctx, task)
         self._require_admin(ctx, "RegisterWorkers")
         msp_id = ctx.client_identity.msp_id
-        if msp_id not in spec.allowed_orgs:
+        if msp_id not in spec.allowed_orgs and not await self._get_json(
+            ctx, "admitted", task, msp_id
+        ):
             raise _refusal("authorised", f"{msp_id} is not an allowed organisation of {task!r}")
         counter = await self._get_json(ctx, "members", task, msp_id)
         if counter is None:  # the org's first registration: its seal, endorsed by its peer
@@ -787,6 +822,61 @@ class FLContract(Contract):
             await self._put_json(ctx, member, "member", task, msp_id, enrolment_hash)
             removed.append(member["worker"])
         return {"msp_id": msp_id, "removed": removed}
+
+    @submit
+    async def AdmitOrganisation(self, ctx: Context, task: str, msp_id: str) -> dict:
+        """Admit organisation `msp_id` (say, one that joined the channel later) to a running
+        task, by an admin of a driving organisation (as ``AdvanceRound``): its admin may then
+        register its workers, who submit from ``from_round`` on, the round after the open
+        one (for an asynchronous task, updates trained from the next model version on).
+
+        Refusals: ``not-found``, ``role``, ``coordinator``; ``admit`` for a malformed MSP
+        id, a founding organisation, a task with no round left to join, and an organisation
+        whose rounds (``max_workers_per_org`` more updates) could overflow the weight sums
+        or the aggregation budget (`TaskSpec.with_orgs`). An organisation admitted already:
+        its record, nothing written. Writes ``fl.admitted [task, msp_id]`` (the ``fl.task``
+        key stays as it is) and emits ``OrganisationAdmitted``; returns the record
+        (``msp_id``, ``from_round``, ``admitted_tx``, ``admitted_by``).
+
+        Example (a client)::
+
+            contract.submit("fl:AdmitOrganisation", "digits", "Org4MSP")
+        """
+        spec, stored = await self._task(ctx, task)
+        self._require_driver(ctx, spec, stored, "AdmitOrganisation")
+        if not _MSP_ID.fullmatch(msp_id):
+            raise _refusal("admit", f"{msp_id[:100]!r} is not an MSP id ({_MSP_ID.pattern})")
+        if msp_id in spec.allowed_orgs:
+            raise _refusal("admit", f"{msp_id} is a founding organisation of task {task!r}")
+        admitted = await self._admitted(ctx, task)
+        if msp_id in admitted:
+            return admitted[msp_id]
+        # Sync: the round after the open one. Async: the open round is the buffer making
+        # version current + 1, which is the first base version the org may train from.
+        # The scan conflicts with a concurrent AdvanceRound, so from_round is never stale.
+        opened = [
+            int(parts[-1])
+            for parts, value in await self._scan(ctx, "round", task)
+            if json.loads(value)["status"] == "open"
+        ]
+        later, last = (0, spec.rounds - 1) if spec.mode == "async" else (1, spec.rounds)
+        from_round = opened[0] + later if opened else None
+        if from_round is None or from_round > last:
+            raise _refusal("admit", f"task {task!r} has no round left for {msp_id} to join")
+        try:
+            spec.with_orgs([*admitted, msp_id])
+        except TaskError as exc:
+            raise _translate(exc, "admit") from exc
+        identity = ctx.client_identity
+        record = {
+            "admitted_by": worker_id(identity.msp_id, identity.cert_pem),
+            "admitted_tx": ctx.stub.tx_id,
+            "from_round": from_round,
+            "msp_id": msp_id,
+        }
+        await self._put_json(ctx, record, "admitted", task, msp_id)
+        ctx.stub.set_event("OrganisationAdmitted", canonical_json({**record, "task": task}))
+        return record
 
     async def _validate(
         self,
@@ -1000,10 +1090,11 @@ class FLContract(Contract):
     @evaluate
     async def GetContributions(self, ctx: Context, task: str) -> dict:
         """Per org, over the aggregated rounds: updates, samples claimed, updates used and
-        excluded (totals ``AdvanceRound`` keeps, so this reads one key per org)."""
+        excluded (totals ``AdvanceRound`` keeps, so this reads one key per org, after one
+        scan of the admitted orgs)."""
         spec, _ = await self._task(ctx, task)
         orgs = {}
-        for msp_id in spec.allowed_orgs:
+        for msp_id in await self._orgs(ctx, spec):
             counts = await self._get_json(ctx, "contrib", task, msp_id)
             if counts is not None:
                 orgs[msp_id] = counts
@@ -1012,10 +1103,10 @@ class FLContract(Contract):
     @evaluate
     async def GetWorkers(self, ctx: Context, task: str) -> dict:
         """The task's registry: per org, its registered workers (active or removed) and how
-        many places of ``max_workers_per_org`` it has used."""
+        many places of ``max_workers_per_org`` it has used (founding and admitted orgs)."""
         spec, _ = await self._task(ctx, task)
         orgs = {}
-        for msp_id in spec.allowed_orgs:
+        for msp_id in await self._orgs(ctx, spec):
             counter = await self._get_json(ctx, "members", task, msp_id)
             members = [json.loads(v) for _, v in await self._scan(ctx, "member", task, msp_id)]
             orgs[msp_id] = {
@@ -1023,6 +1114,18 @@ class FLContract(Contract):
                 "workers": members,
             }
         return {"max_workers_per_org": spec.max_workers_per_org, "orgs": orgs, "task": task}
+
+    @evaluate
+    async def GetOrganisations(self, ctx: Context, task: str) -> dict:
+        """The task's organisations: its founding ``allowed_orgs`` and, under ``admitted``,
+        the records of those admitted while it ran (``from_round`` each), by MSP id."""
+        spec, _ = await self._task(ctx, task)
+        admitted = await self._admitted(ctx, task)
+        return {
+            "admitted": list(admitted.values()),
+            "founding": list(spec.allowed_orgs),
+            "task": task,
+        }
 
     @evaluate
     async def GetUpdate(self, ctx: Context, task: str, round_no: int, worker: str) -> bytes:

@@ -55,7 +55,10 @@ Who submits: only workers that their own organisation's admin registered for the
 each at most once per round. So a round holds at most ``len(allowed_orgs) *
 max_workers_per_org`` updates (`TaskSpec.max_round_updates`), and `TaskSpec.from_json` refuses
 a task whose aggregation at that size could exceed `AGGREGATION_BUDGET_S` (by the rule's
-`Rule.cost`) or whose sample weights could overflow the fixed-point sums.
+`Rule.cost`) or whose sample weights could overflow the fixed-point sums. ``allowed_orgs``
+are the founding organisations; the task's driving admins may admit more while it runs
+(``AdmitOrganisation``, which leaves the stored spec as it is): every size rule then counts
+them too (`TaskSpec.with_orgs`), and an admission the rules would refuse is refused.
 
 The default is the safe one against one malicious organisation of three: with
 ``weighting: "org"`` an organisation has one row however many identities it registers, and
@@ -68,10 +71,11 @@ float32 model encoding exceeds it (see `fedfabric.chaincode.fl._contract` for th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,13 +311,6 @@ class TaskSpec:
                 "max_workers_per_org",
                 f"must be at most {MAX_WORKERS_PER_ORG}, got {spec.max_workers_per_org}",
             )
-        if spec.max_round_updates * spec.max_samples >= MAX_TOTAL_WEIGHT:
-            raise TaskError(
-                "max_samples",
-                f"{spec.max_round_updates} updates of up to {spec.max_samples} samples could "
-                f"overflow the aggregation's weight sum (limit 2**40); lower max_samples or "
-                "max_workers_per_org",
-            )
         if spec.max_update_bytes > MAX_UPDATE_BYTES:
             raise TaskError(
                 "max_update_bytes",
@@ -344,15 +341,18 @@ class TaskSpec:
             )
         if spec.mode == "async":
             spec._check_buffer(strategy)
-        seconds = spec.aggregation_cost(strategy)
-        if seconds > AGGREGATION_BUDGET_S:
-            raise TaskError(
-                "max_workers_per_org",
-                f"aggregating a full round ({spec.max_round_updates} updates of "
-                f"{layout.size} parameters, rule {spec.rule!r}, weighting {spec.weighting!r}) "
-                f"could take {seconds:.1f}s, over the {AGGREGATION_BUDGET_S:g}s budget; "
-                "allow fewer workers per organisation or use a smaller model",
-            )
+        spec._check_size(strategy)
+        return spec
+
+    def with_orgs(self, msp_ids: Iterable[str]) -> TaskSpec:
+        """This task with organisations admitted while it runs (``AdmitOrganisation``)
+        counted among its allowed ones: the spec on which the size rules hold once they
+        submit (`max_round_updates`, `aggregation_cost`; an async buffer stays reachable,
+        since more organisations only add places). Raises `TaskError` when the larger rounds
+        could overflow the weight sums or exceed the aggregation budget."""
+        orgs = tuple(sorted({*self.allowed_orgs, *msp_ids}))
+        spec = dataclasses.replace(self, allowed_orgs=orgs)
+        spec._check_size(spec.build_rule())
         return spec
 
     def to_json(self) -> dict:
@@ -391,6 +391,26 @@ class TaskSpec:
         if self.batch_refusal != "entry":
             data["batch_refusal"] = self.batch_refusal
         return data
+
+    def _check_size(self, rule: Rule) -> None:
+        """A full round must keep its weight sums in range and its aggregation in budget."""
+        if self.max_round_updates * self.max_samples >= MAX_TOTAL_WEIGHT:
+            raise TaskError(
+                "max_samples",
+                f"{self.max_round_updates} updates of up to {self.max_samples} samples could "
+                f"overflow the aggregation's weight sum (limit 2**40); lower max_samples or "
+                "max_workers_per_org",
+            )
+        seconds = self.aggregation_cost(rule)
+        if seconds > AGGREGATION_BUDGET_S:
+            raise TaskError(
+                "max_workers_per_org",
+                f"aggregating a full round ({self.max_round_updates} updates of "
+                f"{self.layout.size} parameters, rule {self.rule!r}, weighting "
+                f"{self.weighting!r}) could take {seconds:.1f}s, over the "
+                f"{AGGREGATION_BUDGET_S:g}s budget; allow fewer workers per organisation or "
+                "use a smaller model",
+            )
 
     def _check_buffer(self, rule: Rule) -> None:
         """An async buffer must be reachable and always give `rule` enough rows."""

@@ -277,3 +277,24 @@ async def test_a_round_the_coordinator_opened_is_not_read_again_yet_early_update
     assert early.status == COMMITTED and outcome.workers[0].status == REPLAYED
     assert len(outcome.updates) == CONFIG.num_workers
     assert outcome.model_digest == baseline.rounds[1].model_digest
+
+
+async def test_an_admitted_org_joins_a_running_task_from_the_next_round():
+    config = CONFIG.replace(orgs=4)
+    late = "Org4MSP"
+    ids = {f"w{i}": fake_identity(f"Org{i // 2 + 1}MSP", name=f"worker{i}") for i in range(8)}
+    run = Run(config, identities={**ids, "admin": admin_of("Org1MSP")})
+    await run.start()  # the task allows the three founding orgs, not the late one
+
+    record = await run.coordinator.admit(late, registrar=run.world.ledger(admin_of(late)))
+    first = await run.coordinator.run_round(1, run.workers)
+    second = await run.coordinator.run_round(2, run.workers)
+
+    assert record["from_round"] == 2 and run.coordinator.allowed_orgs == tuple(ORGS)
+    refused = {org: r.check for _, org, r in first.refused}
+    assert refused == {late: "authorised"} and len(first.updates) == 6
+    assert sorted(second.per_org) == [*ORGS, late] and len(second.updates) == 8
+    assert second.per_org[late].accepted == 2
+    organisations = await run.coordinator.ledger.organisations(TASK)
+    assert organisations["founding"] == ORGS and organisations["admitted"] == [record]
+    assert await run.coordinator.admit(late) == record  # again: the same record
