@@ -60,9 +60,13 @@ async def deploy(
         recorded = _deployed(net).get(cc.name, {})
         servers = [server_name(cc, p) for p in peers]
         if recorded == _record(cc) and all(_process.pid_of(net.layout, n) for n in servers):
-            say(f"{cc.name}: {cc.label} already deployed and served")
-            await wait_endorsable(net, cc)
-            continue
+            # The record is this state directory's: with several organisations in it, each
+            # must also have approved the committed definition (a peer endorses only then).
+            sequence, current = await _next_sequence(net, cc)
+            if current and all([await _approved_by(net, cc, sequence, o) for o in net.own_orgs]):
+                say(f"{cc.name}: {cc.label} already deployed and served")
+                await wait_endorsable(net, cc)
+                continue
         for peer in peers:
             _write_ccaas_config(net, peer, cc)
         say(f"{cc.name}: installing {pid[: len(cc.label) + 13]}... on {len(peers)} peers")
@@ -108,13 +112,17 @@ async def restart_servers(net: FabricNetwork, say: Progress) -> None:
             continue
         cc = dataclasses.replace(cc, settings=json.loads(record.get("settings", "{}")))
         pid = package_id(cc)
+        # Only where it was deployed: a peer that joined later (an organisation added to
+        # the channel, sharing this state directory) gets it from its own `deploy`.
+        served = [p for p in net.own_peers if _ccaas_config(net, p, cc).exists()]
         waits = []
-        for peer in net.own_peers:
+        for peer in served:
             if not _process.pid_of(net.layout, server_name(cc, peer)):
                 say(f"{cc.name}: restarting chaincode server for {peer.host}")
                 waits.append(_start_server(net, cc, peer, pid))
         await asyncio.gather(*waits)
-        await wait_endorsable(net, cc)
+        if served:
+            await wait_endorsable(net, cc)
 
 
 def with_settings(
@@ -162,9 +170,14 @@ def _write_ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> None:
         "client_cert": (tls / "server.crt").read_text(),
         "client_key": (tls / "server.key").read_text(),
     }
-    path = net.layout.ccaas_dir(peer.host) / f"{cc.label}.json"
+    path = _ccaas_config(net, peer, cc)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(connection, indent=2))
+
+
+def _ccaas_config(net: FabricNetwork, peer: Peer, cc: Chaincode) -> Path:
+    """Where `deploy` writes `peer`'s connection to `cc`'s server (so: deployed there)."""
+    return net.layout.ccaas_dir(peer.host) / f"{cc.label}.json"
 
 
 async def _install(net: FabricNetwork, peer: Peer, pkg: Path, pid: str) -> None:

@@ -1,0 +1,138 @@
+"""A fourth organisation joins the channel while an FL task runs (issue 14), and its worker's
+update commits in a later round: the consortium's commands add it (a config update that two
+of the three member admins sign), the ``fl`` definition moves to 3 of 4, the task's
+coordinator admits it (``AdmitOrganisation``), and its admin registers its worker.
+
+One machine and one state directory (the development network: the same ceremony run for
+every organisation), a network of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from fedfabric.fl_worker.audit import audit_task
+from fedfabric.fl_worker.clients import Clients
+from fedfabric.fl_worker.config import RunConfig
+from fedfabric.fl_worker.coordinator import Coordinator
+from fedfabric.fl_worker.federation import federation_workers, prepare
+from fedfabric.network import FabricNetwork, load_topology
+from fedfabric.network._policy import majority_policy
+from tests.conftest import PORT_SHIFT, ROOT, release, topology_data
+
+SHIFT = PORT_SHIFT + 6000  # clear of the session network and of the consortium test
+FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
+TASK = "late-org"
+WATER = {"name": "water", "msp_id": "WaterMSP", "users": 1, "peers": [
+    {"name": "peer0", "port": 7451, "chaincode_port": 7452, "operations_port": 9454,
+     "chaincode_server_port": 7460}]}  # fmt: skip
+
+
+def fedfabric(*args: str, state: Path, topology: Path) -> str:
+    done = subprocess.run(
+        [FEDFABRIC, *args, "--topology", str(topology), "--fabric-home", str(release().home)]
+        if args[0] == "consortium" or args[1] in ("up", "deploy")
+        else [FEDFABRIC, *args, "--topology", str(topology)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "FEDFABRIC_STATE_DIR": str(state)},
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, f"fedfabric {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+async def test_an_organisation_added_while_a_task_runs_commits_updates_in_a_later_round(
+    tmp_path: Path,
+) -> None:
+    founding = topology_data(SHIFT)
+    grown = copy.deepcopy(founding)
+    water = copy.deepcopy(WATER)
+    for key in ("port", "chaincode_port", "operations_port", "chaincode_server_port"):
+        water["peers"][0][key] += SHIFT
+    grown["organizations"].append(water)
+    grown["endorsement_policy"] = majority_policy([o["msp_id"] for o in grown["organizations"]])
+    files = {}
+    for name, data in (("founding", founding), ("grown", grown)):
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(yaml.safe_dump(data))
+    state = tmp_path / "state"
+    three = FabricNetwork(load_topology(files["founding"]), state, release())
+    # Four organisations' data from the start (one worker each): the late one trains on its
+    # own part once it may submit.
+    config = RunConfig(
+        orgs=4, workers_per_org=1, rounds=3, epochs=1, attack=None, validation_threshold=None,
+        strategy="fedavg", weighting="samples",
+    )  # fmt: skip
+    fed = prepare(config)
+    founders = ["TransportMSP", "EnergyMSP", "HealthMSP"]
+    try:
+        await three.up()
+        await three.deploy(["fl"])
+        fedfabric("org", "init", "--org", "water", state=state, topology=files["grown"])
+        async with Clients(three) as clients:
+            admin = await clients.admin_ledger("transport")
+            coordinator = Coordinator(
+                fed, admin, task=TASK, allowed_orgs=founders,
+                registrars=[await clients.admin_ledger(o) for o in ("transport", "energy",
+                                                                      "health")],
+            )  # fmt: skip
+            await coordinator.create_or_load_task()
+            ledgers = [
+                clients.ledger(org, identity, sync=False)
+                for org, identity in await clients.worker_identities(config.replace(orgs=3))
+            ]
+            # The fourth worker (WaterMSP's, org by org the last) does not run in round 1:
+            # a stand-in ledger fills its place and it is left out.
+            founding_workers = federation_workers(fed, [*ledgers, ledgers[0]])[:3]
+            first = await coordinator.run_round(1, founding_workers)
+        assert len(first.updates) == 3
+
+        # Round 2 is open: the consortium adds WaterMSP (Transport proposes, Energy signs).
+        fedfabric("consortium", "propose-add", "--org", "transport", "water", state=state,
+                  topology=files["grown"])  # fmt: skip
+        update = state / "configtx" / "updates" / "add-WaterMSP.tx"
+        signed = fedfabric("consortium", "sign", "--org", "energy", str(update), state=state,
+                           topology=files["grown"])  # fmt: skip
+        assert "signed by TransportMSP, EnergyMSP" in signed
+        fedfabric("consortium", "submit", "--org", "transport", str(update), state=state,
+                  topology=files["grown"])  # fmt: skip
+        fedfabric("org", "up", "--org", "water", state=state, topology=files["grown"])
+        for org in ("water", "transport", "energy", "health"):
+            fedfabric("org", "deploy", "--org", org, "fl", state=state, topology=files["grown"])
+
+        four = FabricNetwork(load_topology(files["grown"]), state, release())
+        async with Clients(four) as clients:
+            admin = await clients.admin_ledger("transport")
+            coordinator = Coordinator(
+                fed, admin, task=TASK, allowed_orgs=founders,
+                registrars=[await clients.admin_ledger(o) for o in ("transport", "energy",
+                                                                      "health")],
+            )  # fmt: skip
+            await coordinator.create_or_load_task()  # the same task, from the ledger
+            record = await coordinator.admit(
+                "WaterMSP", registrar=await clients.admin_ledger("water")
+            )
+            assert record["from_round"] == 3
+            ledgers = [
+                clients.ledger(org, identity, sync=False)
+                for org, identity in await clients.worker_identities(config)
+            ]
+            workers = federation_workers(fed, ledgers)
+            second = await coordinator.run_round(2, workers)  # too early for WaterMSP
+            third = await coordinator.run_round(3, workers)
+            report = await audit_task(admin, TASK)
+        refused = {org: r.check for _, org, r in second.refused}
+        assert refused == {"WaterMSP": "authorised"} and len(second.updates) == 3
+        assert sorted(third.per_org) == sorted([*founders, "WaterMSP"])
+        assert third.per_org["WaterMSP"].accepted == 1 and len(third.updates) == 4
+        assert report.ok, report
+    finally:
+        await FabricNetwork(load_topology(files["grown"]), state, release()).clean()
