@@ -255,7 +255,11 @@ class Coordinator:
     admins' ledgers (this coordinator's own included, if it should):
     before the rounds, each registers its organisation's workers for the task
     (``RegisterWorkers``); workers of other organisations must be registered by their own
-    admins.
+    admins. With `expect_registered`, each organisation may run its own workers on its own
+    host (`fedfabric.fl_worker.participant.take_part`): a round also waits for the updates
+    of every active registered worker of the organisations that run none of the workers
+    given here. An update of theirs that was refused never reaches the ledger, so such a
+    round waits `event_timeout` for it (then fails with `wait_for_all`, else closes).
     """
 
     def __init__(
@@ -273,6 +277,7 @@ class Coordinator:
         coordinators: Sequence[str] = (),
         registrars: Sequence[Ledger] = (),
         max_workers_per_org: int | None = None,
+        expect_registered: bool = False,
     ) -> None:
         self.fed = fed
         self.ledger = ledger
@@ -286,6 +291,7 @@ class Coordinator:
         self.coordinators = tuple(coordinators)
         self.registrars = tuple(registrars)
         self.max_workers_per_org = max_workers_per_org
+        self.expect_registered = expect_registered
         self._registered: set[str] = set()
         self._opened: tuple[int, int] | None = None  # (round, height) of our last AdvanceRound
         self.spec: fl.TaskSpec | None = None
@@ -463,6 +469,9 @@ class Coordinator:
             await self.register(workers)
             results, events, tip = await self._collect(round_no, workers, height, records, timings)
             records.update((r.worker_id, r.record) for r in results if r.record is not None)
+            if self.expect_registered:  # the other hosts' updates, for the outcome
+                page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
+                records.update((u["worker"], u) for u in page["updates"])
             t = time.perf_counter()
             # Every endorser of AdvanceRound must hold every update: wait for the last block.
             await self.ledger.reach(max(tip + 1, height))
@@ -561,6 +570,9 @@ class Coordinator:
                     results=results,
                 )
             expected = {r.worker_id for r in results if r.accepted}
+            local = {w.worker_id: w.name for w in workers}
+            if self.expect_registered:
+                expected |= await self._registered_elsewhere(round_no, workers)
             t = time.perf_counter()
             await self._wait(expected, arrived, changed, listener, round_no)
             timings["events"] = time.perf_counter() - t
@@ -574,7 +586,7 @@ class Coordinator:
                     round_no,
                     f"{len(missing)} accepted updates are not on the ledger after "
                     f"{self.event_timeout:g}s",
-                    missing=sorted(r.worker for r in results if r.worker_id in missing),
+                    missing=sorted(local.get(w, w) for w in missing),  # others': their ids
                     results=results,
                 )
             return results, len(arrived - set(known)), max(blocks)
@@ -582,6 +594,22 @@ class Coordinator:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, GatewayError):
                 await listener
+
+    async def _registered_elsewhere(self, round_no: int, workers: Sequence[Worker]) -> set[str]:
+        """The active registered workers of the task's organisations that run none of
+        `workers` here (each runs its own: `fedfabric.fl_worker.participant`), of those
+        that may submit to `round_no` (an admitted one from its ``from_round``)."""
+        here = {w.org for w in workers}
+        registry = await self._query(lambda: self.ledger.workers(self.task))
+        admitted = await self._query(lambda: self.ledger.organisations(self.task))
+        later = {a["msp_id"]: a["from_round"] for a in admitted["admitted"]}
+        return {
+            member["worker"]
+            for msp_id, org in registry["orgs"].items()
+            if msp_id not in here and later.get(msp_id, 0) <= round_no
+            for member in org["workers"]
+            if member.get("active", True)
+        }
 
     async def _listen(
         self,

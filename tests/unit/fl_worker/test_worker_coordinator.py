@@ -29,6 +29,7 @@ from fedfabric.fl_worker.federation import (
 )
 from fedfabric.fl_worker.inmemory import run_in_memory
 from fedfabric.fl_worker.ledger import MemoryFL
+from fedfabric.fl_worker.participant import ParticipantError, take_part
 from fedfabric.fl_worker.worker import (
     COMMITTED,
     REPLAYED,
@@ -298,3 +299,58 @@ async def test_an_admitted_org_joins_a_running_task_from_the_next_round():
     organisations = await run.coordinator.ledger.organisations(TASK)
     assert organisations["founding"] == ORGS and organisations["admitted"] == [record]
     assert await run.coordinator.admit(late) == record  # again: the same record
+
+
+async def test_each_org_runs_its_own_workers_and_the_coordinator_waits_for_them():
+    """Org1 coordinates and runs its workers; Org2 and Org3 each take part with their own
+    admin and workers (`take_part`): every round has all six updates, as when one process
+    runs them all."""
+    run = Run()
+    run.coordinator.registrars = run.coordinator.registrars[:1]
+    run.coordinator.expect_registered = True
+    mine = [w for w in run.workers if w.org == "Org1MSP"]
+    await run.coordinator.create_or_load_task()
+
+    async def org(msp_id: str) -> list:
+        admin = run.world.ledger(fake_identity(msp_id, role="admin", name="admin"))
+        workers = [w for w in run.workers if w.org == msp_id]
+        return await take_part(admin, TASK, workers, poll=0.01, timeout=30)
+
+    async def coordinate() -> list:
+        await asyncio.sleep(0.05)  # the others register first (else round 1 waits for none)
+        return await run.coordinator.run(mine)
+
+    outcomes, second, third = await asyncio.gather(coordinate(), org("Org2MSP"), org("Org3MSP"))
+
+    assert [len(o.updates) for o in outcomes] == [6, 6]
+    assert [r.status for r in second + third] == [COMMITTED] * 8
+    together = Run()
+    await together.start()
+    alone = await together.coordinator.run(together.workers)
+    assert [o.model_digest for o in outcomes] == [o.model_digest for o in alone]
+
+
+async def test_a_registered_worker_of_another_org_that_never_submits_fails_the_round():
+    run = Run()
+    run.coordinator.expect_registered = True
+    run.coordinator.event_timeout = 0.2
+    mine = [w for w in run.workers if w.org != "Org3MSP"]
+    await run.coordinator.create_or_load_task()
+    absent = run.world.ledger(fake_identity("Org3MSP", role="admin", name="admin"))
+    away = [w for w in run.workers if w.org == "Org3MSP"]
+    await absent.register_workers(TASK, [w.ledger.enrolment_id for w in away])
+
+    with pytest.raises(RoundIncompleteError) as failed:
+        await run.coordinator.run_round(1, mine)
+
+    assert sorted(failed.value.missing) == sorted(w.worker_id for w in away)
+
+
+async def test_take_part_refuses_workers_of_another_org_and_a_missing_task():
+    run = Run()
+    admin = run.world.ledger(fake_identity("Org2MSP", role="admin", name="admin"))
+    with pytest.raises(ValueError, match="another organisation than Org2MSP"):
+        await take_part(admin, TASK, run.workers)
+    mine = [w for w in run.workers if w.org == "Org2MSP"]
+    with pytest.raises(ParticipantError, match="no task"):
+        await take_part(admin, "no-such-task", mine, poll=0.01, timeout=0.05)

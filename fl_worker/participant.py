@@ -1,0 +1,96 @@
+"""An organisation's part in a task that another organisation coordinates: its own workers,
+on its own host, with its own keys.
+
+`take_part` registers the organisation's workers with its own admin (``RegisterWorkers``),
+then follows the task's rounds on the ledger: as each round opens, the workers train on the
+previous global model and submit; when the coordinator's ``AdvanceRound`` closes it, they go
+on to the next. Nothing but the ledger connects the organisations: the coordinator (a
+`Coordinator` with ``expect_registered=True``) waits for the updates of every registered
+worker, and each organisation's workers run wherever that organisation runs them.
+
+Example (on Energy's host)::
+
+    results = await take_part(energy_admin, "digits-3f2a", energy_workers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fedfabric.fl_worker.ledger import Ledger
+from fedfabric.fl_worker.worker import Worker, WorkerResult
+
+
+class ParticipantError(Exception):
+    """The organisation cannot take part: no such task, or it did not move for too long."""
+
+
+async def take_part(
+    admin: Ledger,
+    task: str,
+    workers: Sequence[Worker],
+    *,
+    poll: float = 0.25,
+    timeout: float = 600.0,
+    say: Callable[[str], None] | None = None,
+) -> list[WorkerResult]:
+    """Register `workers` (all of `admin`'s organisation) and run them in every round of
+    the synchronous `task`, from the first one still open, until its last round is closed;
+    return their results. Raises `ParticipantError` when the task does not exist after
+    `timeout` seconds, is asynchronous, or stays in one phase for `timeout` seconds."""
+    foreign = sorted({w.name for w in workers if w.org != admin.msp_id})
+    if foreign:
+        raise ValueError(f"workers of another organisation than {admin.msp_id}: {foreign}")
+    record = await _wait(lambda: admin.task(task), lambda r: r is not None, poll, timeout)
+    if record is None:
+        raise ParticipantError(f"no task {task!r} on the ledger after {timeout:g}s")
+    spec = record["spec"]
+    if spec.get("mode", "sync") != "sync":
+        raise ParticipantError(f"task {task!r} is asynchronous; take_part follows rounds")
+    await admin.register_workers(task, sorted({w.ledger.enrolment_id for w in workers}))
+    results: list[WorkerResult] = []
+    for round_no in range(1, spec["rounds"] + 1):
+        page = await _wait(
+            lambda r=round_no: admin.round_updates(task, r),
+            lambda p: p["state"]["status"] != "new",
+            poll,
+            timeout,
+        )
+        if page is None:
+            raise ParticipantError(f"round {round_no} of {task!r} did not open in {timeout:g}s")
+        if page["state"]["status"] != "open":
+            continue  # closed before this organisation came (or came back)
+        known = {u["worker"]: u for u in page["updates"]}
+        done = await asyncio.gather(
+            *(w.run_round(task, round_no, on_ledger=known) for w in workers)
+        )
+        results.extend(done)
+        if say is not None:
+            statuses = ", ".join(f"{r.worker}: {r.status}" for r in done)
+            say(f"round {round_no}: {statuses}")
+        closed = await _wait(
+            lambda r=round_no: admin.round_updates(task, r),
+            lambda p: p["state"]["status"] != "open",
+            poll,
+            timeout,
+        )
+        if closed is None:
+            raise ParticipantError(f"round {round_no} of {task!r} stayed open for {timeout:g}s")
+    return results
+
+
+async def _wait(
+    read: Callable[[], Any], ready: Callable[[Any], bool], poll: float, timeout: float
+) -> Any:
+    """`read()` until `ready` says yes (return it) or `timeout` seconds pass (return None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if ready(value):
+            return value
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(poll)
