@@ -139,6 +139,50 @@ asyncio.run(main())
 """
 
 
+FL_PARTY = """
+import asyncio, json, sys
+from pathlib import Path
+from fedfabric.fl_worker.audit import audit_task
+from fedfabric.fl_worker.clients import Clients
+from fedfabric.fl_worker.config import RunConfig
+from fedfabric.fl_worker.coordinator import Coordinator
+from fedfabric.fl_worker.federation import federation_workers, prepare
+from fedfabric.fl_worker.participant import take_part
+from fedfabric.network import FabricNetwork, load_topology
+from tests.conftest import release
+home, topology_file, org, role = sys.argv[1:]
+config = RunConfig(orgs=3, workers_per_org=1, rounds=2, epochs=1, attack=None,
+                   validation_threshold=None, strategy="fedavg", weighting="samples")
+async def main():
+    net = FabricNetwork(load_topology(topology_file), Path(home), release(), orgs=[org])
+    orgs = [o.name for o in net.topology.organizations][:3]
+    fed = prepare(config)
+    async with Clients(net) as clients:
+        admin = await clients.admin_ledger(org)
+        mine = clients.ledger(org, net.identity(org, "User1"), sync=False)
+        # Worker k of the federation is organisation k's; only this one's runs here.
+        worker = federation_workers(fed, [mine] * len(orgs))[orgs.index(org)]
+        if role == "take-part":
+            results = await take_part(admin, "across", [worker], timeout=240)
+            print(json.dumps({"committed": sum(r.status == "committed" for r in results)}))
+            return
+        msp_ids = [net.topology.org(o).msp_id for o in orgs]
+        coordinator = Coordinator(fed, admin, task="across", allowed_orgs=msp_ids,
+                                  registrars=[admin], expect_registered=True)
+        await coordinator.create_or_load_task()
+        await coordinator.register([worker])
+        while True:  # every organisation registered its worker
+            registry = (await admin.workers("across"))["orgs"]
+            if all(registry[m]["registered"] for m in msp_ids):
+                break
+            await asyncio.sleep(0.25)
+        outcomes = await coordinator.run([worker])
+        report = await audit_task(admin, "across")
+        print(json.dumps({"updates": [len(o.updates) for o in outcomes], "audit_ok": report.ok}))
+asyncio.run(main())
+"""
+
+
 @pytest.fixture
 def namespaces() -> Iterator[dict[str, list[str]]]:
     """One Linux network namespace per organisation (addresses `ADDRESSES`), joined by a
@@ -182,7 +226,9 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         SHIFT,
         chaincodes=[
             {"name": "pykv", "version": "1.0", "server": "python",
-             "contract": "tests.fixtures.pykv:KeyValue"}
+             "contract": "tests.fixtures.pykv:KeyValue"},
+            {"name": "fl", "version": "1.0", "server": "python",
+             "contract": "fedfabric.chaincode.fl:FLContract"},
         ],
     )  # fmt: skip
     inside: dict[str, list[str]] = {org: [] for org in ADDRESSES}
@@ -244,13 +290,13 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
             timed("org up", "org", "up", "--org", o.name, "--genesis", str(genesis),
                   state=homes[o.msp_id])  # fmt: skip
         first, second, third = topology.organizations
-        waiting = timed("org deploy", "org", "deploy", "--org", first.name, "pykv",
+        waiting = timed("org deploy", "org", "deploy", "--org", first.name,
                         state=homes[first.msp_id])  # fmt: skip
         assert f"waiting for {second.msp_id} to approve pykv 1.0 sequence 1" in waiting
+        assert f"waiting for {second.msp_id} to approve fl 1.0 sequence 1" in waiting
         for o in (second, third):
-            timed("org deploy", "org", "deploy", "--org", o.name, "pykv", state=homes[o.msp_id])
-        timed("org deploy", "org", "deploy", "--org", first.name, "pykv",
-              state=homes[first.msp_id])  # fmt: skip
+            timed("org deploy", "org", "deploy", "--org", o.name, state=homes[o.msp_id])
+        timed("org deploy", "org", "deploy", "--org", first.name, state=homes[first.msp_id])
 
         if where == "one host":
             # Energy's admin may not set Transport's anchor peers: the orderer refuses it.
@@ -268,6 +314,27 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         put = client(first.name, "put", "ceremony", "committed", first.msp_id, third.msp_id)
         assert put == "committed"
         assert client(second.name, "get", "ceremony") == "committed"
+
+        # An FL task, each organisation's worker on its own host with its own keys:
+        # Transport coordinates, Energy and Health take part; nothing but the ledger joins them.
+        def fl(org: str, role: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [*inside[org], sys.executable, "-c", FL_PARTY, str(homes[topology.org(org).msp_id]),
+                 str(topology_file), org, role],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            )  # fmt: skip
+
+        t = time.monotonic()
+        parties_fl = [fl(o.name, "take-part") for o in (second, third)]
+        coordinator = fl(first.name, "coordinate")
+        said = []
+        for party in [coordinator, *parties_fl]:
+            out, err = party.communicate(timeout=300)
+            assert party.returncode == 0, err
+            said.append(json.loads(out))
+        steps["fl task"] = time.monotonic() - t
+        assert said[0] == {"updates": [3, 3], "audit_ok": True}
+        assert said[1:] == [{"committed": 2}, {"committed": 2}]
 
         # A fourth organisation joins the running channel. Every party takes the grown
         # topology (its new org, and the policy k' of n+1: 3 of 4); the new org makes its
