@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -49,6 +50,15 @@ def fedfabric(*args: str, state: Path, topology: Path) -> str:
     return done.stdout + done.stderr
 
 
+async def coordinating(clients: Clients, fed: Any) -> Coordinator:
+    """Transport's admin coordinating the task, the founding orgs' admins registering."""
+    admin = await clients.admin_ledger("transport")
+    founding = ("transport", "energy", "health")
+    registrars = [await clients.admin_ledger(o) for o in founding]
+    msp_ids = [clients.topology.org(o).msp_id for o in founding]
+    return Coordinator(fed, admin, task=TASK, allowed_orgs=msp_ids, registrars=registrars)
+
+
 async def test_an_organisation_added_while_a_task_runs_commits_updates_in_a_later_round(
     tmp_path: Path,
 ) -> None:
@@ -78,12 +88,7 @@ async def test_an_organisation_added_while_a_task_runs_commits_updates_in_a_late
         await three.deploy(["fl"])
         fedfabric("org", "init", "--org", "water", state=state, topology=files["grown"])
         async with Clients(three) as clients:
-            admin = await clients.admin_ledger("transport")
-            coordinator = Coordinator(
-                fed, admin, task=TASK, allowed_orgs=founders,
-                registrars=[await clients.admin_ledger(o) for o in ("transport", "energy",
-                                                                      "health")],
-            )  # fmt: skip
+            coordinator = await coordinating(clients, fed)
             await coordinator.create_or_load_task()
             ledgers = [
                 clients.ledger(org, identity, sync=False)
@@ -110,12 +115,8 @@ async def test_an_organisation_added_while_a_task_runs_commits_updates_in_a_late
 
         four = FabricNetwork(load_topology(files["grown"]), state, release())
         async with Clients(four) as clients:
-            admin = await clients.admin_ledger("transport")
-            coordinator = Coordinator(
-                fed, admin, task=TASK, allowed_orgs=founders,
-                registrars=[await clients.admin_ledger(o) for o in ("transport", "energy",
-                                                                      "health")],
-            )  # fmt: skip
+            coordinator = await coordinating(clients, fed)
+            admin = coordinator.ledger
             await coordinator.create_or_load_task()  # the same task, from the ledger
             record = await coordinator.admit(
                 "WaterMSP", registrar=await clients.admin_ledger("water")
