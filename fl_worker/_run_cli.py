@@ -105,6 +105,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--no-up", action="store_true", help="use the running network; fail if it is not running"
     )
     p.add_argument("--report", type=Path, help="report folder (default fedfabric-report/TASK)")
+    p.add_argument(
+        "--org",
+        metavar="NAME",
+        help="run only this organisation's part, on its own host with its own keys (its nodes "
+        "up: fedfabric org up): its workers, and it coordinates the task; the other "
+        "organisations take part with --join. Every party gives the same settings",
+    )
+    p.add_argument(
+        "--join",
+        action="store_true",
+        help="with --org: take part in the task another organisation coordinates (the one "
+        "of these settings, or --task): register this organisation's workers and follow "
+        "its rounds",
+    )
     p.set_defaults(func=_main)
 
 

@@ -153,19 +153,39 @@ class Clients:
             retry=retry,
         )
 
+    async def org_workers(
+        self,
+        fed: Federation,
+        org: str,
+        *,
+        resources: WorkerResources | None = None,
+        retry: Retry | None = None,
+    ) -> list[Worker]:
+        """Organisation `org`'s workers of `fed` (its part of the federation, with its own
+        identities): what a host that runs only that organisation runs."""
+        k = self.org_names(fed.config.orgs).index(org)
+        per_org = fed.config.workers_per_org
+        ledgers = [
+            self.ledger(org, identity, sync=False)
+            for identity in await self._org_identities(org, per_org)
+        ]
+        which = range(k * per_org, (k + 1) * per_org)
+        return federation_workers(fed, ledgers, which=which, resources=resources, retry=retry)
+
     async def worker_identities(self, config: Any) -> list[tuple[str, IdentityFiles]]:
         """(org, identity) of every worker of a run with `config`, org by org: worker ``j``
         of org ``k`` is ``User<j>`` of the k-th organisation (``worker<j>`` when it has
         fewer users; issued on first use)."""
         found = []
         for org in self.org_names(config.orgs):
-            users = self.topology.org(org).users
-            names = [
-                f"User{j}" if j <= users else f"worker{j}"
-                for j in range(1, config.workers_per_org + 1)
-            ]
-            found += [(org, identity) for identity in await self.identities(org, names)]
+            identities = await self._org_identities(org, config.workers_per_org)
+            found += [(org, identity) for identity in identities]
         return found
+
+    async def _org_identities(self, org: str, count: int) -> list[IdentityFiles]:
+        users = self.topology.org(org).users
+        names = [f"User{j}" if j <= users else f"worker{j}" for j in range(1, count + 1)]
+        return await self.identities(org, names)
 
     async def creators(self, config: Any) -> tuple[bytes, list[bytes]]:
         """``SerializedIdentity`` bytes (what the contract sees) of the first org's admin and

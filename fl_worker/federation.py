@@ -305,13 +305,18 @@ def federation_workers(
     fed: Federation,
     ledgers: Sequence[Ledger],
     *,
+    which: Sequence[int] | None = None,
     resources: WorkerResources | None = None,
     retry: Retry | None = None,
 ) -> list[Worker]:
     """One `Worker` per worker of `fed` (``ledgers[i]`` is worker ``i``'s identity), named
-    ``org<k>-worker<j>``, sharing `resources`."""
-    if len(ledgers) != fed.config.num_workers:
-        raise ValueError(f"{len(ledgers)} ledgers for {fed.config.num_workers} workers")
+    ``org<k>-worker<j>``, sharing `resources`. With `which`, only those workers of `fed`
+    (``ledgers[i]`` is worker ``which[i]``'s): one organisation's, on its own host."""
+    indices = list(range(fed.config.num_workers)) if which is None else list(which)
+    if len(ledgers) != len(indices) or not set(indices) <= set(range(fed.config.num_workers)):
+        raise ValueError(
+            f"{len(ledgers)} ledgers for workers {indices} of {fed.config.num_workers}"
+        )
     resources = resources if resources is not None else WorkerResources()
     return [
         Worker(
@@ -321,7 +326,7 @@ def federation_workers(
             resources=resources,
             retry=retry,
         )
-        for i, ledger in enumerate(ledgers)
+        for i, ledger in zip(indices, ledgers, strict=True)
     ]
 
 

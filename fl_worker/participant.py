@@ -44,7 +44,7 @@ async def take_part(
     foreign = sorted({w.name for w in workers if w.org != admin.msp_id})
     if foreign:
         raise ValueError(f"workers of another organisation than {admin.msp_id}: {foreign}")
-    record = await _wait(lambda: admin.task(task), lambda r: r is not None, poll, timeout)
+    record = await wait_until(lambda: admin.task(task), lambda r: r is not None, poll, timeout)
     if record is None:
         raise ParticipantError(f"no task {task!r} on the ledger after {timeout:g}s")
     spec = record["spec"]
@@ -53,7 +53,7 @@ async def take_part(
     await admin.register_workers(task, sorted({w.ledger.enrolment_id for w in workers}))
     results: list[WorkerResult] = []
     for round_no in range(1, spec["rounds"] + 1):
-        page = await _wait(
+        page = await wait_until(
             lambda r=round_no: admin.round_updates(task, r),
             lambda p: p["state"]["status"] != "new",
             poll,
@@ -71,7 +71,7 @@ async def take_part(
         if say is not None:
             statuses = ", ".join(f"{r.worker}: {r.status}" for r in done)
             say(f"round {round_no}: {statuses}")
-        closed = await _wait(
+        closed = await wait_until(
             lambda r=round_no: admin.round_updates(task, r),
             lambda p: p["state"]["status"] != "open",
             poll,
@@ -82,7 +82,7 @@ async def take_part(
     return results
 
 
-async def _wait(
+async def wait_until(
     read: Callable[[], Any], ready: Callable[[Any], bool], poll: float, timeout: float
 ) -> Any:
     """`read()` until `ready` says yes (return it) or `timeout` seconds pass (return None)."""

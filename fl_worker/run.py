@@ -52,6 +52,8 @@ class RunOptions:
     baseline: bool = True
     bring_up: bool = True
     report_dir: Path | None = None
+    org: str | None = None  # run only this organisation's part, on its own host
+    join: bool = False  # with `org`: take part in a task another organisation coordinates
 
 
 def task_id(config: RunConfig) -> str:
@@ -90,17 +92,23 @@ async def run_job(
             f"config field 'orgs': {config.orgs} organisations, but the topology has "
             f"{len(network.topology.organizations)}"
         )
+    own = _own_org(config, options, network)
     say(f"preparing data and model ({config.dataset}, {config.num_workers} workers)")
     fed = await asyncio.to_thread(prepare, config)
     await _network_ready(network, options, say, fed)
     started = time.perf_counter()
     async with Clients(network) as clients:
         orgs = clients.org_names(config.orgs)
-        admin = await clients.admin_ledger(orgs[0])
-        task = options.task or await _default_task(admin, task_id(config), options.resume)
+        admin = await clients.admin_ledger(own or orgs[0])
+        if options.join:
+            task = options.task or task_id(config)
+        else:
+            task = options.task or await _default_task(admin, task_id(config), options.resume)
         if config.validation_threshold is not None:
             say("each organisation's validation split → its private directory, for its servers")
-            await asyncio.to_thread(write_validation_splits, network, fed, task)
+            await asyncio.to_thread(write_validation_splits, network, fed, task, own)
+        if options.join:
+            return await _take_part(clients, fed, admin, task, say, own)
         # Devices wait in their org's batch: each may hold a submission slot meanwhile.
         slots = config.orgs * options.devices_per_org if options.devices_per_org else 64
         resources = WorkerResources(train_concurrency=2, submit_concurrency=max(64, slots))
@@ -110,8 +118,9 @@ async def run_job(
             task=task,
             allowed_orgs=clients.msp_ids(config.orgs),
             resources=resources,
-            registrars=[await clients.admin_ledger(org) for org in orgs],
+            registrars=[await clients.admin_ledger(org) for org in ([own] if own else orgs)],
             max_workers_per_org=options.devices_per_org or None,
+            expect_registered=own is not None,
         )
         exists = await admin.task(task) is not None
         if exists and not options.resume:
@@ -139,6 +148,10 @@ async def run_job(
             workers = await clients.device_workers(
                 fed, options.devices_per_org, resources=resources, say=say
             )
+        elif own:
+            workers = await clients.org_workers(fed, own, resources=resources)
+            await coordinator.register(workers)
+            await _registered(admin, task, clients.msp_ids(config.orgs), say)
         else:
             workers = await clients.federation_workers(fed, resources=resources)
         outcomes = {}
@@ -169,9 +182,11 @@ async def run_job(
         figures = await _ledger_figures(admin, h0, rounds, fed)
         contributions = (await admin.contributions(task))["orgs"]
         final = await admin.global_model(task, config.rounds)
-        same_admin, same_workers = await clients.creators(config)
+        baseline = options.baseline and not options.devices_per_org and not own
+        if baseline:  # signed as the same identities (every organisation's: one host's run)
+            same_admin, same_workers = await clients.creators(config)
     base = base_seconds = None
-    if options.baseline and not options.devices_per_org:
+    if baseline:
         say("the same run in memory with plain FedAvg and no validation (same seed and attackers)")
         t = time.perf_counter()
         base = await run_in_memory(baseline_config(config), admin=same_admin, workers=same_workers)
@@ -234,27 +249,85 @@ def baseline_config(config: RunConfig) -> RunConfig:
 VALIDATION_FOLDER = "fl-validation"
 
 
-def validation_settings(network: Backend, orgs: int) -> dict[str, dict[str, str]]:
+def validation_settings(
+    network: Backend, orgs: int, only: str | None = None
+) -> dict[str, dict[str, str]]:
     """The ``fl`` chaincode server settings (MSP id → settings) of the first `orgs`
-    organisations: `fl.torch_loss` on the ``<task>.npz`` files of a folder in the org's
-    private directory (the same for every task, so a new task restarts no server)."""
+    organisations (of organisation `only`, when given): `fl.torch_loss` on the ``<task>.npz``
+    files of a folder in the org's private directory (the same for every task, so a new task
+    restarts no server)."""
     from fedfabric.fl_worker.federation import TORCH_VALIDATOR
 
     settings = {}
     for org in network.topology.organizations[:orgs]:
+        if only is not None and only not in (org.name, org.msp_id):
+            continue
         folder = network.private_dir(org.name) / VALIDATION_FOLDER
         folder.mkdir(mode=0o700, exist_ok=True)
         settings[org.msp_id] = {"validator": TORCH_VALIDATOR, "validation_data": str(folder)}
     return settings
 
 
-def write_validation_splits(network: Backend, fed: Any, task: str) -> None:
-    """Write each organisation's validation split for `task` where only its servers read it."""
+def write_validation_splits(network: Backend, fed: Any, task: str, only: str | None = None) -> None:
+    """Write each organisation's validation split for `task` (only organisation `only`'s,
+    when given) where only its servers read it."""
     from fedfabric.fl_worker.federation import write_validation_split
 
     for k, org in enumerate(network.topology.organizations[: fed.config.orgs]):
-        folder = network.private_dir(org.name) / VALIDATION_FOLDER
-        write_validation_split(fed, k, folder / f"{task}.npz")
+        if only is None or org.name == only:
+            folder = network.private_dir(org.name) / VALIDATION_FOLDER
+            write_validation_split(fed, k, folder / f"{task}.npz")
+
+
+def _own_org(config: RunConfig, options: RunOptions, network: Backend) -> str | None:
+    """The organisation whose part this host runs (`RunOptions.org`), checked; None: all."""
+    if options.org is None:
+        if options.join:
+            raise RunError("--join takes part for one organisation: name it with --org")
+        return None
+    orgs = network.topology.organizations[: config.orgs]
+    found = [o.name for o in orgs if options.org in (o.name, o.msp_id)]
+    if not found:
+        names = ", ".join(o.name for o in orgs)
+        raise RunError(f"--org {options.org}: not one of the run's organisations ({names})")
+    if config.mode != "sync" or options.devices_per_org:
+        raise RunError("--org runs synchronous rounds of workers (no --mode async, no --devices)")
+    return found[0]
+
+
+async def _registered(admin: Any, task: str, msp_ids: list[str], say: Say) -> None:
+    """Until every organisation of the task has registered its workers (each runs its own)."""
+    from fedfabric.fl_worker.participant import wait_until
+
+    def done(registry: dict[str, Any]) -> bool:
+        return all(registry["orgs"].get(m, {}).get("registered") for m in msp_ids)
+
+    registry = await admin.workers(task)
+    if not done(registry):
+        missing = [m for m in msp_ids if not registry["orgs"].get(m, {}).get("registered")]
+        say(f"waiting for {', '.join(missing)} to register their workers "
+            f"(fedfabric run --org NAME --join --task {task})")  # fmt: skip
+        if await wait_until(lambda: admin.workers(task), done, 0.5, 3600) is None:
+            raise RunError(f"{', '.join(missing)} did not register workers for {task} in 1 h")
+
+
+async def _take_part(
+    clients: Any, fed: Any, admin: Any, task: str, say: Say, org: str | None
+) -> None:
+    """`org`'s workers in `task`, which another organisation coordinates."""
+    from fedfabric.fl_worker.participant import ParticipantError, take_part
+
+    assert org is not None  # `_own_org` requires --org with --join
+    workers = await clients.org_workers(fed, org)
+    say(f"task {task}: {len(workers)} workers of {admin.msp_id} take part")
+    try:
+        results = await take_part(admin, task, workers, say=say, timeout=3600)
+    except ParticipantError as exc:
+        raise RunError(str(exc)) from exc
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    say(f"task {task}: done, " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
 
 
 async def _network_ready(network: Backend, options: RunOptions, say: Say, fed: Any) -> None:
@@ -262,22 +335,33 @@ async def _network_ready(network: Backend, options: RunOptions, say: Say, fed: A
 
     await network.install(say)
     running = [n for n in await network.status() if n.running and n.kind != "chaincode"]
-    if not options.bring_up:
+    if not options.bring_up or options.org:
         if not running:
+            start = f"fedfabric org up --org {options.org}" if options.org else (
+                "`fedfabric network up` or drop --no-up"
+            )  # fmt: skip
             raise RunError(
                 f"network {network.topology.name} is not running (state "
-                f"{network.layout.root}); start it with `fedfabric network up` or "
-                "drop --no-up"
+                f"{network.layout.root}); start it with {start}"
             )
     else:
         await network.up(say)
     settings = None
     if fed.config.validation_threshold is not None:
-        settings = {"fl": validation_settings(network, fed.config.orgs)}
+        settings = {"fl": validation_settings(network, fed.config.orgs, options.org)}
+    progress = say
     try:
-        await network.deploy(["fl"], say, settings=settings)
+        # On an organisation's own host the definition may wait for the others' approvals
+        # (each approves with its own `fedfabric run --org` or `fedfabric org deploy`).
+        while await network.deploy(["fl"], progress, settings=settings):
+            progress = _quiet
+            await asyncio.sleep(3)
     except NetworkError as exc:
         raise RunError(f"deploying the FL contract failed: {exc}") from exc
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 async def _rows(coordinator: Any, admin: Any, task: str, outcomes: dict[int, Any]) -> list[Any]:
@@ -432,6 +516,8 @@ def main(args: argparse.Namespace) -> int:
         baseline=not args.no_baseline,
         bring_up=not args.no_up,
         report_dir=args.report,
+        org=args.org,
+        join=args.join,
     )
     from fedfabric.fl_worker._progress import Progress
 
@@ -443,5 +529,6 @@ def main(args: argparse.Namespace) -> int:
         except (RunError, ConfigError, NetworkError) as exc:
             progress.say(f"error: {exc}")
             return 1
-        progress.summary(report)
+        if report is not None:  # None: --join, whose progress lines said it all
+            progress.summary(report)
     return 0

@@ -82,9 +82,15 @@ def state_dir(args: argparse.Namespace, topology: Topology) -> Path:
 
 
 def open_network(args: argparse.Namespace, topology: Topology | None = None) -> FabricNetwork:
-    """The network the CLI options name."""
+    """The network the CLI options name (only organisation ``--org``'s nodes, if given)."""
     topology = topology or load_topology(args.topology)
-    return FabricNetwork(topology, state_dir(args, topology), fabric_release(args.fabric_home))
+    org = getattr(args, "org", None)
+    return FabricNetwork(
+        topology,
+        state_dir(args, topology),
+        fabric_release(args.fabric_home),
+        orgs=[org] if org else None,
+    )
 
 
 def _network(args: argparse.Namespace) -> int:

@@ -43,13 +43,14 @@ if TYPE_CHECKING:
 
 async def deploy(
     net: FabricNetwork, names: Sequence[str], say: Progress, settings: ServerSettings
-) -> None:
+) -> list[str]:
     t = net.topology
     unknown = sorted(set(settings) - set(names))
     if unknown:
         raise NetworkError(f"settings for {unknown[0]!r}, which is not being deployed")
     chaincodes = [with_settings(net, t.chaincode(n), settings.get(n, {})) for n in names]
     peers = net.own_peers
+    waiting: list[str] = []  # chaincodes whose definition awaits other organisations
     await net.wait_caught_up()  # a peer that just joined reads the definitions committed so far
     for cc in chaincodes:
         started = time.monotonic()
@@ -89,6 +90,7 @@ async def deploy(
             approved = await _approvals(net, cc, sequence)
             ready = [o for o in t.organizations if approved.get(o.msp_id)]
             if 2 * len(ready) <= len(t.organizations):  # LifecycleEndorsement: a majority
+                waiting.append(cc.name)
                 for org in t.organizations:
                     if org not in ready:
                         say(
@@ -101,6 +103,7 @@ async def deploy(
         _record_deployed(net, cc)
         await wait_endorsable(net, cc)
         say(f"{cc.name}: deployed in {time.monotonic() - started:.1f}s")
+    return waiting
 
 
 async def restart_servers(net: FabricNetwork, say: Progress) -> None:

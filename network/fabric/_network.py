@@ -214,15 +214,17 @@ class FabricNetwork:
         progress: Progress | None = None,
         *,
         settings: ServerSettings | None = None,
-    ) -> None:
+    ) -> list[str]:
         """Install, approve, commit and serve chaincodes (default: every one in the topology).
 
         `settings` add to (and override) the topology's chaincode server settings, per
-        chaincode and MSP id; servers whose settings changed are restarted. Raises
+        chaincode and MSP id; servers whose settings changed are restarted. Returns the
+        chaincodes whose definition still waits for other organisations' approvals (on a
+        host that runs only some of them; empty when every one is committed). Raises
         `NetworkError` for a chaincode or organisation the topology does not have.
         """
         self._require_running()
-        await _chaincode.deploy(
+        return await _chaincode.deploy(
             self,
             names or [c.name for c in self.topology.chaincodes],
             progress or _quiet,
@@ -270,11 +272,18 @@ class FabricNetwork:
         )
 
     def issue_identity(self, org: str, name: str) -> IdentityFiles:
-        """The client identity `name` of `org`, issued by the org's CA if it has none yet."""
+        """The client identity `name` of `org`, issued by the org's CA if it has none yet
+        (only an organisation whose keys are on this host issues)."""
         try:
             return self.identity(org, name)
         except NetworkError:
-            _crypto.issue_identity(self.layout.crypto_dir, self.topology.org(org), name)
+            o = self.topology.org(org)
+            if o.msp_id not in self.own:
+                raise NetworkError(
+                    f"no identity {name!r} of {o.msp_id} here, and only {o.msp_id}'s own "
+                    f"host can issue one (this host has {', '.join(self.own)})"
+                ) from None
+            _crypto.issue_identity(self.layout.crypto_dir, o, name)
             return self.identity(org, name)
 
     def profile(self, org: str) -> Path:

@@ -31,6 +31,14 @@ FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
 SHIFT = PORT_SHIFT + 3000  # clear of the session's shared network
 
 
+def command(*args: str, topology: Path | None, inside: Sequence[str]) -> list[str]:
+    """The argv of one `fedfabric` command, run in a party's namespace (`inside`)."""
+    extra = ["--topology", str(topology)] if topology else []
+    if args[0] in ("consortium", "run") or args[1] in ("up", "deploy", "status", "down"):
+        extra += ["--fabric-home", str(release().home)]
+    return [*inside, FEDFABRIC, *args, *extra]
+
+
 def fedfabric(
     *args: str,
     state: Path,
@@ -42,11 +50,8 @@ def fedfabric(
     its output (fails the test, with its output, when the command fails, or with `fails`
     when it does not). `inside`: the command prefix that runs it in the party's network
     namespace, if any."""
-    extra = ["--topology", str(topology)] if topology else []
-    if args[0] == "consortium" or args[1] in ("up", "deploy", "status", "down"):
-        extra += ["--fabric-home", str(release().home)]
     done = subprocess.run(
-        [*inside, FEDFABRIC, *args, *extra],
+        command(*args, topology=topology, inside=inside),
         capture_output=True,
         text=True,
         timeout=300,
@@ -135,50 +140,6 @@ async def main():
                     break
                 await asyncio.sleep(0.5)
             print(value)
-asyncio.run(main())
-"""
-
-
-FL_PARTY = """
-import asyncio, json, sys
-from pathlib import Path
-from fedfabric.fl_worker.audit import audit_task
-from fedfabric.fl_worker.clients import Clients
-from fedfabric.fl_worker.config import RunConfig
-from fedfabric.fl_worker.coordinator import Coordinator
-from fedfabric.fl_worker.federation import federation_workers, prepare
-from fedfabric.fl_worker.participant import take_part
-from fedfabric.network import FabricNetwork, load_topology
-from tests.conftest import release
-home, topology_file, org, role = sys.argv[1:]
-config = RunConfig(orgs=3, workers_per_org=1, rounds=2, epochs=1, attack=None,
-                   validation_threshold=None, strategy="fedavg", weighting="samples")
-async def main():
-    net = FabricNetwork(load_topology(topology_file), Path(home), release(), orgs=[org])
-    orgs = [o.name for o in net.topology.organizations][:3]
-    fed = prepare(config)
-    async with Clients(net) as clients:
-        admin = await clients.admin_ledger(org)
-        mine = clients.ledger(org, net.identity(org, "User1"), sync=False)
-        # Worker k of the federation is organisation k's; only this one's runs here.
-        worker = federation_workers(fed, [mine] * len(orgs))[orgs.index(org)]
-        if role == "take-part":
-            results = await take_part(admin, "across", [worker], timeout=240)
-            print(json.dumps({"committed": sum(r.status == "committed" for r in results)}))
-            return
-        msp_ids = [net.topology.org(o).msp_id for o in orgs]
-        coordinator = Coordinator(fed, admin, task="across", allowed_orgs=msp_ids,
-                                  registrars=[admin], expect_registered=True)
-        await coordinator.create_or_load_task()
-        await coordinator.register([worker])
-        while True:  # every organisation registered its worker
-            registry = (await admin.workers("across"))["orgs"]
-            if all(registry[m]["registered"] for m in msp_ids):
-                break
-            await asyncio.sleep(0.25)
-        outcomes = await coordinator.run([worker])
-        report = await audit_task(admin, "across")
-        print(json.dumps({"updates": [len(o.updates) for o in outcomes], "audit_ok": report.ok}))
 asyncio.run(main())
 """
 
@@ -315,26 +276,44 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         assert put == "committed"
         assert client(second.name, "get", "ceremony") == "committed"
 
-        # An FL task, each organisation's worker on its own host with its own keys:
-        # Transport coordinates, Energy and Health take part; nothing but the ledger joins them.
-        def fl(org: str, role: str) -> subprocess.Popen[str]:
+        # The main job across the parties: each organisation runs its own part on its own
+        # host with its own keys (Transport coordinates, Energy and Health --join), with one
+        # settings file; each validates updates with its own private split. Then Energy
+        # audits the task from its own directory.
+        settings = tmp_path / "inbox" / "run.yaml"
+        settings.write_text(yaml.safe_dump({"rounds": 2, "workers_per_org": 1, "epochs": 1,
+                                            "attack": "none"}))  # fmt: skip
+        crossed.append(settings)
+        report = tmp_path / "report"
+
+        def run(org: str, *extra: str) -> subprocess.Popen[str]:
+            argv = command("run", "--org", org, "--config", str(settings), *extra,
+                           topology=topology_file, inside=inside[org])  # fmt: skip
+            home = homes[topology.org(org).msp_id]
             return subprocess.Popen(
-                [*inside[org], sys.executable, "-c", FL_PARTY, str(homes[topology.org(org).msp_id]),
-                 str(topology_file), org, role],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                env={**os.environ, "FEDFABRIC_STATE_DIR": str(home)},
             )  # fmt: skip
 
         t = time.monotonic()
-        parties_fl = [fl(o.name, "take-part") for o in (second, third)]
-        coordinator = fl(first.name, "coordinate")
-        said = []
-        for party in [coordinator, *parties_fl]:
-            out, err = party.communicate(timeout=300)
-            assert party.returncode == 0, err
-            said.append(json.loads(out))
-        steps["fl task"] = time.monotonic() - t
-        assert said[0] == {"updates": [3, 3], "audit_ok": True}
-        assert said[1:] == [{"committed": 2}, {"committed": 2}]
+        joined = [run(o.name, "--join") for o in (second, third)]
+        coordinating = run(first.name, "--report", str(report))
+        said = {}
+        for org, party in zip([first, second, third], [coordinating, *joined], strict=True):
+            said[org.name] = party.communicate(timeout=600)[0]
+            assert party.returncode == 0, said[org.name]
+        steps["fedfabric run"] = time.monotonic() - t
+        summary = json.loads((report / "summary.json").read_text())
+        task = summary["task"]
+        for org in (second, third):
+            assert "2 committed" in said[org.name], said[org.name]
+        assert [r["committed"] for r in summary["rounds"]] == [3, 3], summary["rounds"]
+        model = send(report / "final_model.bin", second.name)
+        audit = fedfabric("audit", "--task", task, "--org", second.name, "--model", str(model),
+                          state=homes[second.msp_id], topology=topology_file,
+                          inside=inside[second.name])  # fmt: skip
+        assert audit.count(" ok ") == 2 and "audit passed" in audit, audit
+        assert "matches the ledger's round 2 model" in audit, audit
 
         # A fourth organisation joins the running channel. Every party takes the grown
         # topology (its new org, and the policy k' of n+1: 3 of 4); the new org makes its

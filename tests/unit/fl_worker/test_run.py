@@ -42,3 +42,35 @@ def test_the_task_id_follows_every_setting() -> None:
     assert task_id(RunConfig()) == task_id(RunConfig())
     assert task_id(RunConfig(seed=1)) != task_id(RunConfig())
     assert task_id(RunConfig()).startswith("digits-")
+
+
+class _Network:
+    """What `run_job` reads of a network before anything else: its topology."""
+
+    def __init__(self) -> None:
+        from pathlib import Path
+
+        from fedfabric.network import load_topology
+
+        self.topology = load_topology(Path(__file__).parents[3] / "network" / "topology.yaml")
+
+
+def test_one_organisations_part_is_checked_before_anything_runs() -> None:
+    import pytest
+
+    from fedfabric.fl_worker.run import RunError, RunOptions, _own_org
+
+    network = _Network()
+    config = RunConfig()
+    assert _own_org(config, RunOptions(), network) is None  # type: ignore[arg-type]
+    assert _own_org(config, RunOptions(org="EnergyMSP"), network) == "energy"  # type: ignore[arg-type]
+    with pytest.raises(RunError, match="--join .* name it with --org"):
+        _own_org(config, RunOptions(join=True), network)  # type: ignore[arg-type]
+    with pytest.raises(RunError, match="--org water: not one of the run's organisations"):
+        _own_org(config, RunOptions(org="water"), network)  # type: ignore[arg-type]
+    with pytest.raises(RunError, match="not one of .*transport, energy\\)"):
+        _own_org(config.replace(orgs=2), RunOptions(org="health"), network)  # type: ignore[arg-type]
+    with pytest.raises(RunError, match="synchronous rounds"):
+        _own_org(config.replace(mode="async"), RunOptions(org="energy"), network)  # type: ignore[arg-type]
+    with pytest.raises(RunError, match="synchronous rounds"):
+        _own_org(config, RunOptions(org="energy", devices_per_org=4), network)  # type: ignore[arg-type]

@@ -175,3 +175,17 @@ def test_issue_an_expired_identity(tmp_path: Path) -> None:
 
     signcert = cert(next((folder / "msp" / "signcerts").glob("*.pem")))
     assert signcert.not_valid_after_utc < dt.datetime.now(dt.UTC)
+
+
+def test_a_host_issues_identities_only_for_its_own_organisations(tmp_path: Path) -> None:
+    import pytest
+
+    from fedfabric.network import FabricNetwork, NetworkError
+    from fedfabric.network._binaries import fabric_release
+
+    topology = parse_topology(topology_data())
+    net = FabricNetwork(topology, tmp_path, fabric_release(None), orgs=["transport"])
+    with pytest.raises(NetworkError, match="only EnergyMSP's own host can issue one"):
+        net.issue_identity("energy", "worker7")
+    assert not (tmp_path / "crypto").exists()  # no CA made up for another organisation
+    assert net.issue_identity("transport", "worker7").msp_id == "TransportMSP"
