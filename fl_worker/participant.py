@@ -53,12 +53,7 @@ async def take_part(
     await admin.register_workers(task, sorted({w.ledger.enrolment_id for w in workers}))
     results: list[WorkerResult] = []
     for round_no in range(1, spec["rounds"] + 1):
-        page = await wait_until(
-            lambda r=round_no: admin.round_updates(task, r),
-            lambda p: p["state"]["status"] != "new",
-            poll,
-            timeout,
-        )
+        page = await _past(admin, task, round_no, "new", poll, timeout)
         if page is None:
             raise ParticipantError(f"round {round_no} of {task!r} did not open in {timeout:g}s")
         if page["state"]["status"] != "open":
@@ -71,15 +66,22 @@ async def take_part(
         if say is not None:
             statuses = ", ".join(f"{r.worker}: {r.status}" for r in done)
             say(f"round {round_no}: {statuses}")
-        closed = await wait_until(
-            lambda r=round_no: admin.round_updates(task, r),
-            lambda p: p["state"]["status"] != "open",
-            poll,
-            timeout,
-        )
+        closed = await _past(admin, task, round_no, "open", poll, timeout)
         if closed is None:
             raise ParticipantError(f"round {round_no} of {task!r} stayed open for {timeout:g}s")
     return results
+
+
+async def _past(
+    admin: Ledger, task: str, round_no: int, phase: str, poll: float, timeout: float
+) -> dict[str, Any] | None:
+    """Round `round_no`'s page once the round is no longer in `phase` (None: timed out)."""
+    return await wait_until(
+        lambda: admin.round_updates(task, round_no),
+        lambda page: page["state"]["status"] != phase,
+        poll,
+        timeout,
+    )
 
 
 async def wait_until(

@@ -121,6 +121,9 @@ async def run_job(
             registrars=[await clients.admin_ledger(org) for org in ([own] if own else orgs)],
             max_workers_per_org=options.devices_per_org or None,
             expect_registered=own is not None,
+            # Across hosts, one organisation's silent workers must not stop everyone's task:
+            # a round then closes after the event timeout with the updates that arrived.
+            wait_for_all=own is None,
         )
         exists = await admin.task(task) is not None
         if exists and not options.resume:

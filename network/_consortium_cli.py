@@ -116,12 +116,13 @@ def _change(args: argparse.Namespace) -> int:
 
 async def _on_update(net: FabricNetwork, admin_of: Organization, args: argparse.Namespace) -> int:
     if args.action == "propose-add":
-        path = await _consortium.propose_add(net, admin_of, args.new_org)
-        if path is None:
+        proposed = await _consortium.propose_add(net, admin_of, args.new_org)
+        if proposed is None:
             print(f"{args.new_org} is a member of channel {net.topology.channel} already")
             return 0
+        path, signed = proposed
         print(f"update {path}")
-        print((await _consortium.signatures(net, admin_of, path)).describe())
+        print(signed.describe())
     elif args.action == "sign":
         print((await _consortium.sign(net, admin_of, args.file)).describe())
     else:

@@ -51,7 +51,7 @@ async def deploy(
     chaincodes = [with_settings(net, t.chaincode(n), settings.get(n, {})) for n in names]
     peers = net.own_peers
     waiting: list[str] = []  # chaincodes whose definition awaits other organisations
-    await net.wait_caught_up()  # a peer that just joined reads the definitions committed so far
+    caught_up = False
     for cc in chaincodes:
         started = time.monotonic()
         pkg = net.layout.chaincode_dir / f"{cc.label}.tar.gz"
@@ -60,14 +60,17 @@ async def deploy(
         pid = package_id(cc)
         recorded = _deployed(net).get(cc.name, {})
         servers = [server_name(cc, p) for p in peers]
-        if recorded == _record(cc) and all(_process.pid_of(net.layout, n) for n in servers):
-            # The record is this state directory's: with several organisations in it, each
-            # must also have approved the committed definition (a peer endorses only then).
-            sequence, current = await _next_sequence(net, cc)
-            if current and all([await _approved_by(net, cc, sequence, o) for o in net.own_orgs]):
-                say(f"{cc.name}: {cc.label} already deployed and served")
-                await wait_endorsable(net, cc)
-                continue
+        # Every organisation of this host must have approved it: a peer endorses only then.
+        mine = {o.msp_id for o in net.own_orgs}
+        if mine <= _approved_here(recorded, cc) and all(
+            _process.pid_of(net.layout, n) for n in servers
+        ):
+            say(f"{cc.name}: {cc.label} already deployed and served")
+            await wait_endorsable(net, cc)
+            continue
+        if not caught_up:  # a peer that just joined reads the definitions committed so far
+            await net.wait_caught_up()
+            caught_up = True
         for peer in peers:
             _write_ccaas_config(net, peer, cc)
         say(f"{cc.name}: installing {pid[: len(cc.label) + 13]}... on {len(peers)} peers")
@@ -421,9 +424,18 @@ def _record(cc: Chaincode) -> dict[str, str]:
     }
 
 
+def _approved_here(recorded: dict[str, str], cc: Chaincode) -> set[str]:
+    """The organisations of this state directory that approved `cc`'s definition, by its
+    record (none when the record is of another definition)."""
+    if {k: v for k, v in recorded.items() if k != "approved"} != _record(cc):
+        return set()
+    return {m for m in recorded.get("approved", "").split(",") if m}
+
+
 def _record_deployed(net: FabricNetwork, cc: Chaincode) -> None:
     state = _deployed(net)
-    state[cc.name] = _record(cc)
+    approved = _approved_here(state.get(cc.name, {}), cc) | {o.msp_id for o in net.own_orgs}
+    state[cc.name] = {**_record(cc), "approved": ",".join(sorted(approved))}
     tmp = _state_file(net).with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(_state_file(net))

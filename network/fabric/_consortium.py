@@ -22,7 +22,7 @@ endorsement policy (k' of n+1): the definition's sequence goes up once a majorit
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,11 +86,80 @@ def update_file(net: FabricNetwork, msp_id: str) -> Path:
     return updates_dir(net) / f"add-{msp_id}.tx"
 
 
-async def propose_add(net: FabricNetwork, admin_of: Organization, new: str) -> Path | None:
+async def propose_add(
+    net: FabricNetwork, admin_of: Organization, new: str
+) -> tuple[Path, Signatures] | None:
     """Write the update adding organisation `new` (its bundle already received) to the
-    channel, signed by `admin_of`'s admin; return the file, or None when `new` is a member
-    already."""
+    channel, signed by `admin_of`'s admin; return the file and who signed it, or None when
+    `new` is a member already."""
     msp_id = net.topology.any_org(new).msp_id
+    computed = await _addition(net, admin_of, msp_id)
+    if computed is None:
+        return None
+    envelope, members = computed
+    path = update_file(net, msp_id)
+    path.write_bytes(envelope)
+    await sign_update(net, admin_of, path)
+    return path, Signatures(msp_id, members, (admin_of.msp_id,))
+
+
+async def signatures(net: FabricNetwork, admin_of: Organization, path: Path) -> Signatures:
+    """Who signed the update in `path`, against the channel's current members, once it is
+    checked to be exactly the update this host computes itself: from the channel's current
+    config and the bundle of the organisation it adds, as received here. So an admin never
+    signs or submits more than that addition (another organisation's MSP or a policy changed
+    on the way). Raises `NetworkError` when it is anything else."""
+    update, signers = read_update(_read(path))
+    channel = net.topology.channel
+    if update.channel_id != channel:
+        raise NetworkError(f"{path} updates channel {update.channel_id!r}, not {channel!r}")
+    written = update.write_set.groups[APPLICATION].groups
+    added = [m for m in written if m not in update.read_set.groups[APPLICATION].groups]
+    if len(added) != 1:
+        raise NetworkError(f"{path} does not add one organisation (it adds {sorted(added)})")
+    computed = await _addition(net, admin_of, added[0])
+    if computed is None:
+        raise NetworkError(f"{added[0]} is a member of channel {channel} already")
+    envelope, members = computed
+    if read_update(envelope)[0] != update:
+        raise NetworkError(
+            f"{path} is not the update {admin_of.msp_id} computes for adding {added[0]} (from "
+            f"the channel's current config and {added[0]}'s bundle received here): it may "
+            "change more than that, or the config changed since; have it proposed again"
+        )
+    return Signatures(added[0], members, _member_signers(signers, members))
+
+
+async def sign(net: FabricNetwork, admin_of: Organization, path: Path) -> Signatures:
+    """Add `admin_of`'s admin signature to the update in `path`, once it is checked
+    (`signatures`; a second call leaves the file as it is); return who has signed."""
+    before = await signatures(net, admin_of, path)
+    if admin_of.msp_id not in before.members:
+        raise NetworkError(f"{admin_of.msp_id} is not a member of the channel; it cannot sign")
+    if admin_of.msp_id in before.signed:
+        return before
+    await sign_update(net, admin_of, path)
+    signed = _member_signers(read_update(_read(path))[1], before.members)
+    return replace(before, signed=signed)
+
+
+async def submit(net: FabricNetwork, admin_of: Organization, path: Path) -> Signatures:
+    """Submit the update in `path`, once it is checked (`signatures`) and a majority of
+    member admins signed it (else raise `NetworkError` naming who is missing); `admin_of`'s
+    admin submits it."""
+    signed = await signatures(net, admin_of, path)
+    with_submitter = set(signed.signed) | {admin_of.msp_id}
+    if len(with_submitter & set(signed.members)) < signed.needed:
+        raise NetworkError(f"too few signatures: {signed.describe()}")
+    await submit_file(net, admin_of, path)
+    return signed
+
+
+async def _addition(
+    net: FabricNetwork, admin_of: Organization, msp_id: str
+) -> tuple[bytes, tuple[str, ...]] | None:
+    """The unsigned update adding `msp_id`, computed here from the channel's current config
+    and `msp_id`'s received bundle, and the channel's members; None when it is one."""
     received = net.layout.bundle_file(msp_id)
     if not received.exists():
         raise NetworkError(
@@ -111,49 +180,13 @@ async def propose_add(net: FabricNetwork, admin_of: Organization, new: str) -> P
         write.mod_policy = app.mod_policy
         write.groups[msp_id].CopyFrom(group)
 
-    path = update_file(net, msp_id)
-    path.write_bytes(application_update(config, net.topology.channel, change))
-    await sign_update(net, admin_of, path)
-    return path
+    envelope = application_update(config, net.topology.channel, change)
+    return envelope, tuple(sorted(app.groups))
 
 
-async def signatures(net: FabricNetwork, admin_of: Organization, path: Path) -> Signatures:
-    """Who signed the update in `path`, against the channel's current members. Raises
-    `NetworkError` when the file is not an update adding one organisation to this channel."""
-    update, signers = read_update(_read(path))
-    channel = net.topology.channel
-    if update.channel_id != channel:
-        raise NetworkError(f"{path} updates channel {update.channel_id!r}, not {channel!r}")
-    config = await fetch_config(net, admin_of)
-    members = tuple(sorted(config.channel_group.groups[APPLICATION].groups))
-    written = update.write_set.groups[APPLICATION].groups
-    added = [m for m in written if m not in update.read_set.groups[APPLICATION].groups]
-    if len(added) != 1:
-        raise NetworkError(f"{path} does not add one organisation (it adds {sorted(added)})")
-    signed = tuple(dict.fromkeys(s for s in signers if s in members))
-    return Signatures(added[0], members, signed)
-
-
-async def sign(net: FabricNetwork, admin_of: Organization, path: Path) -> Signatures:
-    """Add `admin_of`'s admin signature to the update in `path` (once: a second call leaves
-    the file as it is); return who has signed."""
-    before = await signatures(net, admin_of, path)
-    if admin_of.msp_id not in before.members:
-        raise NetworkError(f"{admin_of.msp_id} is not a member of the channel; it cannot sign")
-    if admin_of.msp_id not in before.signed:
-        await sign_update(net, admin_of, path)
-    return await signatures(net, admin_of, path)
-
-
-async def submit(net: FabricNetwork, admin_of: Organization, path: Path) -> Signatures:
-    """Submit the update in `path` once a majority of member admins signed it (else raise
-    `NetworkError` naming who is missing); `admin_of`'s admin submits it."""
-    signed = await signatures(net, admin_of, path)
-    with_submitter = set(signed.signed) | {admin_of.msp_id}
-    if len(with_submitter & set(signed.members)) < signed.needed:
-        raise NetworkError(f"too few signatures: {signed.describe()}")
-    await submit_file(net, admin_of, path)
-    return signed
+def _member_signers(signers: list[str], members: tuple[str, ...]) -> tuple[str, ...]:
+    """The members among `signers` (MSP ids), each once, in signing order."""
+    return tuple(dict.fromkeys(s for s in signers if s in members))
 
 
 async def _org_group(net: FabricNetwork, msp_id: str) -> configtx_pb2.ConfigGroup:

@@ -32,6 +32,7 @@ from fedfabric.network._topology import Orderer, OrdererOrg, Organization, Peer,
 from fedfabric.network.fabric import _chaincode
 from fedfabric.network.fabric._anchors import set_anchor_peers
 from fedfabric.network.fabric._ceremony import import_received, make_genesis, write_own_bundle
+from fedfabric.network.fabric._config_update import updates_dir
 
 
 def _quiet(_: str) -> None:
@@ -445,8 +446,7 @@ class FabricNetwork:
         if not self.own_peers:
             return
         peer = self.own_peers[0]
-        newest = self.layout.configtx_dir / "updates" / f"{self.topology.channel}-newest.block"
-        newest.parent.mkdir(parents=True, exist_ok=True)
+        newest = updates_dir(self) / f"{self.topology.channel}-newest.block"
         await _process.run_tool(
             [self.release.tool("peer"), "channel", "fetch", "newest", str(newest),
              "-c", self.topology.channel, *self.orderer_args()],

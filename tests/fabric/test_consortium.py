@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fabric_protos.common import common_pb2, configtx_pb2
 
 from fedfabric.network import FabricNetwork, NetworkError, load_topology
 from fedfabric.network._layout import Layout
@@ -142,6 +143,20 @@ async def main():
             print(value)
 asyncio.run(main())
 """
+
+
+def _with_group_emptied(envelope: bytes, msp_id: str) -> bytes:
+    """The config update `envelope` with `msp_id`'s group written empty, one version up."""
+    env = common_pb2.Envelope.FromString(envelope)
+    payload = common_pb2.Payload.FromString(env.payload)
+    wrapped = configtx_pb2.ConfigUpdateEnvelope.FromString(payload.data)
+    update = configtx_pb2.ConfigUpdate.FromString(wrapped.config_update)
+    group = update.write_set.groups["Application"].groups[msp_id]
+    group.CopyFrom(configtx_pb2.ConfigGroup(version=group.version + 1, mod_policy="Admins"))
+    wrapped.config_update = update.SerializeToString()
+    payload.data = wrapped.SerializeToString()
+    env.payload = payload.SerializeToString()
+    return env.SerializeToString()
 
 
 @pytest.fixture
@@ -354,6 +369,15 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
             transport = FabricNetwork(topology, homes[first.msp_id], release(), orgs=["transport"])
             with pytest.raises(NetworkError, match="polic"):
                 await submit_file(transport, first, update)
+        # A proposer who slips in more than the addition (here: Health's group emptied, one
+        # version up) gets no signature: Energy's host computes the update itself.
+        forged = tmp_path / "inbox" / "energy" / "forged-add-WaterMSP.tx"
+        forged.parent.mkdir(parents=True, exist_ok=True)
+        forged.write_bytes(_with_group_emptied(update.read_bytes(), third.msp_id))
+        refused = fedfabric("consortium", "sign", "--org", second.name, str(forged),
+                            state=homes[second.msp_id], topology=topology_file,
+                            inside=inside["energy"], fails=True)  # fmt: skip
+        assert "is not the update EnergyMSP computes for adding WaterMSP" in refused
         at_energy = send(update, second.name)
         signed = timed("add: sign", "consortium", "sign", "--org", second.name, str(at_energy),
                        state=homes[second.msp_id])  # fmt: skip

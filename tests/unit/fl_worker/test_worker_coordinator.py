@@ -354,3 +354,22 @@ async def test_take_part_refuses_workers_of_another_org_and_a_missing_task():
     mine = [w for w in run.workers if w.org == "Org2MSP"]
     with pytest.raises(ParticipantError, match="no task"):
         await take_part(admin, "no-such-task", mine, poll=0.01, timeout=0.05)
+
+
+async def test_without_wait_for_all_a_silent_org_only_delays_the_round():
+    """Across hosts (`fedfabric run --org`) one organisation's registered workers that never
+    submit cannot stop the others' task: the round closes after the event timeout."""
+    run = Run()
+    run.coordinator.expect_registered = True
+    run.coordinator.wait_for_all = False
+    run.coordinator.event_timeout = 0.2
+    mine = [w for w in run.workers if w.org != "Org3MSP"]
+    await run.coordinator.create_or_load_task()
+    silent = run.world.ledger(fake_identity("Org3MSP", role="admin", name="admin"))
+    away = [w for w in run.workers if w.org == "Org3MSP"]
+    await silent.register_workers(TASK, [w.ledger.enrolment_id for w in away])
+
+    outcome = await run.coordinator.run_round(1, mine)
+
+    assert len(outcome.updates) == 4 and outcome.aggregate
+    assert sorted(outcome.per_org) == ["Org1MSP", "Org2MSP"]
