@@ -38,6 +38,7 @@ import grpc.aio
 from fabric_protos.msp import identities_pb2
 
 from fedfabric.fl_worker.devices import BatchLimits, DeviceLedger, OrgBatcher
+from fedfabric.fl_worker.endorsers import Endorsers
 from fedfabric.fl_worker.federation import Federation, device_trainers, federation_workers
 from fedfabric.fl_worker.ledger import CHAINCODE, FLLedger
 from fedfabric.fl_worker.worker import Retry, Worker, WorkerResources
@@ -51,7 +52,7 @@ from fedfabric.gateway import (
     profile_channel,
 )
 from fedfabric.gateway.signers import new_private_key_signer
-from fedfabric.network import Backend, IdentityFiles, endorsing_sets
+from fedfabric.network import Backend, IdentityFiles
 
 _SIZE = re.compile(r"\s*(\d+)\s*(KB|MB)\s*")  # as the topology writes sizes (Fabric's units)
 _UNITS = {"KB": 1024, "MB": 1024 * 1024}
@@ -69,6 +70,9 @@ class Clients:
         self.topology = network.topology
         self.channel_name: str = network.topology.channel
         self.timeouts = timeouts
+        policy = network.topology.chaincode(CHAINCODE).endorsement_policy
+        self.endorsers = Endorsers(policy, [o.msp_id for o in network.topology.organizations])
+        """Whom every ledger built here asks to endorse; it follows the committed policy."""
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tls_cert: dict[str, bytes] = {}
 
@@ -116,12 +120,11 @@ class Clients:
         `FLLedger`): what admins need, whose transactions others act on next. Workers need
         not: the coordinator waits once (`FLLedger.reach`) before it aggregates."""
         every_org = [o.msp_id for o in self.topology.organizations]
-        policy = self.topology.chaincode(CHAINCODE).endorsement_policy
         return FLLedger.for_gateway(
             self.gateway(org, identity),
             self.channel_name,
             sync_orgs=every_org if sync else (),
-            endorsing=endorsing_sets(policy, identity.msp_id, every_org),
+            endorsers=self.endorsers,
         )
 
     async def admin_ledger(self, org: str) -> FLLedger:

@@ -41,6 +41,7 @@ from fabric_protos.msp import identities_pb2
 
 from fedfabric.chaincode import fl
 from fedfabric.chaincode.testing import DEFAULT_TIMESTAMP, InvokeResult, MemoryLedger, invoke
+from fedfabric.fl_worker.endorsers import POLICY_FAILURE, Endorsers
 from fedfabric.gateway import (
     ChaincodeEvent,
     CommitError,
@@ -257,13 +258,13 @@ class FLLedger(_Calls):
         *,
         identity: Identity | None = None,
         sync_orgs: Sequence[str] = (),
-        endorsing: Sequence[Sequence[str]] = (),
+        endorsers: Endorsers | None = None,
     ) -> None:
         self.network = network
         self.contract: Contract = network.get_contract(chaincode)
         self.chaincode = chaincode
         self.sync_orgs = tuple(sync_orgs)
-        self.endorsing = tuple(tuple(orgs) for orgs in endorsing)
+        self.endorsers = endorsers
         self._identity = identity
         self._steps: dict[str, float] = {}
 
@@ -275,23 +276,25 @@ class FLLedger(_Calls):
         chaincode: str = CHAINCODE,
         *,
         sync_orgs: Sequence[str] = (),
-        endorsing: Sequence[Sequence[str]] = (),
+        endorsers: Endorsers | None = None,
     ) -> FLLedger:
         """The ledger of `gateway`'s identity on `channel` (the usual way to build one);
         `sync_orgs`: the organisations whose peers must have each commit's block before it
-        returns (every endorsing organisation of the channel). `endorsing`: sets of
-        organisations (MSP ids, the caller's own first) whose endorsements satisfy the
-        chaincode's policy (`fedfabric.network.endorsing_sets`), tried in order: the gateway
-        then asks a set's peers at once, instead of its own organisation's peer first and the
-        others after it. A set in which another organisation refuses (or cannot answer) gives
-        way to the next; a refusal by the caller's own organisation is final, as when the
-        gateway plans the endorsements itself (without `endorsing`)."""
+        returns (every endorsing organisation of the channel). `endorsers`: the chaincode's
+        policy (`Endorsers`, shared by a run's ledgers), whose sets of organisations (MSP
+        ids, the caller's own first) are tried in order: the gateway then asks a set's peers
+        at once, instead of its own organisation's peer first and the others after it. A set
+        in which another organisation refuses (or cannot answer) gives way to the next; a
+        refusal by the caller's own organisation is final, as when the gateway plans the
+        endorsements itself (without `endorsers`). A transaction that commits as
+        ``ENDORSEMENT_POLICY_FAILURE`` because the consortium moved the policy is sent again
+        to sets of the committed one (`Endorsers.follow`)."""
         return cls(
             gateway.get_network(channel),
             chaincode,
             identity=gateway.identity,
             sync_orgs=sync_orgs,
-            endorsing=endorsing,
+            endorsers=endorsers,
         )
 
     @property
@@ -348,9 +351,26 @@ class FLLedger(_Calls):
         return self._identity
 
     async def _submit(self, name: str, *args: str | bytes) -> dict[str, Any]:
+        for _ in range(3):  # the policy may move again while this one is followed
+            seen = self.endorsers.version if self.endorsers else 0
+            try:
+                return await self._submit_once(name, *args)
+            except CommitError as exc:  # invalid, so nothing written: safe to send again
+                if exc.code_name != POLICY_FAILURE or self.endorsers is None:
+                    raise
+                if not await self.endorsers.follow(self.network, self.chaincode, seen):
+                    raise
+                if self.sync_orgs:  # an organisation the policy added reads commits too
+                    self.sync_orgs = tuple(
+                        dict.fromkeys([*self.sync_orgs, *self.endorsers.msp_ids])
+                    )
+        return await self._submit_once(name, *args)
+
+    async def _submit_once(self, name: str, *args: str | bytes) -> dict[str, Any]:
         self._steps = {}
         refused: list[EndorseError] = []
-        for orgs in self.endorsing or (None,):
+        sets = self.endorsers.sets(self.msp_id) if self.endorsers else ()
+        for orgs in sets or (None,):
             try:
                 raw = await self.contract.submit(
                     name,

@@ -6,7 +6,9 @@ then follows the task's rounds on the ledger: as each round opens, the workers t
 previous global model and submit; when the coordinator's ``AdvanceRound`` closes it, they go
 on to the next. Nothing but the ledger connects the organisations: the coordinator (a
 `Coordinator` with ``expect_registered=True``) waits for the updates of every registered
-worker, and each organisation's workers run wherever that organisation runs them.
+worker, and each organisation's workers run wherever that organisation runs them. An
+organisation that joined the channel while the task runs waits until a driving organisation
+admits it (``fedfabric task admit``), then takes part from the round the admission names.
 
 Example (on Energy's host)::
 
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fedfabric.chaincode import fl
 from fedfabric.fl_worker.ledger import Ledger
 from fedfabric.fl_worker.worker import Worker, WorkerResult
 
@@ -39,8 +42,10 @@ async def take_part(
 ) -> list[WorkerResult]:
     """Register `workers` (all of `admin`'s organisation) and run them in every round of
     the synchronous `task`, from the first one still open, until its last round is closed;
-    return their results. Raises `ParticipantError` when the task does not exist after
-    `timeout` seconds, is asynchronous, or stays in one phase for `timeout` seconds."""
+    return their results; for an organisation that is not a founding one, from the round
+    its admission names, once it is admitted. Raises `ParticipantError` when the task does
+    not exist after `timeout` seconds, is asynchronous, does not admit the organisation or
+    stays in one phase for `timeout` seconds."""
     foreign = sorted({w.name for w in workers if w.org != admin.msp_id})
     if foreign:
         raise ValueError(f"workers of another organisation than {admin.msp_id}: {foreign}")
@@ -50,9 +55,12 @@ async def take_part(
     spec = record["spec"]
     if spec.get("mode", "sync") != "sync":
         raise ParticipantError(f"task {task!r} is asynchronous; take_part follows rounds")
+    first = 1
+    if admin.msp_id not in spec["allowed_orgs"]:
+        first = await _admitted(admin, task, record, poll, timeout, say)
     await admin.register_workers(task, sorted({w.ledger.enrolment_id for w in workers}))
     results: list[WorkerResult] = []
-    for round_no in range(1, spec["rounds"] + 1):
+    for round_no in range(first, spec["rounds"] + 1):
         page = await _past(admin, task, round_no, "new", poll, timeout)
         if page is None:
             raise ParticipantError(f"round {round_no} of {task!r} did not open in {timeout:g}s")
@@ -70,6 +78,35 @@ async def take_part(
         if closed is None:
             raise ParticipantError(f"round {round_no} of {task!r} stayed open for {timeout:g}s")
     return results
+
+
+async def _admitted(
+    admin: Ledger,
+    task: str,
+    record: dict[str, Any],
+    poll: float,
+    timeout: float,
+    say: Callable[[str], None] | None,
+) -> int:
+    """The round from which `admin`'s organisation, not a founding one of `task`, may
+    submit, once a driving organisation admitted it (``AdmitOrganisation``)."""
+    msp_id = admin.msp_id
+
+    def found(orgs: dict[str, Any]) -> dict[str, Any] | None:
+        return next((a for a in orgs["admitted"] if a["msp_id"] == msp_id), None)
+
+    orgs = await admin.organisations(task)
+    if found(orgs) is None and say is not None:
+        drivers = ", ".join(fl.task_drivers(record))
+        admit = f"fedfabric task admit --task {task} --org NAME {msp_id}"
+        say(f"waiting for {drivers} to admit {msp_id} to task {task} (its admin runs: {admit})")
+    orgs = await wait_until(lambda: admin.organisations(task), found, poll, timeout)
+    if orgs is None:
+        raise ParticipantError(f"{msp_id} was not admitted to task {task!r} in {timeout:g}s")
+    first = int(found(orgs)["from_round"])
+    if say is not None:
+        say(f"task {task}: {msp_id} admitted, from round {first}")
+    return first
 
 
 async def _past(

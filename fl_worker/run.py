@@ -94,7 +94,7 @@ async def run_job(
         )
     own = _own_org(config, options, network)
     say(f"preparing data and model ({config.dataset}, {config.num_workers} workers)")
-    fed = await asyncio.to_thread(prepare, config)
+    fed = await asyncio.to_thread(prepare, _with_late_org(config, own, network))
     await _network_ready(network, options, say, fed)
     started = time.perf_counter()
     async with Clients(network) as clients:
@@ -289,6 +289,8 @@ def _own_org(config: RunConfig, options: RunOptions, network: Backend) -> str | 
             raise RunError("--join takes part for one organisation: name it with --org")
         return None
     orgs = network.topology.organizations[: config.orgs]
+    if options.join:  # also an organisation that joined the channel while the task runs
+        orgs = network.topology.organizations
     found = [o.name for o in orgs if options.org in (o.name, o.msp_id)]
     if not found:
         names = ", ".join(o.name for o in orgs)
@@ -296,6 +298,16 @@ def _own_org(config: RunConfig, options: RunOptions, network: Backend) -> str | 
     if config.mode != "sync" or options.devices_per_org:
         raise RunError("--org runs synchronous rounds of workers (no --mode async, no --devices)")
     return found[0]
+
+
+def _with_late_org(config: RunConfig, own: str | None, network: Backend) -> RunConfig:
+    """The config whose data split holds `own`'s part: `config` itself, or for an
+    organisation past the run's first ``orgs`` (one that joined later, `_own_org`) the
+    split of a federation that had it from the start, so it trains on a part of its own."""
+    names = [o.name for o in network.topology.organizations]
+    if own is None or names.index(own) < config.orgs:
+        return config
+    return config.replace(orgs=names.index(own) + 1)
 
 
 async def _registered(admin: Any, task: str, msp_ids: list[str], say: Say) -> None:

@@ -35,9 +35,12 @@ from fedfabric.network._errors import (
 from fedfabric.network._layout import default_state_root
 from fedfabric.network._policy import (
     PolicyError,
+    Rule,
     endorsing_sets,
+    from_application_policy,
     majority_policy,
     parse_policy,
+    principals,
 )
 from fedfabric.network._topology import (
     DEFAULT_TOPOLOGY,
@@ -72,6 +75,7 @@ __all__ = [
     "Peer",
     "PolicyError",
     "PortInUseError",
+    "Rule",
     "Topology",
     "TopologyError",
     "default_fabric_home",
@@ -79,11 +83,13 @@ __all__ = [
     "endorsing_sets",
     "export_bundle",
     "fabric_release",
+    "from_application_policy",
     "install_fabric",
     "load_topology",
     "majority_policy",
     "parse_policy",
     "parse_topology",
+    "principals",
     "read_bundle",
     "write_bundle",
     "write_msp",

@@ -40,6 +40,10 @@ class OutOf:
     rules: tuple[OutOf | Principal, ...]
 
 
+Rule = OutOf | Principal
+"""A parsed policy (`parse_policy`, `from_application_policy`)."""
+
+
 def parse_policy(text: str) -> OutOf | Principal:
     """Parse a policy string; raise `PolicyError` naming the problem."""
     tokens = _tokenize(text)
@@ -65,11 +69,13 @@ def satisfied_by(rule: OutOf | Principal, orgs: Collection[str]) -> bool:
     return sum(satisfied_by(sub, orgs) for sub in rule.rules) >= rule.n
 
 
-def endorsing_sets(policy: str, own: str, msp_ids: Sequence[str]) -> list[tuple[str, ...]]:
+def endorsing_sets(
+    policy: str | OutOf | Principal, own: str, msp_ids: Sequence[str]
+) -> list[tuple[str, ...]]:
     """The smallest sets of organisations, each `own` first and then others in the order of
-    `msp_ids`, whose peers' endorsements satisfy `policy`, in the order to try them (empty
-    when no set holding `own` does)."""
-    rule = parse_policy(policy)
+    `msp_ids`, whose peers' endorsements satisfy `policy` (a string or a parsed rule), in the
+    order to try them (empty when no set holding `own` does)."""
+    rule = parse_policy(policy) if isinstance(policy, str) else policy
     others = [m for m in msp_ids if m != own]
     for size in range(len(others) + 1):
         found = [

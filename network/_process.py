@@ -64,6 +64,24 @@ def start(
     return proc.pid
 
 
+def runs_as(layout: Layout, name: str, argv: Sequence[str]) -> bool:
+    """Whether node `name` runs (`pid_of`) with command line `argv`: the same arguments, and
+    a program that is the same file in the same folder (``.venv/bin/python`` and
+    ``.venv/bin/python3`` are one interpreter of one environment)."""
+    pid = pid_of(layout, name)
+    if pid is None:
+        return False
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    running = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]]
+    if not running or running[1:] != list(argv[1:]):
+        return False
+    was, now = Path(running[0]), Path(argv[0])
+    return was.parent == now.parent and was.resolve() == now.resolve()
+
+
 def pid_of(layout: Layout, name: str) -> int | None:
     """The pid of a node this network started and that is still alive, else None."""
     try:

@@ -48,17 +48,17 @@ async def deploy(
     unknown = sorted(set(settings) - set(names))
     if unknown:
         raise NetworkError(f"settings for {unknown[0]!r}, which is not being deployed")
-    chaincodes = [with_settings(net, t.chaincode(n), settings.get(n, {})) for n in names]
     peers = net.own_peers
     waiting: list[str] = []  # chaincodes whose definition awaits other organisations
     caught_up = False
-    for cc in chaincodes:
+    for name in names:
         started = time.monotonic()
+        recorded = _deployed(net).get(name, {})
+        cc = _server_settings(net, t.chaincode(name), recorded, settings.get(name, {}))
         pkg = net.layout.chaincode_dir / f"{cc.label}.tar.gz"
         pkg.parent.mkdir(parents=True, exist_ok=True)
         pkg.write_bytes(package_bytes(cc))
         pid = package_id(cc)
-        recorded = _deployed(net).get(cc.name, {})
         servers = [server_name(cc, p) for p in peers]
         # Every organisation of this host must have approved it: a peer endorses only then.
         mine = {o.msp_id for o in net.own_orgs}
@@ -129,6 +129,22 @@ async def restart_servers(net: FabricNetwork, say: Progress) -> None:
         await asyncio.gather(*waits)
         if served:
             await wait_endorsable(net, cc)
+
+
+def _server_settings(
+    net: FabricNetwork,
+    cc: Chaincode,
+    recorded: Mapping[str, str],
+    extra: Mapping[str, Mapping[str, str]],
+) -> Chaincode:
+    """`cc` (the topology's) with its servers' settings: those this host last deployed it
+    with (`recorded`: a run's private validator, say), the topology's over them, `extra`
+    over both. So an admin who deploys again (to approve a new policy while a task runs)
+    keeps the settings the servers run with."""
+    known = {o.msp_id for o in net.topology.organizations}
+    kept = {m: v for m, v in json.loads(recorded.get("settings", "{}")).items() if m in known}
+    base = with_settings(net, dataclasses.replace(cc, settings=kept), cc.settings)
+    return with_settings(net, base, extra)
 
 
 def with_settings(
@@ -205,16 +221,10 @@ async def _install(net: FabricNetwork, peer: Peer, pkg: Path, pid: str) -> None:
 
 
 async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str) -> None:
+    """Start `cc`'s server next to `peer`; one that runs already with the same package and
+    settings is kept (a running FL task's endorsements go on through it)."""
     name = server_name(cc, peer)
-    if _process.pid_of(net.layout, name):
-        await _process.stop(net.layout, name)
-    port = peer.chaincode_server_port + cc.slot
-    _process.check_ports_free([(name, "chaincode_server_port", peer.bind_host, port)])
     org = net.topology.org(peer.org)
-    cert = server_tls_paths(net.layout, org, peer, cc)[0]
-    tlsca = _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca"
-    _crypto.server_tls(cert.parent, tlsca, peer.bind_host)
-    env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=server_address(cc, peer))
     args = server_args(net.layout, org, peer, cc)
     if cc.server == "python":
         argv = [sys.executable, "-m", "fedfabric.chaincode", *args]
@@ -230,6 +240,16 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
             )
         argv = [node, str(cli), *args]
         cwd = cc.path
+    if _process.runs_as(net.layout, name, argv):
+        return
+    if _process.pid_of(net.layout, name):
+        await _process.stop(net.layout, name)
+    port = peer.chaincode_server_port + cc.slot
+    _process.check_ports_free([(name, "chaincode_server_port", peer.bind_host, port)])
+    cert = server_tls_paths(net.layout, org, peer, cc)[0]
+    tlsca = _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca"
+    _crypto.server_tls(cert.parent, tlsca, peer.bind_host)
+    env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=server_address(cc, peer))
     _process.start(net.layout, name, argv, env, cwd=cwd)
     try:
         await _process.wait_listening(

@@ -219,7 +219,10 @@ class FabricNetwork:
         """Install, approve, commit and serve chaincodes (default: every one in the topology).
 
         `settings` add to (and override) the topology's chaincode server settings, per
-        chaincode and MSP id; servers whose settings changed are restarted. Returns the
+        chaincode and MSP id. Settings this host deployed a chaincode with before stay
+        unless the topology or `settings` set them anew (deploying again to approve a new
+        policy keeps a running task's validators). Only servers whose package or settings
+        changed are restarted; the others keep serving. Returns the
         chaincodes whose definition still waits for other organisations' approvals (on a
         host that runs only some of them; empty when every one is committed). Raises
         `NetworkError` for a chaincode or organisation the topology does not have.

@@ -36,6 +36,7 @@ from fedfabric.chaincode.fl import (
     worker_enrolment,
     worker_id,
 )
+from fedfabric.fl_worker.endorsers import Endorsers
 from fedfabric.fl_worker.ledger import FLLedger, refusal
 from fedfabric.gateway import (
     CommitError,
@@ -46,7 +47,7 @@ from fedfabric.gateway import (
     load_private_key,
 )
 from fedfabric.gateway.signers import new_private_key_signer
-from fedfabric.network import FabricNetwork, endorsing_sets
+from fedfabric.network import FabricNetwork
 from tests.fixtures.flval import LAYOUT, TRUE_WEIGHTS
 
 ORGS = {"transport": "TransportMSP", "energy": "EnergyMSP", "health": "HealthMSP"}
@@ -186,9 +187,10 @@ async def test_named_endorsers_give_way_to_the_next_org_and_every_refusal_is_rep
     await open_task(fl, network, task_spec("named"))
     policy = network.topology.chaincode("fl").endorsement_policy
     orgs = [o.msp_id for o in network.topology.organizations]
-    sets = endorsing_sets(policy, "TransportMSP", orgs)
+    endorsers = Endorsers(policy, orgs)
     gateways = [connect_profile(network.profile("transport"), u) for u in ("User1", "User2")]
-    ledgers = [FLLedger.for_gateway(g, network.topology.channel, endorsing=sets) for g in gateways]
+    channel = network.topology.channel
+    ledgers = [FLLedger.for_gateway(g, channel, endorsers=endorsers) for g in gateways]
     try:
         # Energy refuses, so Transport and Health endorse it: one attempt more, no error.
         record = await ledgers[0].submit_update("named", 1, delta(seed=5, direction=ENERGY_ONLY), 9)
@@ -200,7 +202,10 @@ async def test_named_endorsers_give_way_to_the_next_org_and_every_refusal_is_rep
         for gateway in gateways:
             await gateway.close()
 
-    assert sets == [("TransportMSP", "EnergyMSP"), ("TransportMSP", "HealthMSP")]
+    assert endorsers.sets("TransportMSP") == [
+        ("TransportMSP", "EnergyMSP"),
+        ("TransportMSP", "HealthMSP"),
+    ]
     assert await round_workers(fl, "named") == [record["worker"]]
     assert sorted(refusals(both.value)) == ["EnergyMSP", "HealthMSP"]
     assert refusal(both.value).check == "private-validation"

@@ -74,3 +74,16 @@ def test_one_organisations_part_is_checked_before_anything_runs() -> None:
         _own_org(config.replace(mode="async"), RunOptions(org="energy"), network)  # type: ignore[arg-type]
     with pytest.raises(RunError, match="synchronous rounds"):
         _own_org(config, RunOptions(org="energy", devices_per_org=4), network)  # type: ignore[arg-type]
+
+
+def test_an_organisation_past_the_runs_first_ones_joins_with_a_data_part_of_its_own() -> None:
+    from fedfabric.fl_worker.run import RunOptions, _own_org, _with_late_org
+
+    network = _Network()
+    config = RunConfig(orgs=2)
+    late = _own_org(config, RunOptions(org="HealthMSP", join=True), network)  # type: ignore[arg-type]
+
+    assert late == "health"
+    assert _with_late_org(config, late, network).orgs == 3  # type: ignore[arg-type]
+    assert _with_late_org(config, "energy", network) is config  # type: ignore[arg-type]
+    assert _with_late_org(config, None, network) is config  # type: ignore[arg-type]

@@ -330,6 +330,48 @@ async def test_each_org_runs_its_own_workers_and_the_coordinator_waits_for_them(
     assert [o.model_digest for o in outcomes] == [o.model_digest for o in alone]
 
 
+async def test_a_late_org_takes_part_once_admitted_from_the_round_its_admission_names():
+    """Org4 joined the channel while the task runs: its host waits for the admission, then
+    its workers take part from the round after the one open when it was admitted."""
+    config = CONFIG.replace(orgs=4, rounds=3)
+    late = "Org4MSP"
+    ids = {f"w{i}": fake_identity(f"Org{i // 2 + 1}MSP", name=f"worker{i}") for i in range(8)}
+    run = Run(config, identities={**ids, "admin": admin_of("Org1MSP")})
+    run.coordinator.expect_registered = True
+    founding = [w for w in run.workers if w.org != late]
+    theirs = [w for w in run.workers if w.org == late]
+    await run.coordinator.create_or_load_task()
+    said: list[str] = []
+    joining = asyncio.create_task(
+        take_part(
+            run.world.ledger(admin_of(late)), TASK, theirs, poll=0.01, timeout=30, say=said.append
+        )  # fmt: skip
+    )
+    first = await run.coordinator.run_round(1, founding)
+    await asyncio.sleep(0.05)
+    assert not joining.done() and "waiting for Org1MSP to admit Org4MSP" in said[0]
+    await run.coordinator.admit(late)  # round 2 is open: Org4 submits from round 3
+    rounds = [first]
+    for round_no in (2, 3):
+        rounds.append(await run.coordinator.run_round(round_no, founding))
+    results = await joining
+
+    assert [len(r.updates) for r in rounds] == [6, 6, 8]
+    assert [(r.round, r.status) for r in results] == [(3, COMMITTED), (3, COMMITTED)]
+    assert "Org4MSP admitted, from round 3" in said[1]
+
+
+async def test_a_late_org_not_admitted_in_time_is_told_so():
+    config = CONFIG.replace(orgs=4)
+    ids = {f"w{i}": fake_identity(f"Org{i // 2 + 1}MSP", name=f"worker{i}") for i in range(8)}
+    run = Run(config, identities={**ids, "admin": admin_of("Org1MSP")})
+    await run.coordinator.create_or_load_task()
+    theirs = [w for w in run.workers if w.org == "Org4MSP"]
+    admin = run.world.ledger(admin_of("Org4MSP"))
+    with pytest.raises(ParticipantError, match="Org4MSP was not admitted to task"):
+        await take_part(admin, TASK, theirs, poll=0.01, timeout=0.05)
+
+
 async def test_a_registered_worker_of_another_org_that_never_submits_fails_the_round():
     run = Run()
     run.coordinator.expect_registered = True

@@ -39,7 +39,7 @@ from fedfabric.network._config import configtx_yaml, consortium_bundles, core_ya
 from fedfabric.network._layout import Layout
 from fedfabric.network.fabric._anchors import anchor_value
 from fedfabric.network.fabric._ceremony import write_own_bundle
-from fedfabric.network.fabric._chaincode import with_settings
+from fedfabric.network.fabric._chaincode import _server_settings, with_settings
 from tests.conftest import ROOT, topology_data, with_addresses
 
 TOPOLOGY = load_topology()
@@ -370,3 +370,21 @@ def test_deploy_settings_add_to_an_orgs_server_settings_and_name_an_unknown_org(
     assert args[-4:] == ["--setting", "msp_id=HealthMSP", "--setting", "validator=m:g"]
     with pytest.raises(NetworkError, match="unknown MSP id 'WaterMSP' \\(known: Transport"):
         with_settings(net, cc, {"WaterMSP": {"validator": "m:f"}})
+
+
+def test_deploying_again_keeps_the_settings_the_servers_run_with(tmp_path: Path) -> None:
+    net = FabricNetwork(TOPOLOGY, tmp_path, fabric_release(None))
+    cc = dataclasses.replace(TOPOLOGY.chaincode("fl"), settings={"EnergyMSP": {"a": "1"}})
+    recorded = {"settings": json.dumps({  # what a run deployed with, before
+        "EnergyMSP": {"a": "0", "validator": "m:f"}, "HealthMSP": {"validator": "m:g"},
+        "GoneMSP": {"validator": "m:h"}})}  # fmt: skip
+
+    again = _server_settings(net, cc, recorded, {})
+    anew = _server_settings(net, cc, recorded, {"HealthMSP": {"validator": "m:k"}})
+
+    assert again.settings == {  # the topology's over the kept ones; a gone org dropped
+        "EnergyMSP": {"a": "1", "validator": "m:f"},
+        "HealthMSP": {"validator": "m:g"},
+    }
+    assert anew.settings["HealthMSP"] == {"validator": "m:k"}
+    assert _server_settings(net, cc, {}, {}).settings == {"EnergyMSP": {"a": "1"}}
