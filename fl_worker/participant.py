@@ -59,6 +59,8 @@ async def take_part(
     if admin.msp_id not in spec["allowed_orgs"]:
         first = await _admitted(admin, task, record, poll, timeout, say)
     await admin.register_workers(task, sorted({w.ledger.enrolment_id for w in workers}))
+    if say is not None:
+        say(f"task {task}: {admin.msp_id} registered its workers ({len(workers)})")
     results: list[WorkerResult] = []
     for round_no in range(first, spec["rounds"] + 1):
         page = await _past(admin, task, round_no, "new", poll, timeout)

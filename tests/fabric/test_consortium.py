@@ -1,7 +1,8 @@
 """The consortium ceremony (issue 14) with Fabric's own tools, as separate parties run it:
 each organisation makes its keys in its own state directory and runs its own nodes from it;
 only public bundles, the genesis block and a config update its admins sign cross between
-directories. Then a fourth organisation joins the running channel."""
+directories. Then, while an FL task runs across the parties, a fourth organisation joins
+the channel and then the task, and its workers' updates commit in the task's later rounds."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +24,15 @@ import pytest
 import yaml
 from fabric_protos.common import common_pb2, configtx_pb2
 
-from fedfabric.network import FabricNetwork, NetworkError, load_topology
+from fedfabric.network import (
+    FabricNetwork,
+    NetworkError,
+    Organization,
+    Topology,
+    _process,
+    load_topology,
+)
+from fedfabric.network._ccaas import server_name
 from fedfabric.network._layout import Layout
 from fedfabric.network._policy import majority_policy
 from fedfabric.network._process import stop
@@ -30,12 +42,13 @@ from tests.conftest import PORT_SHIFT, ROOT, release, topology_data, with_addres
 
 FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
 SHIFT = PORT_SHIFT + 3000  # clear of the session's shared network
+ROUNDS = 4  # of the FL task; the fourth organisation's workers take part in rounds 3 and 4
 
 
 def command(*args: str, topology: Path | None, inside: Sequence[str]) -> list[str]:
     """The argv of one `fedfabric` command, run in a party's namespace (`inside`)."""
     extra = ["--topology", str(topology)] if topology else []
-    if args[0] in ("consortium", "run") or args[1] in ("up", "deploy", "status", "down"):
+    if args[0] in ("consortium", "run", "task") or args[1] in ("up", "deploy", "status", "down"):
         extra += ["--fabric-home", str(release().home)]
     return [*inside, FEDFABRIC, *args, *extra]
 
@@ -62,6 +75,79 @@ def fedfabric(
     said = f"fedfabric {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     assert (done.returncode != 0) == fails, said
     return done.stdout + done.stderr
+
+
+class Party:
+    """One party's `fedfabric run` (argv `argv`, state directory `home`), its output read
+    line by line as it comes (`wait_for`)."""
+
+    def __init__(self, argv: list[str], home: Path) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env={**os.environ, "FEDFABRIC_STATE_DIR": str(home), "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.ended = False
+        self._new = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                with self._new:
+                    self.lines.append(line)
+                    self._new.notify_all()
+        with self._new:
+            self.ended = True
+            self._new.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> str:
+        """The first group of `pattern` (or its whole match) in the first line of output
+        that has it, once there is one (fails the test when the run ends or `timeout`
+        seconds pass first)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._new:
+            while True:
+                for line in self.lines:
+                    if found := regex.search(line):
+                        return found.group(1) if regex.groups else found.group(0)
+                left = deadline - time.monotonic()
+                if self.ended or left <= 0:
+                    pytest.fail(f"no {pattern!r} in the run's output:\n{''.join(self.lines)}")
+                self._new.wait(left)
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def finish(self, timeout: float = 600) -> str:
+        """Its whole output once it ended (fails the test, with it, unless it succeeded)."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=30)
+        said = "".join(self.lines)
+        assert self.proc.returncode == 0, said
+        return said
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._reader.join(timeout=30)
+
+
+def servers(homes: dict[str, Path], topology: Topology, *orgs: Organization) -> dict[str, int]:
+    """The pid of each of `orgs`' ``fl`` chaincode servers, from its own state directory."""
+    cc = topology.chaincode("fl")
+    found = {}
+    for org in orgs:
+        for peer in org.peers:
+            found[peer.host] = _process.pid_of(Layout(homes[org.msp_id]), server_name(cc, peer))
+    return found
 
 
 def test_a_genesis_block_from_bundles_alone_names_every_org(tmp_path: Path) -> None:
@@ -227,6 +313,7 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         return inbox
 
     steps: dict[str, float] = {}
+    runs: list[Party] = []  # the parties' `fedfabric run`s, killed at the end if still running
 
     def timed(step: str, *args: str, state: Path) -> str:
         party = names[next(m for m, h in homes.items() if h == state)]
@@ -293,46 +380,32 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
 
         # The main job across the parties: each organisation runs its own part on its own
         # host with its own keys (Transport coordinates, Energy and Health --join), with one
-        # settings file; each validates updates with its own private split. Then Energy
-        # audits the task from its own directory.
+        # settings file; each validates updates with its own private split.
         settings = tmp_path / "inbox" / "run.yaml"
-        settings.write_text(yaml.safe_dump({"rounds": 2, "workers_per_org": 1, "epochs": 1,
-                                            "attack": "none"}))  # fmt: skip
+        settings.write_text(yaml.safe_dump({"rounds": ROUNDS, "workers_per_org": 1,
+                                            "epochs": 1, "attack": "none"}))  # fmt: skip
         crossed.append(settings)
         report = tmp_path / "report"
 
-        def run(org: str, *extra: str) -> subprocess.Popen[str]:
+        def run(org: str, *extra: str) -> Party:
             argv = command("run", "--org", org, "--config", str(settings), *extra,
                            topology=topology_file, inside=inside[org])  # fmt: skip
-            home = homes[topology.org(org).msp_id]
-            return subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                env={**os.environ, "FEDFABRIC_STATE_DIR": str(home)},
-            )  # fmt: skip
+            runs.append(Party(argv, homes[topology.org(org).msp_id]))
+            return runs[-1]
 
         t = time.monotonic()
         joined = [run(o.name, "--join") for o in (second, third)]
         coordinating = run(first.name, "--report", str(report))
-        said = {}
-        for org, party in zip([first, second, third], [coordinating, *joined], strict=True):
-            said[org.name] = party.communicate(timeout=600)[0]
-            assert party.returncode == 0, said[org.name]
-        steps["fedfabric run"] = time.monotonic() - t
-        summary = json.loads((report / "summary.json").read_text())
-        task = summary["task"]
-        for org in (second, third):
-            assert "2 committed" in said[org.name], said[org.name]
-        assert [r["committed"] for r in summary["rounds"]] == [3, 3], summary["rounds"]
-        model = send(report / "final_model.bin", second.name)
-        audit = fedfabric("audit", "--task", task, "--org", second.name, "--model", str(model),
-                          state=homes[second.msp_id], topology=topology_file,
-                          inside=inside[second.name])  # fmt: skip
-        assert audit.count(" ok ") == 2 and "audit passed" in audit, audit
-        assert "matches the ledger's round 2 model" in audit, audit
+        task = coordinating.wait_for(r"task (\S+): created")
+        coordinating.wait_for(rf"round 1/{ROUNDS}: ")
+        # A fourth organisation joins the channel while the task runs, and then the task.
+        # The consortium's steps take longer than this small task's rounds, so the
+        # coordinator is paused (SIGSTOP) with round 2 open; every other process runs on.
+        coordinating.pause()
+        steps["fedfabric run, rounds 1-2"] = time.monotonic() - t
 
-        # A fourth organisation joins the running channel. Every party takes the grown
-        # topology (its new org, and the policy k' of n+1: 3 of 4); the new org makes its
-        # own keys, and the bundles cross both ways.
+        # Every party takes the grown topology (its new org, and the policy k' of n+1:
+        # 3 of 4); the new org makes its own keys, and the bundles cross both ways.
         grown = copy.deepcopy(data)
         water = copy.deepcopy(WATER)
         for key in ("port", "chaincode_port", "operations_port", "chaincode_server_port"):
@@ -390,25 +463,68 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         assert "member of channel" in again  # idempotent
 
         # The new org joins with the genesis block and catches up from the orderers; the
-        # definition moves to 3 of 4 once three organisations approve it.
+        # definitions move to 3 of 4 once three organisations approve them. Each founding
+        # admin deploys again on its own host, where its job's chaincode servers keep
+        # running with their private validators.
         timed("add: org up", "org", "up", "--org", "water", "--genesis",
               str(send(block, "water")), state=water_home)  # fmt: skip
-        waiting = timed("add: org deploy", "org", "deploy", "--org", "water", "pykv",
-                        state=water_home)  # fmt: skip
+        waiting = timed("add: org deploy", "org", "deploy", "--org", "water", state=water_home)
         assert "waiting for TransportMSP to approve pykv 1.0 sequence 2" in waiting
+        assert "waiting for TransportMSP to approve fl 1.0 sequence 2" in waiting
+        validators = servers(homes, topology, first, second, third)
         # Committed at the third approval; the fourth org approves the committed definition,
         # as a peer endorses with a definition only once its own organisation approved it.
-        for o in (first, second, newcomer, third):
-            timed("add: org deploy", "org", "deploy", "--org", o.name, "pykv",
-                  state=homes[o.msp_id])  # fmt: skip
+        for o in (first, second, third):
+            timed("add: org deploy", "org", "deploy", "--org", o.name, state=homes[o.msp_id])
+        assert servers(homes, topology, first, second, third) == validators
         assert client("water", "evaluate-on", "ceremony", newcomer.msp_id) == "committed"
+
+        # Water's part of the job waits for the task to admit it: only a driving
+        # organisation's admin may (Energy's is refused), Transport's does.
+        late = run("water", "--join")
+        late.wait_for("waiting for TransportMSP to admit WaterMSP")
+        not_driving = fedfabric("task", "admit", "--task", task, "--org", second.name,
+                                "WaterMSP", state=homes[second.msp_id], topology=topology_file,
+                                inside=inside["energy"], fails=True)  # fmt: skip
+        assert "EnergyMSP does not drive task" in not_driving
+        admitted = timed("add: task admit", "task", "admit", "--task", task, "--org",
+                         first.name, "WaterMSP", state=homes[first.msp_id])  # fmt: skip
+        assert "submit from round 3 on" in admitted, admitted
+        late.wait_for("WaterMSP registered its workers")
+        t = time.monotonic()
+        coordinating.resume()
+        said = {
+            org: party.finish()
+            for org, party in zip(["transport", "energy", "health", "water"],
+                                  [coordinating, *joined, late], strict=True)
+        }  # fmt: skip
+        steps[f"fedfabric run, rounds 2-{ROUNDS}"] = time.monotonic() - t
+        summary = json.loads((report / "summary.json").read_text())
+        # Rounds 1 and 2 have the three founders' updates, rounds 3 and 4 Water's too.
+        assert [r["committed"] for r in summary["rounds"]] == [3, 3, 4, 4], summary["rounds"]
+        for org in (second.name, third.name):
+            assert f"{ROUNDS} committed" in said[org], said[org]
+        assert "2 committed" in said["water"], said["water"]
+
+        # Energy audits the task from its own directory: every round, Water's updates too.
+        model = send(report / "final_model.bin", second.name)
+        audit = fedfabric("audit", "--task", task, "--org", second.name, "--model", str(model),
+                          state=homes[second.msp_id], topology=topology_file,
+                          inside=inside[second.name])  # fmt: skip
+        assert audit.count(" ok ") == ROUNDS and "audit passed" in audit, audit
+        assert f"matches the ledger's round {ROUNDS} model" in audit, audit
+        assert audit.count("WaterMSP 1") == 2, audit
+
+        # The pykv definition moved to 3 of 4 as well: 2 organisations no longer suffice.
         assert client(first.name, "put", "grown", "yes", first.msp_id, third.msp_id) == (
-            "ENDORSEMENT_POLICY_FAILURE"  # 2 of 4 no longer enough
+            "ENDORSEMENT_POLICY_FAILURE"
         )
         put = client("water", "put", "grown", "yes", newcomer.msp_id, first.msp_id, third.msp_id)
         assert put == "committed"
         parties.append(newcomer)
     finally:
+        for party in runs:
+            party.kill()
         for home in homes.values():
             for pid in (home / "run").glob("*.pid"):
                 await stop(Layout(home), pid.stem)
