@@ -15,7 +15,7 @@ from fabric_protos.common import common_pb2
 from fabric_protos.gateway import gateway_pb2
 
 from fedfabric.gateway import hash as hashes
-from fedfabric.gateway._client import GatewayClient
+from fedfabric.gateway._client import SUBMIT_LINGER, GatewayClient
 from fedfabric.gateway._context import Context, SigningIdentity
 from fedfabric.gateway._contract import Network
 from fedfabric.gateway._events import (
@@ -68,6 +68,7 @@ def connect(
     client_key: bytes | None = None,
     server_name_override: str | None = None,
     timeouts: Timeouts | None = None,
+    submit_linger: float = SUBMIT_LINGER,
 ) -> Gateway:
     """Connect to a peer's Gateway service as ``identity``.
 
@@ -80,7 +81,9 @@ def connect(
     its hash. Without a ``signer`` every request must be signed offline (``digest()`` and
     ``Gateway.new_signed_*``). ``hash`` defaults to what the identity's key needs
     (``hash.none`` for Ed25519, else ``hash.sha256``). ``timeouts`` replace the built-in
-    ones step by step. Raises ``ValueError`` for inconsistent options.
+    ones step by step. ``submit_linger``: seconds a submit may wait, while this gateway has
+    32 or more calls in flight, for others to go with it (fuller blocks; 0: never wait).
+    Raises ``ValueError`` for inconsistent options.
 
     Example::
 
@@ -91,6 +94,8 @@ def connect(
     """
     if (channel is None) == (endpoint is None):
         raise ValueError("pass exactly one of channel= and endpoint=")
+    if not submit_linger >= 0:  # also refuses NaN
+        raise ValueError(f"submit_linger must be >= 0 seconds, got {submit_linger!r}")
     if (client_cert is None) != (client_key is None) and channel is None:
         raise ValueError("mutual TLS needs both client_cert= and client_key=")
     if channel is not None:
@@ -112,7 +117,7 @@ def connect(
             for address in endpoints
         ]
     context = Context(
-        client=GatewayClient(channels),
+        client=GatewayClient(channels, submit_linger=submit_linger),
         signing=SigningIdentity(identity, signer, hash or hash_for_identity(identity)),
         timeouts=timeouts or Timeouts(),
         tls_cert_hash=_cert_hash(client_cert) if client_cert else b"",

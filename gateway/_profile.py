@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc.aio
 
+from fedfabric.gateway._client import SUBMIT_LINGER
 from fedfabric.gateway._context import Timeouts
 from fedfabric.gateway._gateway import Gateway, connect, open_channel
 from fedfabric.gateway._identity import hash_for_key, load_identity, load_private_key
@@ -25,9 +26,14 @@ from fedfabric.gateway.signers import new_private_key_signer
 
 
 def connect_profile(
-    profile_path: str | Path, user: str, *, timeouts: Timeouts | None = None
+    profile_path: str | Path,
+    user: str,
+    *,
+    timeouts: Timeouts | None = None,
+    submit_linger: float = SUBMIT_LINGER,
 ) -> Gateway:
-    """Connect as ``user`` of the organisation described by the JSON connection profile.
+    """Connect as ``user`` of the organisation described by the JSON connection profile
+    (``timeouts`` and ``submit_linger`` as `connect` takes them).
 
     Raises ``ValueError`` if the user is not in the profile, ``OSError`` / ``KeyError`` for a
     missing file or field.
@@ -44,6 +50,7 @@ def connect_profile(
         signer=new_private_key_signer(key),
         hash=hash_for_key(key),
         timeouts=timeouts,
+        submit_linger=submit_linger,
         **profile.endpoint(user),
     )
 
@@ -92,11 +99,16 @@ class _Profile:
 
 
 def connect_org(
-    material_dir_or_profile: str | Path, org: str, user: str, *, timeouts: Timeouts | None = None
+    material_dir_or_profile: str | Path,
+    org: str,
+    user: str,
+    *,
+    timeouts: Timeouts | None = None,
+    submit_linger: float = SUBMIT_LINGER,
 ) -> Gateway:
     """Connect as ``user`` of ``org``, given its profile file or the directory holding
     ``<org>.json`` profiles (the layout the network module is expected to write).
     """
     path = Path(material_dir_or_profile)
     profile = path / f"{org}.json" if path.is_dir() else path
-    return connect_profile(profile, user, timeouts=timeouts)
+    return connect_profile(profile, user, timeouts=timeouts, submit_linger=submit_linger)

@@ -11,7 +11,9 @@ with the fastest runs in the middle it favoured B by 10-20% at 128 in flight; th
 cancels a curved one too. Returns and prints throughput and p50/p99 latency of both, and
 ours/node ratios. Last, the 128-in-flight load through a gateway whose signer is ``async`` (it
 awaits, then signs) against the sync signer, in the same order:
-``ratio_tps_c128_async_signer`` is its throughput over the sync signer's. The network is torn down
+``ratio_tps_c128_async_signer`` is its throughput over the sync signer's; and our default
+gateway (submits in waves under load) against one with ``submit_linger=0``:
+``ratio_tps_c128_waves``. The network is torn down
 (processes stopped, folder deleted) at the end, also on failure.
 
 Environment (read here, the entry point): ``FEDFABRIC_FABRIC_HOME`` (Fabric binaries),
@@ -125,23 +127,30 @@ async def _measure(network: FabricNetwork) -> dict[int, tuple[Run, Run]]:
                         await _node(profile, network.topology.channel, concurrency, each, prefix)
                     )
             results[concurrency] = (Run.joined(runs["ours"]), Run.joined(runs["node"]))
-        concurrency, count = max(LOAD), LOAD[max(LOAD)]
+        channel = network.topology.channel
         async with _async_signer_gateway(network) as awaiting:
-            contracts = {
-                "async": awaiting.get_network(network.topology.channel).get_contract(CHAINCODE),
-                "sync": contract,
-            }
-            signed: dict[str, list[Run]] = {"async": [], "sync": []}
-            each = count // (len(ORDER) // 2)
-            for turn, how in enumerate(("async", "sync")[i] for i in ORDER):
-                _say(f"ours, {how} signer: {each} submits, {concurrency} in flight")
-                prefix = f"signer-{how}-{turn}"
-                signed[how].append(await _ours(contracts[how], concurrency, each, prefix))
-    results[ASYNC_SIGNER] = (Run.joined(signed["async"]), Run.joined(signed["sync"]))
+            other = awaiting.get_network(channel).get_contract(CHAINCODE)
+            results[ASYNC_SIGNER] = await _ours_against(other, contract, "signer")
+        async with connect_org(profile, ORG, USER, submit_linger=0) as one_by_one:
+            other = one_by_one.get_network(channel).get_contract(CHAINCODE)
+            results[ONE_BY_ONE] = await _ours_against(contract, other, "waves")
     return results
 
 
-ASYNC_SIGNER = -1  # the results key of the async-signer run
+ASYNC_SIGNER = -1  # the results key of the async-signer run (async, sync signer)
+ONE_BY_ONE = -2  # the results key of the submit-waves run (waves, submit_linger=0)
+
+
+async def _ours_against(a: Contract, b: Contract, label: str) -> tuple[Run, Run]:
+    """Our client's 128-in-flight load through gateways `a` and `b`, in `ORDER`."""
+    concurrency, count = max(LOAD), LOAD[max(LOAD)]
+    runs: tuple[list[Run], list[Run]] = ([], [])
+    each = count // (len(ORDER) // 2)
+    for turn, which in enumerate(ORDER):
+        _say(f"ours, {label} {'ab'[which]}: {each} submits, {concurrency} in flight")
+        contract = (a, b)[which]
+        runs[which].append(await _ours(contract, concurrency, each, f"{label}-{turn}"))
+    return Run.joined(runs[0]), Run.joined(runs[1])
 
 
 def _async_signer_gateway(network: FabricNetwork) -> Any:
@@ -247,9 +256,12 @@ def _metrics(results: dict[int, tuple[Run, Run]]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     results = dict(results)
     async_run, sync_run = results.pop(ASYNC_SIGNER)
+    waves, one_by_one = results.pop(ONE_BY_ONE)
     c = max(LOAD)
     metrics[f"tps_ours_c{c}_async_signer"] = round(async_run.tps, 2)
     metrics[f"ratio_tps_c{c}_async_signer"] = round(async_run.tps / sync_run.tps, 3)
+    metrics[f"tps_ours_c{c}_no_waves"] = round(one_by_one.tps, 2)
+    metrics[f"ratio_tps_c{c}_waves"] = round(waves.tps / one_by_one.tps, 3)
     for c, (ours, node) in results.items():
         metrics |= {
             f"tps_ours_c{c}": round(ours.tps, 2),
@@ -276,6 +288,12 @@ def _table(results: dict[int, tuple[Run, Run]]) -> str:
             lines.append(
                 f"async signer, {max(LOAD)} in flight: {ours.tps:.1f} tx/s, "
                 f"{ours.tps / node.tps:.2f} of the sync signer's"
+            )
+            continue
+        if c == ONE_BY_ONE:
+            lines.append(
+                f"submits in waves, {max(LOAD)} in flight: {ours.tps:.1f} tx/s, "
+                f"{ours.tps / node.tps:.2f} of one by one (submit_linger=0, {node.tps:.1f})"
             )
             continue
         lines.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import datetime
 import hashlib
 from dataclasses import dataclass, field
@@ -173,6 +174,7 @@ class FakePeer(gateway_pb2_grpc.GatewayServicer, events_pb2_grpc.DeliverServicer
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, object]] = []
+        self.arrived: list[tuple[str, float]] = []  # method, time.monotonic() of each call
         self.failures: dict[str, Failure] = {}
         self.evaluate_payload = b"evaluated"
         self.chaincode_payload = b"endorsed"
@@ -197,6 +199,7 @@ class FakePeer(gateway_pb2_grpc.GatewayServicer, events_pb2_grpc.DeliverServicer
 
     async def _record(self, method: str, request: object, context) -> None:
         self.requests.append((method, request))
+        self.arrived.append((method, time.monotonic()))
         self.deadlines[method] = context.time_remaining()
         self.metadata[method] = {
             key: value
