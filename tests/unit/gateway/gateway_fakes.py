@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import datetime
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 import grpc
