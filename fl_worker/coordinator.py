@@ -467,7 +467,9 @@ class Coordinator:
         events = 0
         if entry_phase == "open":
             await self.register(workers)
-            results, events, tip = await self._collect(round_no, workers, height, records, timings)
+            results, events, tip = await self._collect(
+                round_no, workers, height, records, _settled(page), timings
+            )
             records.update((r.worker_id, r.record) for r in results if r.record is not None)
             if self.expect_registered:  # the other hosts' updates, for the outcome
                 page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
@@ -541,11 +543,13 @@ class Coordinator:
         workers: Sequence[Worker],
         height: int,
         known: Mapping[str, Mapping[str, Any]],
+        settled: set[str],
         timings: dict[str, float],
     ) -> tuple[tuple[WorkerResult, ...], int, int]:
-        """Run the workers and wait for the events of their accepted updates; return the
-        results, the events seen and the highest block they came in (-1: none)."""
-        arrived: set[str] = set(known)
+        """Run the workers and wait for the events of their accepted updates (and of the
+        other hosts' workers that declined the round; `settled`: done before `height`);
+        return the results, the events seen and the highest block they came in (-1: none)."""
+        arrived: set[str] = set(known) | settled
         blocks = [-1]
         changed = asyncio.Event()
         listener = asyncio.create_task(self._listen(round_no, height, arrived, changed, blocks))
@@ -579,7 +583,7 @@ class Coordinator:
             missing = expected - arrived
             if missing:
                 page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
-                missing -= {u["worker"] for u in page["updates"]}
+                missing -= _settled(page)
             if missing and self.wait_for_all:
                 raise RoundIncompleteError(
                     self.task,
@@ -621,7 +625,7 @@ class Coordinator:
     ) -> None:
         async with self.ledger.events(start_block=start_block) as stream:
             async for event in stream:
-                if event.event_name not in ("UpdateSubmitted", "BatchSubmitted"):
+                if event.event_name not in ("UpdateSubmitted", "BatchSubmitted", "RoundDeclined"):
                     continue
                 payload = json.loads(event.payload)
                 if payload.get("task") == self.task and payload.get("round") == round_no:
@@ -649,7 +653,7 @@ class Coordinator:
             if listener.done():
                 # The event stream broke: fall back to reading the round from the ledger.
                 page = await self._query(lambda: self.ledger.round_updates(self.task, round_no))
-                arrived.update(u["worker"] for u in page["updates"])
+                arrived.update(_settled(page))
                 await asyncio.sleep(min(poll, remaining))
                 poll = min(2 * poll, 2.0)
                 continue
@@ -681,6 +685,11 @@ class Coordinator:
                     raise
             await asyncio.sleep(self.retry.delay(attempt))
         raise AssertionError("unreachable")
+
+
+def _settled(page: Mapping[str, Any]) -> set[str]:
+    """The workers a round page shows done: with an update, or declined (``DeclineRound``)."""
+    return {u["worker"] for u in [*page["updates"], *page.get("declined", ())]}
 
 
 __all__ = [

@@ -131,6 +131,7 @@ class Ledger(Protocol):
     async def workers(self, task: str) -> dict[str, Any]: ...
     async def admit_organisation(self, task: str, msp_id: str) -> dict[str, Any]: ...
     async def organisations(self, task: str) -> dict[str, Any]: ...
+    async def decline_round(self, task: str, round_no: int, reason: str) -> dict[str, Any]: ...
     async def task(self, task: str) -> dict[str, Any] | None: ...
     async def global_model(self, task: str, round_no: int) -> bytes: ...
     async def round_updates(self, task: str, round_no: int) -> dict[str, Any]: ...
@@ -208,6 +209,12 @@ class _Calls:
         same record again if `msp_id` was admitted already."""
         return await self._submit("AdmitOrganisation", task, msp_id)
 
+    async def decline_round(self, task: str, round_no: int, reason: str) -> dict[str, Any]:
+        """``DeclineRound``: the caller (a registered worker) submits nothing to the open
+        round (`reason`: why, at most ``fl.MAX_REASON`` characters), so a coordinator on
+        another host need not wait for it; again: the same record."""
+        return await self._submit("DeclineRound", task, str(round_no), reason)
+
     async def organisations(self, task: str) -> dict[str, Any]:
         """``GetOrganisations``: the task's founding orgs and the admitted ones' records."""
         return await self._evaluate("GetOrganisations", task)
@@ -217,7 +224,8 @@ class _Calls:
         return await self._evaluate_raw("GetGlobalModel", task, str(round_no))
 
     async def round_updates(self, task: str, round_no: int) -> dict[str, Any]:
-        """``{"state": {"status": "new" | "open" | ...}, "updates": [record, ...]}``."""
+        """``{"state": {"status": "new" | "open" | ...}, "updates": [record, ...],
+        "declined": [record, ...], "aggregate": ...}``."""
         return await self._evaluate("GetRoundUpdates", task, str(round_no))
 
     async def contributions(self, task: str) -> dict[str, Any]:

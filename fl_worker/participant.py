@@ -6,7 +6,9 @@ then follows the task's rounds on the ledger: as each round opens, the workers t
 previous global model and submit; when the coordinator's ``AdvanceRound`` closes it, they go
 on to the next. Nothing but the ledger connects the organisations: the coordinator (a
 `Coordinator` with ``expect_registered=True``) waits for the updates of every registered
-worker, and each organisation's workers run wherever that organisation runs them. An
+worker, and each organisation's workers run wherever that organisation runs them. A worker
+whose update was refused declines the round on the ledger (``DeclineRound``): the
+coordinator, which never sees that refusal, then need not wait for it. An
 organisation that joined the channel while the task runs waits until a driving organisation
 admits it (``fedfabric task admit``), then takes part from the round the admission names.
 
@@ -25,6 +27,7 @@ from typing import Any
 from fedfabric.chaincode import fl
 from fedfabric.fl_worker.ledger import Ledger
 from fedfabric.fl_worker.worker import Worker, WorkerResult
+from fedfabric.gateway import CommitError, GatewayError
 
 
 class ParticipantError(Exception):
@@ -72,6 +75,7 @@ async def take_part(
         done = await asyncio.gather(
             *(w.run_round(task, round_no, on_ledger=known) for w in workers)
         )
+        await _decline(workers, done, task, round_no, say)
         results.extend(done)
         if say is not None:
             statuses = ", ".join(f"{r.worker}: {r.status}" for r in done)
@@ -80,6 +84,36 @@ async def take_part(
         if closed is None:
             raise ParticipantError(f"round {round_no} of {task!r} stayed open for {timeout:g}s")
     return results
+
+
+async def _decline(
+    workers: Sequence[Worker],
+    done: Sequence[WorkerResult],
+    task: str,
+    round_no: int,
+    say: Callable[[str], None] | None,
+) -> None:
+    """Each worker whose update is not on the ledger (refused, or failed) declines the
+    round, so that the coordinator, which never sees the refusal, need not wait for it. A
+    decline that fails only makes it wait (its event timeout): said, never raised."""
+
+    async def decline(worker: Worker, result: WorkerResult) -> None:
+        if result.refusal is not None:
+            reason = f"{result.refusal.check}: {result.refusal.message}"
+        else:
+            reason = f"{result.status}: {result.error or 'no update'}"
+        try:
+            await worker.ledger.decline_round(task, round_no, reason[: fl.MAX_REASON])
+        except (GatewayError, CommitError) as exc:
+            if say is not None:
+                say(f"round {round_no}: {worker.name} could not decline the round: {exc}")
+        else:
+            if say is not None:
+                say(f"round {round_no}: {worker.name} declined the round ({reason[:80]})")
+
+    await asyncio.gather(
+        *(decline(w, r) for w, r in zip(workers, done, strict=True) if not r.accepted)
+    )
 
 
 async def _admitted(

@@ -60,6 +60,7 @@ from fedfabric.chaincode.fl._batch import (
 )
 from fedfabric.chaincode.fl._contract import (
     AUDIT_PAGE_UPDATES,
+    MAX_REASON,
     FLContract,
     check_update,
     worker_enrolment,
@@ -113,6 +114,7 @@ __all__ = [
     "Krum",
     "Layout",
     "MAX_BATCH_ENTRIES",
+    "MAX_REASON",
     "MAX_STALENESS_EXPONENT",
     "MAX_UPDATE_BYTES",
     "MODES",

@@ -19,6 +19,9 @@ World state (composite keys; rounds are zero-padded to six digits so they sort):
     fl.contrib   [task, msp]                     the org's totals over aggregated rounds
     fl.admitted  [task, msp]                     an org admitted while the task ran:
                                                  msp_id, from_round, admitted_tx, admitted_by
+    fl.declined  [task, round, msp, enrolment#]  a worker that submits nothing to the round
+                                                 (``DeclineRound``): worker, round, reason,
+                                                 declined_tx
 
 ``enrolment#`` is the SHA-256 (hex) of the submitter's enrolment id (its certificate's
 ``hf.EnrollmentID``, else its CN), so all certificates of one enrolment are one worker; its id is
@@ -46,6 +49,10 @@ key stays as it was, so updates in flight, which all read ``fl.task``, do not co
 it; a founding organisation's update reads no admission key at all. The admitted org's
 admin registers its workers at once; they submit from ``from_round`` on (before it:
 ``authorised``). Admitting an admitted org again returns its record and writes nothing.
+
+Declining: a registered worker whose update was refused (or that failed) may say so on the
+ledger (``DeclineRound``), so that a coordinator on another host, who never sees that
+refusal, closes the round without waiting for it. The round's aggregate does not change.
 
 Devices: an organisation's gateway may submit many of its devices' updates in one
 ``SubmitBatch``, each signed by its device (see `_batch`); each accepted one is recorded
@@ -139,6 +146,8 @@ AUDIT_PAGE_UPDATES = 1000
 # when 100 of the largest fit a message well below the 100 MiB gRPC limit; else key by key.
 SCAN_BLOBS_UP_TO = 500_000
 _MSP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_REASON = 300
+"""Characters a worker's reason to decline a round may have (``DeclineRound``)."""
 
 _STATUS = {
     "role": 403,
@@ -824,6 +833,55 @@ class FLContract(Contract):
         return {"msp_id": msp_id, "removed": removed}
 
     @submit
+    async def DeclineRound(self, ctx: Context, task: str, round_no: int, reason: str) -> dict:
+        """The caller, a registered worker, submits nothing to the open round `round_no`
+        (its update was refused, or it failed), so that a coordinator on another host need
+        not wait for it. Nothing changes in the round itself: its aggregate counts updates.
+
+        Refusals: ``not-found``, ``round-open``, ``authorised``, ``registered``,
+        ``one-per-round`` (the worker has an update in the round) and ``decline`` (an
+        asynchronous task; a reason longer than `MAX_REASON` characters). Declining again:
+        its record, nothing written. Writes ``fl.declined [task, round, msp_id,
+        enrolment#]`` and emits ``RoundDeclined``; returns the record (``worker``,
+        ``round``, ``reason``, ``declined_tx``).
+
+        Example (a client)::
+
+            contract.submit("fl:DeclineRound", "digits", "3", "private-validation: refused")
+        """
+        spec, _ = await self._task(ctx, task)
+        if spec.mode == "async":
+            raise _refusal("decline", f"task {task!r} is asynchronous: it has no rounds to decline")
+        if len(reason) > MAX_REASON:
+            raise _refusal("decline", f"a reason has at most {MAX_REASON} characters")
+        msp_id = await self._submitting(ctx, spec, round_no)
+        identity = ctx.client_identity
+        try:
+            worker, enrolment_hash = _worker_id(msp_id, identity.enrollment_id)
+        except ValueError as exc:
+            raise _refusal("authorised", str(exc)) from exc
+        member = await self._get_json(ctx, "member", task, msp_id, enrolment_hash)
+        if member is None or not member["active"]:
+            raise _refusal("registered", f"{worker} is not a registered worker of {task!r}")
+        parts = (task, _rnd(round_no), msp_id, enrolment_hash)
+        if await self._get_json(ctx, "update", *parts) is not None:
+            raise _refusal(
+                "one-per-round", f"{worker} has an update in round {round_no} of {task!r}"
+            )
+        declined = await self._get_json(ctx, "declined", *parts)
+        if declined is not None:
+            return declined
+        record = {
+            "declined_tx": ctx.stub.tx_id,
+            "reason": reason,
+            "round": round_no,
+            "worker": worker,
+        }
+        await self._put_json(ctx, record, "declined", *parts)
+        ctx.stub.set_event("RoundDeclined", canonical_json({**record, "task": task}))
+        return record
+
+    @submit
     async def AdmitOrganisation(self, ctx: Context, task: str, msp_id: str) -> dict:
         """Admit organisation `msp_id` (say, one that joined the channel later) to a running
         task, by an admin of a driving organisation (as ``AdvanceRound``): its admin may then
@@ -1051,12 +1109,15 @@ class FLContract(Contract):
 
     @evaluate
     async def GetRoundUpdates(self, ctx: Context, task: str, round_no: int) -> dict:
-        """The round's state, its update records (without the update bytes) and its aggregate
-        record (null until the round is aggregated)."""
+        """The round's state, its update records (without the update bytes), its aggregate
+        record (null until the round is aggregated) and the workers that declined it
+        (``DeclineRound``: their records)."""
         await self._task(ctx, task)
         records = await self._scan(ctx, "update", task, _rnd(round_no))
+        declined = await self._scan(ctx, "declined", task, _rnd(round_no))
         return {
             "aggregate": await self._get_json(ctx, "aggregate", task, _rnd(round_no)),
+            "declined": [json.loads(v) for _, v in declined],
             "round": round_no,
             "state": await self._round(ctx, task, round_no),
             "task": task,

@@ -382,8 +382,11 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         # host with its own keys (Transport coordinates, Energy and Health --join), with one
         # settings file; each validates updates with its own private split.
         settings = tmp_path / "inbox" / "run.yaml"
+        # Health's worker poisons its updates: the others' validators refuse them, which
+        # only Health sees; its worker declines each round, so no round waits for it.
         settings.write_text(yaml.safe_dump({"rounds": ROUNDS, "workers_per_org": 1,
-                                            "epochs": 1, "attack": "none"}))  # fmt: skip
+                                            "epochs": 1, "attack": "gaussian",
+                                            "malicious_org": 3}))  # fmt: skip
         crossed.append(settings)
         report = tmp_path / "report"
 
@@ -500,10 +503,11 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         }  # fmt: skip
         steps[f"fedfabric run, rounds 2-{ROUNDS}"] = time.monotonic() - t
         summary = json.loads((report / "summary.json").read_text())
-        # Rounds 1 and 2 have the three founders' updates, rounds 3 and 4 Water's too.
-        assert [r["committed"] for r in summary["rounds"]] == [3, 3, 4, 4], summary["rounds"]
-        for org in (second.name, third.name):
-            assert f"{ROUNDS} committed" in said[org], said[org]
+        # Rounds 1 and 2 have Transport's and Energy's updates, rounds 3 and 4 Water's too.
+        assert [r["committed"] for r in summary["rounds"]] == [2, 2, 3, 3], summary["rounds"]
+        assert f"{ROUNDS} committed" in said[second.name], said[second.name]
+        assert f"{ROUNDS} refused" in said[third.name], said[third.name]
+        assert said[third.name].count("declined the round (private-validation") == ROUNDS
         assert "2 committed" in said["water"], said["water"]
 
         # Energy audits the task from its own directory: every round, Water's updates too.

@@ -372,6 +372,53 @@ async def test_a_late_org_not_admitted_in_time_is_told_so():
         await take_part(admin, TASK, theirs, poll=0.01, timeout=0.05)
 
 
+async def test_a_refused_worker_of_another_host_declines_and_the_round_does_not_wait():
+    """Org2 and Org3 run their own workers (`take_part`); an update one of them submits is
+    refused, which Org1's coordinator never sees: the worker declines the round on the
+    ledger, and the round closes at once, not after the event timeout."""
+    config = CONFIG.replace(
+        attack="scaling", attack_params={"factor": 1e4}, malicious=0.34, norm_bound=20.0
+    )
+    run = Run(config)
+    run.coordinator.registrars = run.coordinator.registrars[:1]
+    run.coordinator.expect_registered = True
+    run.coordinator.wait_for_all = False
+    run.coordinator.event_timeout = 60
+    bad = {run.workers[i].org for i in run.fed.malicious}
+    assert bad - {"Org1MSP"}, "the attack must hit a worker of another host"
+    mine = [w for w in run.workers if w.org == "Org1MSP"]
+    await run.coordinator.create_or_load_task()
+
+    async def org(msp_id: str) -> list:
+        admin = run.world.ledger(fake_identity(msp_id, role="admin", name="admin"))
+        workers = [w for w in run.workers if w.org == msp_id]
+        return await take_part(admin, TASK, workers, poll=0.01, timeout=30)
+
+    async def coordinate() -> list:
+        await asyncio.sleep(0.05)
+        return await run.coordinator.run(mine)
+
+    started = asyncio.get_running_loop().time()
+    outcomes, second, third = await asyncio.gather(coordinate(), org("Org2MSP"), org("Org3MSP"))
+
+    assert asyncio.get_running_loop().time() - started < 30  # no round waited 60 s
+    refused = [r for r in second + third if r.status == "refused"]
+    assert refused and all(r.refusal.check == "norm" for r in refused)
+    for round_no, outcome in enumerate(outcomes, start=1):
+        page = await run.coordinator.ledger.round_updates(TASK, round_no)
+        declined = {d["worker"] for d in page["declined"]}
+        assert declined == {r.worker_id for r in refused if r.round == round_no}
+        assert "norm: " in page["declined"][0]["reason"]
+        assert len(outcome.updates) == 6 - len(bad_in(run, round_no, second + third, mine))
+
+
+def bad_in(run: Run, round_no: int, remote: list, mine: list) -> list:
+    """The workers whose update round `round_no` refused, here and on the other hosts."""
+    names = {w.name for w in mine}
+    here = [i for i in run.fed.malicious if run.fed.worker_name(i) in names]
+    return [r for r in remote if r.round == round_no and r.status == "refused"] + here
+
+
 async def test_a_registered_worker_of_another_org_that_never_submits_fails_the_round():
     run = Run()
     run.coordinator.expect_registered = True
