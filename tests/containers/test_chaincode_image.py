@@ -6,20 +6,23 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from fedfabric.network._images import CONTAINERS_CONF
 from tests.fixtures.served_fl import create_task_on, created, free_port
 
 IMAGE = "fedfabric-chaincode:test"
-ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "scripts" / "containers.conf")}
+FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
+ENV = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
 
 @pytest.fixture(scope="module")
 def image() -> str:
     build = subprocess.run(
-        [str(ROOT / "scripts" / "build-chaincode-image"), IMAGE],
+        [FEDFABRIC, "images", "build", "chaincode", "--tag", IMAGE],
         capture_output=True,
         text=True,
         timeout=900,
