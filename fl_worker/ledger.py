@@ -62,6 +62,9 @@ CHAINCODE = "fl"
 MEMORY_CHANNEL = "memory"
 """The channel name `MemoryFL`'s contract sees."""
 _RESPONSE = re.compile(r"chaincode response (\d+), (.*)", re.DOTALL)
+# A peer that could not reach its chaincode server (Fabric's "could not launch chaincode",
+# with the dial error under it): the server was stopped or is starting.
+_UNREACHED = re.compile(r"could not launch chaincode|connection refused")
 
 
 @dataclass(frozen=True)
@@ -672,8 +675,10 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a failed submission may simply be sent again.
 
     True for an unknown outcome (`CommitStatusError`, `SubmitError`), for transactions
-    invalidated by a concurrent write (MVCC / phantom read conflicts) and for gateway
-    calls that failed with UNAVAILABLE or DEADLINE_EXCEEDED without any chaincode answer.
+    invalidated by a concurrent write (MVCC / phantom read conflicts), for gateway calls
+    that failed with UNAVAILABLE or DEADLINE_EXCEEDED without any chaincode answer, and for
+    endorsements every peer of which could not reach its chaincode server (one restarting,
+    say when an organisation deploys its validator as a task starts).
     A refusal by the contract is never transient.
     """
     if isinstance(exc, CommitError):
@@ -684,6 +689,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if any(_RESPONSE.search(d.message) for d in exc.details):
         return False
+    if exc.details and all(_UNREACHED.search(d.message) for d in exc.details):
+        return True  # each peer's chaincode server was (re)starting: no chaincode ran
     return isinstance(exc, SubmitError) or exc.code in TRANSIENT_CODES
 
 

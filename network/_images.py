@@ -71,7 +71,7 @@ def build_image(
         raise NetworkError(f"no image {kind!r}: the images are {', '.join(KINDS)}")
     say = say or (lambda _: None)
     work = work or Path.home() / ".cache" / "fedfabric" / "images"
-    tag = tag or f"fedfabric-{kind}:{_version() if kind == 'chaincode' else TAG}"
+    tag = tag or default_tag(kind)
     context = work / kind
     shutil.rmtree(context, ignore_errors=True)
     (context / "root").mkdir(parents=True)
@@ -81,12 +81,12 @@ def build_image(
         _node_context(context / "root", release, kind, base)
     args = ["--build-arg", f"BASE={base}"] if base else []
     say(f"podman build {tag}")
-    _podman(
+    podman(
         "build", "--quiet", "--timestamp", "0", *args,
         "-f", str(CONTAINERFILES / f"Containerfile.{kind}"), "-t", tag, str(context),
     )  # fmt: skip
-    image_id = _podman("image", "inspect", "--format", "{{.Id}}", tag).strip()
-    size = int(_podman("image", "inspect", "--format", "{{.Size}}", tag))
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", tag).strip()
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", tag))
     built = BuiltImage(kind, tag, image_id, round(size / 1e6, 1))
     say(f"built {tag}: {built.size_mb} MB, id {image_id[:12]}")
     return built
@@ -181,10 +181,11 @@ def _chaincode_context(context: Path, work: Path, extras: str, base: str | None,
     shutil.rmtree(wheels)
 
 
-def _version() -> str:
+def default_tag(kind: str) -> str:
+    """The tag `build_image` gives image `kind` by default (and the container backend runs)."""
     from importlib.metadata import version
 
-    return version("fedfabric")
+    return f"fedfabric-{kind}:{version('fedfabric') if kind == 'chaincode' else TAG}"
 
 
 def _tar_of_nothing(path: Path) -> None:
@@ -194,9 +195,17 @@ def _tar_of_nothing(path: Path) -> None:
         pass
 
 
-def _podman(*args: str) -> str:
-    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
-    return _run(["podman", *args], env=env)
+def podman_env() -> dict[str, str]:
+    """This process's environment for podman, with `CONTAINERS_CONF` unless one is set."""
+    return {
+        **os.environ,
+        "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF)),
+    }
+
+
+def podman(*args: str) -> str:
+    """Run ``podman ARGS``; its output. Raises `NetworkError` with podman's message."""
+    return _run(["podman", *args], env=podman_env())
 
 
 def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
@@ -207,4 +216,4 @@ def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-__all__ = ["KINDS", "BuiltImage", "build_image", "install_tools"]
+__all__ = ["KINDS", "BuiltImage", "build_image", "default_tag", "install_tools", "podman"]

@@ -30,6 +30,39 @@ def _reap() -> None:
             del _children[pid]
 
 
+class Processes:
+    """The nodes of one state directory run as native processes (the default backend; a
+    `fedfabric.network._containers.Containers` runs the same command lines in containers).
+    A node is known by its name: its host name, or its chaincode server's name."""
+
+    kind = "native"
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> None:
+        start(self.layout, name, argv, env, cwd)
+
+    def running(self, name: str) -> bool:
+        return pid_of(self.layout, name) is not None
+
+    def runs_as(self, name: str, argv: Sequence[str]) -> bool:
+        return runs_as(self.layout, name, argv)
+
+    async def stop(self, name: str) -> bool:
+        """Stop it (gracefully, then SIGKILL); True if it was running."""
+        return await stop(self.layout, name)
+
+    def kill(self, name: str) -> None:
+        kill(self.layout, name)
+
+    def started(self) -> list[str]:
+        """Every node started from this state directory (running or not)."""
+        return [p.stem for p in self.layout.run_dir.glob("*.pid")]
+
+
 def fabric_env(**extra: str) -> dict[str, str]:
     """This process's environment for a Fabric tool or node: no inherited ``CORE_*``,
     ``ORDERER_*`` or ``FABRIC_CFG_PATH`` (a node's settings come from its own files), info

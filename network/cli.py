@@ -24,6 +24,7 @@ from fedfabric.network._errors import NetworkError
 from fedfabric.network._layout import default_state_root
 from fedfabric.network._topology import DEFAULT_TOPOLOGY, Topology, load_topology
 from fedfabric.network.fabric import FabricNetwork
+from fedfabric.network.fabric._network import BACKENDS
 
 ACTIONS = ("up", "down", "status", "logs", "deploy", "clean", "compose")
 
@@ -58,6 +59,13 @@ def add_network_options(p: argparse.ArgumentParser) -> None:
         f"the {PINNED_FABRIC} that scripts/install-fabric builds; env "
         "FEDFABRIC_FABRIC_HOME)",
     )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=os.environ.get("FEDFABRIC_BACKEND") or "native",
+        help="run the nodes as native processes (default) or as podman containers of the "
+        "images `fedfabric images build` makes, built on first use (env FEDFABRIC_BACKEND)",
+    )
 
 
 def add_state_options(p: argparse.ArgumentParser) -> None:
@@ -90,6 +98,7 @@ def open_network(args: argparse.Namespace, topology: Topology | None = None) -> 
         state_dir(args, topology),
         fabric_release(args.fabric_home),
         orgs=[org] if org else None,
+        backend=getattr(args, "backend", "native"),
     )
 
 

@@ -1,7 +1,11 @@
-"""Network benchmark: `up` from nothing, `deploy` of the Node reference chaincode, one invoke.
+"""Network benchmark: `up` from nothing, `deploy` of the Node reference chaincode, one invoke;
+then the same topology with the container backend.
 
 Keys: up_s, deploy_s, invoke_ms (median submit→commit round trip through fedfabric.gateway,
-20 sequential submits), invoke_p99_ms, and resume_up_s (`up` after `down`).
+20 sequential submits), invoke_p99_ms, and resume_up_s (`up` after `down`); up_s_containers
+and deploy_s_containers (the FL contract's Python servers: no Node image is built here), with
+the images built before the clock starts, and ratio_up_containers_vs_native (= up_s_containers
+/ up_s, measured in the same run).
 """
 
 from __future__ import annotations
@@ -54,6 +58,25 @@ async def measure(state: Path) -> dict[str, float]:
     }
 
 
+async def measure_containers(state: Path) -> dict[str, float]:
+    topology = parse_topology(topology_data(PORT_SHIFT))
+    net = FabricNetwork(topology, state, release(), backend="containers")
+    await net.install()  # builds the images the first time: not part of `up`
+    try:
+        t0 = time.perf_counter()
+        await net.up()
+        up_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await net.deploy(["fl"])
+        deploy_s = time.perf_counter() - t0
+    finally:
+        await net.clean()
+    return {"up_s_containers": round(up_s, 2), "deploy_s_containers": round(deploy_s, 2)}
+
+
 def run() -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="fedfabric-bench-") as tmp:
-        return asyncio.run(measure(Path(tmp) / "state"))
+        native = asyncio.run(measure(Path(tmp) / "state"))
+        containers = asyncio.run(measure_containers(Path(tmp) / "containers"))
+    ratio = containers["up_s_containers"] / native["up_s"]
+    return {**native, **containers, "ratio_up_containers_vs_native": round(ratio, 2)}

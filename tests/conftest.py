@@ -60,7 +60,9 @@ def release() -> FabricRelease:
 
 
 # Keep clear of a developer's own network on the default ports; two test sessions at once
-# need different shifts (FEDFABRIC_TEST_PORT_SHIFT).
+# need different shifts (FEDFABRIC_TEST_PORT_SHIFT). The tests' networks use PORT_SHIFT - 6000
+# to + 3000; with the default every port is below 32768, where Linux starts handing out
+# ephemeral ports (a port there may be taken by any outgoing connection).
 PORT_SHIFT = int(os.environ.get("FEDFABRIC_TEST_PORT_SHIFT", "20000"))
 
 

@@ -62,9 +62,7 @@ async def deploy(
         servers = [server_name(cc, p) for p in peers]
         # Every organisation of this host must have approved it: a peer endorses only then.
         mine = {o.msp_id for o in net.own_orgs}
-        if mine <= _approved_here(recorded, cc) and all(
-            _process.pid_of(net.layout, n) for n in servers
-        ):
+        if mine <= _approved_here(recorded, cc) and all(net.nodes.running(n) for n in servers):
             say(f"{cc.name}: {cc.label} already deployed and served")
             await wait_endorsable(net, cc)
             continue
@@ -123,7 +121,7 @@ async def restart_servers(net: FabricNetwork, say: Progress) -> None:
         served = [p for p in net.own_peers if _ccaas_config(net, p, cc).exists()]
         waits = []
         for peer in served:
-            if not _process.pid_of(net.layout, server_name(cc, peer)):
+            if not net.nodes.running(server_name(cc, peer)):
                 say(f"{cc.name}: restarting chaincode server for {peer.host}")
                 waits.append(_start_server(net, cc, peer, pid))
         await asyncio.gather(*waits)
@@ -175,7 +173,7 @@ def server_status(net: FabricNetwork) -> list[NodeStatus]:
                 NodeStatus(
                     n,
                     "chaincode",
-                    _process.pid_of(net.layout, n) is not None,
+                    net.nodes.running(n),
                     detail=server_address(cc, peer),
                 )
             )
@@ -240,20 +238,19 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
             )
         argv = [node, str(cli), *args]
         cwd = cc.path
-    if _process.runs_as(net.layout, name, argv):
+    if net.nodes.runs_as(name, argv):
         return
-    if _process.pid_of(net.layout, name):
-        await _process.stop(net.layout, name)
+    await net.nodes.stop(name)
     port = peer.chaincode_server_port + cc.slot
     _process.check_ports_free([(name, "chaincode_server_port", peer.bind_host, port)])
     cert = server_tls_paths(net.layout, org, peer, cc)[0]
     tlsca = _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca"
     _crypto.server_tls(cert.parent, tlsca, peer.bind_host)
     env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=server_address(cc, peer))
-    _process.start(net.layout, name, argv, env, cwd=cwd)
+    net.nodes.start(name, argv, env, cwd=cwd)
     try:
         await _process.wait_listening(
-            name, peer.bind_host, port, alive=lambda: bool(_process.pid_of(net.layout, name))
+            name, peer.bind_host, port, alive=lambda: net.nodes.running(name)
         )
     except NetworkError as exc:
         log = net.layout.log_file(name).read_text(errors="replace").strip().splitlines()

@@ -1,5 +1,6 @@
-"""A real Hyperledger Fabric network: Fabric's own binaries as native processes on this machine,
-each node on its address from the topology (127.0.0.1 by default).
+"""A real Hyperledger Fabric network: Fabric's own binaries as native processes on this machine
+(or, with ``backend="containers"``, the same command lines in podman containers), each node on
+its address from the topology (127.0.0.1 by default).
 
 This module only orchestrates Fabric's tools (``configtxgen``, ``orderer``, ``peer``,
 ``osnadmin``); all Fabric logic stays in Fabric.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from fabric_protos.common import common_pb2
 
-from fedfabric.network import _crypto, _process
+from fedfabric.network import _crypto, _images, _process
 from fedfabric.network._backend import (
     Endpoint,
     IdentityFiles,
@@ -26,13 +27,17 @@ from fedfabric.network._backend import (
 )
 from fedfabric.network._binaries import FabricRelease, install_fabric
 from fedfabric.network._config import CCAAS_DIR_ENV, admin_msp, render_all
+from fedfabric.network._containers import Containers, missing_images
 from fedfabric.network._errors import FabricNotInstalledError, NetworkError, NotRunningError
 from fedfabric.network._layout import Layout
+from fedfabric.network._process import Processes
 from fedfabric.network._topology import Orderer, OrdererOrg, Organization, Peer, Topology
 from fedfabric.network.fabric import _chaincode
 from fedfabric.network.fabric._anchors import set_anchor_peers
 from fedfabric.network.fabric._ceremony import import_received, make_genesis, write_own_bundle
 from fedfabric.network.fabric._config_update import updates_dir
+
+BACKENDS = ("native", "containers")
 
 
 def _quiet(_: str) -> None:
@@ -49,14 +54,22 @@ class FabricNetwork:
         release: FabricRelease,
         *,
         orgs: Sequence[str] | None = None,
+        backend: str = "native",
     ) -> None:
         """`orgs` (names or MSP ids; default every organisation): the organisations this host
         runs. Their keys are made here; every other organisation is known only by the public
         bundle it sent (in `Layout.bundles_dir`), and the channel's genesis block comes from
-        the founding party (`Layout.channel_block`)."""
+        the founding party (`Layout.channel_block`). `backend`: ``native`` runs the nodes
+        as processes, ``containers`` as podman containers of the images ``fedfabric images
+        build`` makes (the same command lines, state directory and ports)."""
+        if backend not in BACKENDS:
+            raise NetworkError(f"backend {backend!r}: choose {' or '.join(BACKENDS)}")
         self.topology = topology
         self.layout = Layout(Path(state_dir))
         self.release = release
+        self.nodes: Processes | Containers = (
+            Containers(self.layout) if backend == "containers" else Processes(self.layout)
+        )
         names = orgs or [o.msp_id for o in self._orgs()]
         self.own = tuple(topology.any_org(o).msp_id for o in names)
 
@@ -68,15 +81,19 @@ class FabricNetwork:
     async def install(self, progress: Progress | None = None) -> None:
         """Make the Fabric binaries available: build the pinned Fabric on first use (a release
         the user named is only checked). Raises `FabricNotInstalledError`."""
+        say = progress or _quiet
         try:
             self.release.check()
         except FabricNotInstalledError:
             if self.release.supplied:
                 raise
-            (progress or _quiet)(
-                "Hyperledger Fabric is not installed yet: installing it (first run only)"
-            )
-            await install_fabric(self.release, progress=progress or _quiet)
+            say("Hyperledger Fabric is not installed yet: installing it (first run only)")
+            await install_fabric(self.release, progress=say)
+        if isinstance(self.nodes, Containers):
+            await asyncio.to_thread(_images.install_tools, say)
+            for kind in missing_images(self.nodes.images):
+                tag = self.nodes.images[kind]
+                await asyncio.to_thread(_images.build_image, kind, self.release, tag=tag, say=say)
 
     # ----------------------------------------------------------------- lifecycle
     async def up(self, progress: Progress | None = None) -> bool:
@@ -84,7 +101,7 @@ class FabricNetwork:
         say = progress or _quiet
         t = self.topology
         nodes = self._node_names()
-        running = [n for n in nodes if _process.pid_of(self.layout, n)]
+        running = [n for n in nodes if self.nodes.running(n)]
         if len(running) == len(nodes):
             say(f"network {t.name} is already running ({len(nodes)} nodes); nothing to do")
             return False
@@ -130,8 +147,7 @@ class FabricNetwork:
 
     async def down(self) -> None:
         """Stop every process this network started (ledgers stay on disk)."""
-        names = [p.stem for p in self.layout.run_dir.glob("*.pid")]
-        await asyncio.gather(*(_process.stop(self.layout, n) for n in names))
+        await asyncio.gather(*(self.nodes.stop(n) for n in self.nodes.started()))
 
     async def clean(self) -> None:
         """Stop the network and delete its whole state directory."""
@@ -140,17 +156,17 @@ class FabricNetwork:
 
     async def stop_node(self, host: str) -> None:
         """Stop one node (peer, orderer or chaincode server) gracefully."""
-        if not await _process.stop(self.layout, host):
+        if not await self.nodes.stop(host):
             raise NotRunningError(f"{host} is not running")
 
     def kill_node(self, host: str) -> None:
         """kill -9 one node, as a crash would."""
-        _process.kill(self.layout, host)
+        self.nodes.kill(host)
 
     async def start_node(self, host: str) -> None:
         """(Re)start one stopped peer or orderer and wait until it is healthy."""
         await self._start_nodes(
-            [n for n in self._node_names() if n != host and _process.pid_of(self.layout, n)],
+            [n for n in self._node_names() if n != host and self.nodes.running(n)],
             _quiet,
             only=host,
         )
@@ -189,7 +205,7 @@ class FabricNetwork:
     async def leader(self) -> str | None:
         """The host of the current Raft leader, from this host's orderers' metrics."""
         for o in self.own_orderers:
-            if not _process.pid_of(self.layout, o.host):
+            if not self.nodes.running(o.host):
                 continue
             try:
                 _, body = await _process.http_get(o.bind_host, o.operations_port, "/metrics")
@@ -324,7 +340,7 @@ class FabricNetwork:
             / "tlscacerts"
             / f"tlsca.{oo.domain}-cert.pem"
         )
-        running = [o for o in oo.orderers if _process.pid_of(self.layout, o.host)] or oo.orderers
+        running = [o for o in oo.orderers if self.nodes.running(o.host)] or oo.orderers
         return ["-o", running[0].address, "--tls", "--cafile", str(ca)]
 
     def _env(self, **extra: str) -> dict[str, str]:
@@ -353,7 +369,7 @@ class FabricNetwork:
         return [o.host for o in self.own_orderers] + [p.host for p in self.own_peers]
 
     def _require_running(self) -> None:
-        down = [n for n in self._node_names() if not _process.pid_of(self.layout, n)]
+        down = [n for n in self._node_names() if not self.nodes.running(n)]
         if len(down) == len(self._node_names()):
             raise NotRunningError(
                 f"network {self.topology.name} is not running; run `fedfabric network up` first"
@@ -367,8 +383,7 @@ class FabricNetwork:
             if o.host in running or (only and o.host != only):
                 continue
             say(f"starting {o.host} on {o.address}")
-            _process.start(
-                self.layout,
+            self.nodes.start(
                 o.host,
                 [self.release.tool("orderer")],
                 self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(o.host))),
@@ -384,12 +399,12 @@ class FabricNetwork:
                 FABRIC_CFG_PATH=str(self.layout.node_dir(p.host)),
                 **{CCAAS_DIR_ENV: str(self.layout.ccaas_dir(p.host))},
             )
-            _process.start(self.layout, p.host, [self.release.tool("peer"), "node", "start"], env)
+            self.nodes.start(p.host, [self.release.tool("peer"), "node", "start"], env)
             waits.append(self._healthy(p))
         await asyncio.gather(*waits)
 
     async def _healthy(self, node: Orderer | Peer) -> None:
-        alive = lambda: _process.pid_of(self.layout, node.host) is not None  # noqa: E731
+        alive = lambda: self.nodes.running(node.host)  # noqa: E731
         at = node.bind_host
         await _process.wait_healthy(node.host, at, node.operations_port, timeout=60, alive=alive)
         await _process.wait_listening(node.host, at, node.port, timeout=30, alive=alive)
@@ -511,7 +526,7 @@ class FabricNetwork:
         )
 
     async def _orderer_status(self, o: Orderer) -> NodeStatus:
-        if not _process.pid_of(self.layout, o.host):
+        if not self.nodes.running(o.host):
             return NodeStatus(o.host, "orderer", False)
         try:
             out = await self._osnadmin(o, ["list", "--channelID", self.topology.channel], 15)
@@ -523,7 +538,7 @@ class FabricNetwork:
             return NodeStatus(o.host, "orderer", True, None, str(exc))
 
     async def _peer_status(self, p: Peer) -> NodeStatus:
-        if not _process.pid_of(self.layout, p.host):
+        if not self.nodes.running(p.host):
             return NodeStatus(p.host, "peer", False)
         try:
             return NodeStatus(p.host, "peer", True, await self.height(p))

@@ -30,7 +30,7 @@ from fedfabric.network._ccaas import server_name
 from fedfabric.network._policy import majority_policy
 from tests.conftest import PORT_SHIFT, ROOT, release, topology_data
 
-SHIFT = PORT_SHIFT + 6000  # clear of the session network and of the consortium test
+SHIFT = PORT_SHIFT - 6000  # clear of the other networks, and below the ephemeral ports (32768+)
 FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
 TASK = "late-org"
 WATER = {"name": "water", "msp_id": "WaterMSP", "users": 1, "peers": [

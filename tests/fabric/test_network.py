@@ -190,7 +190,7 @@ async def test_nodes_on_their_own_addresses_are_reached_there_over_tls(tmp_path:
     # osnadmin, gossip, Raft between the orderers, the peers' deliveries, the peer's dial of its
     # chaincode server; the gateway clients check the host name.
     data = with_addresses(
-        topology_data(PORT_SHIFT + 3500), energy="127.0.0.2", ordering="127.0.0.3"
+        topology_data(PORT_SHIFT - 1500), energy="127.0.0.2", ordering="127.0.0.3"
     )
     transport, energy = (o["peers"][0] for o in data["organizations"][:2])
     energy.update(transport)

@@ -1,0 +1,142 @@
+"""The container backend: a state directory's nodes as podman containers, from the images
+`fedfabric images build` makes here (`fedfabric.network._images`).
+
+`Containers` runs exactly the command lines the native backend runs (`Processes`), each in
+its image: the ``peer`` and ``orderer`` binaries in the peer and orderer images, a Python
+chaincode server (``python -m fedfabric.chaincode serve ...``) in the chaincode image. Every
+container uses the host's network (the topology's addresses, ports and TLS names stay as
+they are) and mounts the state directory at its own path, so the nodes read the same
+configuration, keys and ledgers: a ledger outlives its container, across ``down`` and
+``up``. A container's output goes to the node's log file (`Layout.log_file`).
+
+Containers are named ``ff-<digest of the state directory>-<node>`` and labelled with the
+state directory, so two networks on one host never meet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from fedfabric.network._errors import NetworkError
+from fedfabric.network._images import KINDS, default_tag, podman, podman_env
+from fedfabric.network._layout import Layout
+
+LABEL = "fedfabric.state"
+ARGV_LABEL = "fedfabric.argv"
+# What a node's environment may carry into its container (the rest is the host's own).
+PASSED = ("FABRIC_", "CORE_", "ORDERER_", "CHAINCODE_", "FEDFABRIC_", "GRPC_")
+
+
+class Containers:
+    """The nodes of one state directory as podman containers (see the module doc). `images`:
+    kind (``peer``, ``orderer``, ``chaincode``) → image tag; the defaults are what
+    ``fedfabric images build`` tags."""
+
+    kind = "containers"
+
+    def __init__(self, layout: Layout, images: Mapping[str, str] | None = None) -> None:
+        self.layout = layout
+        self.images = dict(images or default_images())
+        digest = hashlib.sha256(str(layout.root.resolve()).encode()).hexdigest()[:8]
+        self._prefix = f"ff-{digest}-"
+
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> None:
+        image, command = self._image_of(name, argv)
+        self._remove(name)
+        log = self.layout.log_file(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        state = str(self.layout.root.resolve())
+        settings = [f"{k}={v}" for k, v in sorted(env.items()) if k.startswith(PASSED)]
+        podman(
+            "run", "--detach", "--name", self._prefix + name, "--network", "host",
+            "--user", "0:0", "--label", f"{LABEL}={state}",
+            "--label", f"{ARGV_LABEL}={json.dumps(list(argv))}",
+            "--volume", f"{state}:{state}", "--log-driver", "k8s-file",
+            "--log-opt", f"path={log}",
+            *[a for s in settings for a in ("--env", s)],
+            *(["--workdir", str(cwd)] if cwd else []),
+            image, *command,
+        )  # fmt: skip
+
+    def running(self, name: str) -> bool:
+        return self._inspect(name, "{{.State.Running}}") == "true"
+
+    def runs_as(self, name: str, argv: Sequence[str]) -> bool:
+        if not self.running(name):
+            return False
+        label = self._inspect(name, f'{{{{index .Config.Labels "{ARGV_LABEL}"}}}}')
+        return label == json.dumps(list(argv))
+
+    async def stop(self, name: str) -> bool:
+        """Stop it (SIGTERM, SIGKILL after 10 s) and remove the container; True if it ran."""
+        was = self.running(name)
+        if was:
+            podman("stop", "--time", "10", self._prefix + name)
+        self._remove(name)
+        return was
+
+    def kill(self, name: str) -> None:
+        """SIGKILL it, as a crash would (``podman kill``); `start` starts it again."""
+        if self.running(name):
+            podman("kill", "--signal", "KILL", self._prefix + name)
+
+    def started(self) -> list[str]:
+        state = str(self.layout.root.resolve())
+        names = podman(
+            "ps", "--all", "--filter", f"label={LABEL}={state}", "--format", "{{.Names}}"
+        ).split()
+        return [n.removeprefix(self._prefix) for n in names if n.startswith(self._prefix)]
+
+    def _image_of(self, name: str, argv: Sequence[str]) -> tuple[str, list[str]]:
+        program = Path(argv[0]).name
+        if program in ("peer", "orderer"):
+            return self.images[program], [program, *argv[1:]]
+        if Path(argv[0]) == Path(sys.executable) and list(argv[1:3]) == [
+            "-m",
+            "fedfabric.chaincode",
+        ]:
+            return self.images["chaincode"], list(argv[3:])  # the image's entrypoint
+        raise NetworkError(
+            f"{name}: the container backend runs peers, orderers and Python chaincode "
+            f"servers; not {' '.join(argv[:2])} (use the native backend for it)"
+        )
+
+    def _inspect(self, name: str, template: str) -> str | None:
+        done = subprocess.run(
+            ["podman", "container", "inspect", "--format", template, self._prefix + name],
+            capture_output=True, text=True, env=podman_env(),
+        )  # fmt: skip
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def _remove(self, name: str) -> None:
+        subprocess.run(
+            ["podman", "rm", "--force", "--ignore", self._prefix + name],
+            capture_output=True, env=podman_env(),
+        )  # fmt: skip
+
+
+def default_images() -> dict[str, str]:
+    """The tags ``fedfabric images build`` gives each image."""
+    return {kind: default_tag(kind) for kind in KINDS}
+
+
+def missing_images(images: Mapping[str, str]) -> list[str]:
+    """The kinds whose image is not in podman's store."""
+    return [
+        kind
+        for kind, tag in images.items()
+        if subprocess.run(
+            ["podman", "image", "exists", tag], capture_output=True, env=podman_env()
+        ).returncode
+        != 0
+    ]
+
+
+__all__ = ["Containers", "default_images", "missing_images"]
