@@ -12,7 +12,7 @@ updates for `fedfabric.fl_worker.worker.Worker`:
 
 Each organisation also holds a private validation split of its own data
 (`validation_split`), which `write_validation_split` writes for its chaincode server's
-validator (`fl.torch_loss`).
+validator (`fl.numpy_loss`: numpy only, so the servers need no torch).
 
 Example::
 
@@ -42,8 +42,9 @@ from fedfabric.fl_worker.worker import LocalUpdate, Retry, Worker, WorkerResourc
 
 Tensors = Mapping[str, np.ndarray]
 
-TORCH_VALIDATOR = "fedfabric.chaincode.fl:torch_loss"
-"""The org-private validator of a run: the cross-entropy of the model on the org's split."""
+VALIDATOR = "fedfabric.chaincode.fl:numpy_loss"
+"""The org-private validator of a run: the cross-entropy of the model on the org's split,
+computed with numpy (the same loss as ``fl.torch_loss``), so no server needs torch."""
 
 # Independent random streams derived from the run seed (see `ml.derive_seed`).
 _STREAM_MALICIOUS, _STREAM_TRAIN, _STREAM_ATTACK, _STREAM_DATA = 1, 2, 3, 4
@@ -141,14 +142,14 @@ def validation_split(fed: Federation, org: int) -> ml.Dataset:
 
 
 def write_validation_split(fed: Federation, org: int, path: Path) -> dict[str, str]:
-    """Write organisation `org`'s `validation_split` for `fl.torch_loss` to `path` (mode
+    """Write organisation `org`'s `validation_split` for `VALIDATOR` to `path` (mode
     0600, atomically) and return the chaincode server settings that validate with it."""
     split = validation_split(fed, org)
     temporary = path.with_name(f".{path.stem}.tmp.npz")  # np.savez adds .npz to other names
     fl.write_validation_data(temporary, split.x, split.y, fed.model_spec)
     temporary.chmod(0o600)
     temporary.replace(path)
-    return {"validator": TORCH_VALIDATOR, "validation_data": str(path)}
+    return {"validator": VALIDATOR, "validation_data": str(path)}
 
 
 def local_update(

@@ -9,7 +9,7 @@ ledger run's global models, byte for byte.
 
 When the config sets a ``validation_threshold``, org-private validation runs as on the
 ledger: each organisation has its own `FLContract`, built from the same settings its chaincode
-server gets in `fedfabric run` (`fl.torch_loss` on the org's `validation_split`, written to a
+server gets in `fedfabric run` (`fl.numpy_loss` on the org's `validation_split`, written to a
 temporary file), and every update is endorsed by a majority of them as the Fabric gateway
 does it (`MemoryFL`). The contract's own check decides; only the transport differs. The
 organisation a config makes malicious (``malicious_org``) runs no validator: it endorses

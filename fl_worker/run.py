@@ -256,10 +256,10 @@ def validation_settings(
     network: Backend, orgs: int, only: str | None = None
 ) -> dict[str, dict[str, str]]:
     """The ``fl`` chaincode server settings (MSP id → settings) of the first `orgs`
-    organisations (of organisation `only`, when given): `fl.torch_loss` on the ``<task>.npz``
+    organisations (of organisation `only`, when given): `fl.numpy_loss` on the ``<task>.npz``
     files of a folder in the org's private directory (the same for every task, so a new task
     restarts no server)."""
-    from fedfabric.fl_worker.federation import TORCH_VALIDATOR
+    from fedfabric.fl_worker.federation import VALIDATOR
 
     settings = {}
     for org in network.topology.organizations[:orgs]:
@@ -267,7 +267,7 @@ def validation_settings(
             continue
         folder = network.private_dir(org.name) / VALIDATION_FOLDER
         folder.mkdir(mode=0o700, exist_ok=True)
-        settings[org.msp_id] = {"validator": TORCH_VALIDATOR, "validation_data": str(folder)}
+        settings[org.msp_id] = {"validator": VALIDATOR, "validation_data": str(folder)}
     return settings
 
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fedfabric.network._binaries import FabricRelease
 from fedfabric.network._errors import NetworkError
 from fedfabric.network._images import KINDS, default_tag, podman, podman_env
 from fedfabric.network._layout import Layout
@@ -33,15 +34,15 @@ PASSED = ("FABRIC_", "CORE_", "ORDERER_", "CHAINCODE_", "FEDFABRIC_", "GRPC_")
 
 
 class Containers:
-    """The nodes of one state directory as podman containers (see the module doc). `images`:
-    kind (``peer``, ``orderer``, ``chaincode``) → image tag; the defaults are what
-    ``fedfabric images build`` tags."""
+    """The nodes of one state directory as podman containers (see the module doc), of the
+    images ``fedfabric images build`` tags for `release` and this fedfabric (`images`: kind
+    → tag)."""
 
     kind = "containers"
 
-    def __init__(self, layout: Layout, images: Mapping[str, str] | None = None) -> None:
+    def __init__(self, layout: Layout, release: FabricRelease) -> None:
         self.layout = layout
-        self.images = dict(images or default_images())
+        self.images = {kind: default_tag(kind, release) for kind in KINDS}
         digest = hashlib.sha256(str(layout.root.resolve()).encode()).hexdigest()[:8]
         self._prefix = f"ff-{digest}-"
 
@@ -122,11 +123,6 @@ class Containers:
         )  # fmt: skip
 
 
-def default_images() -> dict[str, str]:
-    """The tags ``fedfabric images build`` gives each image."""
-    return {kind: default_tag(kind) for kind in KINDS}
-
-
 def missing_images(images: Mapping[str, str]) -> list[str]:
     """The kinds whose image is not in podman's store."""
     return [
@@ -139,4 +135,4 @@ def missing_images(images: Mapping[str, str]) -> list[str]:
     ]
 
 
-__all__ = ["Containers", "default_images", "missing_images"]
+__all__ = ["Containers", "missing_images"]

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -42,6 +43,7 @@ TAG = "3.0-snapshot"  # the pinned Fabric build's (the chaincode image: fedfabri
 LIBRARIES = ("/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2")
 APPLETS = ("sh", "sed", "grep", "mkdir", "cp", "cat", "ls")  # the external builder's tools
 APT = ("podman", "runc", "mmdebstrap", "busybox-static")
+PACKAGES = ("chaincode", "gateway", "network", "fl_worker")  # the folders fedfabric installs
 Say = Callable[[str], None]
 
 
@@ -71,7 +73,8 @@ def build_image(
         raise NetworkError(f"no image {kind!r}: the images are {', '.join(KINDS)}")
     say = say or (lambda _: None)
     work = work or Path.home() / ".cache" / "fedfabric" / "images"
-    tag = tag or default_tag(kind)
+    default = tag is None
+    tag = tag or default_tag(kind, release)
     context = work / kind
     shutil.rmtree(context, ignore_errors=True)
     (context / "root").mkdir(parents=True)
@@ -85,6 +88,13 @@ def build_image(
         "build", "--quiet", "--timestamp", "0", *args,
         "-f", str(CONTAINERFILES / f"Containerfile.{kind}"), "-t", tag, str(context),
     )  # fmt: skip
+    if default:  # the images a source change left behind
+        name = tag.rsplit(":", 1)[0]
+        for old in podman("images", "--format", "{{.Repository}}:{{.Tag}}", name).split():
+            if old.removeprefix("localhost/") != tag:
+                subprocess.run(["podman", "rmi", old], capture_output=True, env=podman_env())
+    # An image a rebuild under the same tag left untagged (only ours, by their label).
+    podman("image", "prune", "--force", "--filter", f"label=fedfabric.image={kind}")
     image_id = podman("image", "inspect", "--format", "{{.Id}}", tag).strip()
     size = int(podman("image", "inspect", "--format", "{{.Size}}", tag))
     built = BuiltImage(kind, tag, image_id, round(size / 1e6, 1))
@@ -181,11 +191,29 @@ def _chaincode_context(context: Path, work: Path, extras: str, base: str | None,
     shutil.rmtree(wheels)
 
 
-def default_tag(kind: str) -> str:
-    """The tag `build_image` gives image `kind` by default (and the container backend runs)."""
-    from importlib.metadata import version
+def default_tag(kind: str, release: FabricRelease) -> str:
+    """The tag `build_image` gives image `kind` by default, and the container backend runs:
+    named by what it holds, so a changed input is a new image, never a stale one. Peer and
+    orderer: the pinned build's name and the binary's digest; chaincode: fedfabric's version
+    and a digest of its sources."""
+    if kind == "chaincode":
+        from importlib.metadata import version
 
-    return f"fedfabric-{kind}:{version('fedfabric') if kind == 'chaincode' else TAG}"
+        root = HERE.parent
+        files = [f for f in (root / "pyproject.toml", root / "README.md") if f.is_file()]
+        files += sorted(
+            p
+            for package in PACKAGES
+            for p in (root / package).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        )
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path.relative_to(HERE.parent)).encode() + b"\0" + path.read_bytes())
+        return f"fedfabric-chaincode:{version('fedfabric')}-{digest.hexdigest()[:12]}"
+    binary = Path(release.tool(kind))
+    found = hashlib.sha256(binary.read_bytes()).hexdigest()[:12] if binary.is_file() else "none"
+    return f"fedfabric-{kind}:{TAG}-{found}"
 
 
 def _tar_of_nothing(path: Path) -> None:

@@ -14,7 +14,8 @@
   alone); `verify_audit` recomputes every round from ``GetAudit``.
 - `model_layout` / `build_model` / `get_weights` / `set_weights` turn a JSON model spec into
   its layout and a torch model (torch is imported only when a model is built, see `_models`);
-  `torch_loss` is the torch-based org-private validator (see `_validation`).
+  `numpy_loss` is the org-private validator `fedfabric run` uses (no torch needed),
+  `torch_loss` the same loss computed by torch (see `_validation`).
 - Asynchronous tasks (``mode: "async"``, FedBuff): `aggregate_version` makes the next model
   version from a buffer with `staleness_factor` (see `_async`).
 
@@ -80,6 +81,7 @@ from fedfabric.chaincode.fl._encoding import (
 from fedfabric.chaincode.fl._errors import AggregationError, FLError, TaskError, UpdateError
 from fedfabric.chaincode.fl._models import (
     build_model,
+    forward,
     get_weights,
     model_inputs,
     model_layout,
@@ -95,7 +97,12 @@ from fedfabric.chaincode.fl._task import (
     buffer_floor,
     task_drivers,
 )
-from fedfabric.chaincode.fl._validation import Validator, torch_loss, write_validation_data
+from fedfabric.chaincode.fl._validation import (
+    Validator,
+    numpy_loss,
+    torch_loss,
+    write_validation_data,
+)
 
 __all__ = [
     "AGGREGATION_BUDGET_S",
@@ -143,11 +150,13 @@ __all__ = [
     "encode_update",
     "entry_message",
     "entry_size",
+    "forward",
     "get_weights",
     "krum_scores",
     "make_rule",
     "model_inputs",
     "model_layout",
+    "numpy_loss",
     "read_header",
     "recompute_audit",
     "register_rule",

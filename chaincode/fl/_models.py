@@ -110,6 +110,39 @@ def model_layout(spec: Mapping[str, Any]) -> Layout:
     return Layout(tuple(_tensor_shapes(_parse(spec))))
 
 
+def forward(
+    spec: Mapping[str, Any], tensors: Mapping[str, np.ndarray], x: np.ndarray
+) -> np.ndarray:
+    """The class logits ``(batch, classes)`` of the model `spec` with weights `tensors` for
+    flat features `x` ``(batch, features)``: what `build_model`'s module computes, in numpy
+    (float64), so a chaincode server scores models without torch. Raises `TaskError` for a
+    malformed spec and `KeyError` for a missing tensor."""
+    parsed = _parse(spec)
+    out = np.asarray(x, dtype=np.float64)
+    if parsed["arch"] == "mlp":
+        layers = len(parsed["sizes"]) - 1
+        for i in range(layers):
+            out = _linear(out, tensors[f"fc{i}.weight"], tensors[f"fc{i}.bias"])
+            if i < layers - 1:
+                out = np.maximum(out, 0.0)
+        return out
+    out = out.reshape(len(out), *parsed["input"])
+    for i in range(len(parsed["channels"])):
+        weight = np.asarray(tensors[f"conv{i}.weight"], dtype=np.float64)
+        padded = np.pad(out, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (_KERNEL, _KERNEL), axis=(2, 3))
+        out = np.einsum("nchwij,ocij->nohw", windows, weight)
+        out += np.asarray(tensors[f"conv{i}.bias"], dtype=np.float64)[None, :, None, None]
+        out = np.maximum(out, 0.0)
+        n, c, h, w = out.shape
+        out = out.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    return _linear(out.reshape(len(out), -1), tensors["fc.weight"], tensors["fc.bias"])
+
+
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return x @ np.asarray(weight, dtype=np.float64).T + np.asarray(bias, dtype=np.float64)
+
+
 def model_inputs(spec: Mapping[str, Any]) -> tuple[int, int]:
     """``(features, classes)``: the flat input size and the number of outputs of `spec`."""
     parsed = _parse(spec)

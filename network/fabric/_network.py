@@ -68,7 +68,7 @@ class FabricNetwork:
         self.layout = Layout(Path(state_dir))
         self.release = release
         self.nodes: Processes | Containers = (
-            Containers(self.layout) if backend == "containers" else Processes(self.layout)
+            Containers(self.layout, release) if backend == "containers" else Processes(self.layout)
         )
         names = orgs or [o.msp_id for o in self._orgs()]
         self.own = tuple(topology.any_org(o).msp_id for o in names)

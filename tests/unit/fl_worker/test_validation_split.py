@@ -13,7 +13,7 @@ import pytest
 from fedfabric.chaincode import fl
 from fedfabric.fl_worker.config import RunConfig
 from fedfabric.fl_worker.federation import (
-    TORCH_VALIDATOR,
+    VALIDATOR,
     prepare,
     validation_split,
 )
@@ -98,13 +98,13 @@ def test_each_org_gets_its_own_file_per_task_in_its_private_directory(tmp_path):
     for k, values in enumerate(settings.values()):
         folder = Path(values["validation_data"])
         path = folder / "task-1.npz"
-        assert values["validator"] == TORCH_VALIDATOR == "fedfabric.chaincode.fl:torch_loss"
+        assert values["validator"] == VALIDATOR == "fedfabric.chaincode.fl:numpy_loss"
         assert folder == tmp_path / orgs[k].name / VALIDATION_FOLDER
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         with np.load(path, allow_pickle=False) as data:
             assert np.array_equal(data["y"], validation_split(fed, k).y)
-            loss = fl.torch_loss(fed.initial_model, data)
+            loss = fl.numpy_loss(fed.initial_model, data)
         assert 2.0 < loss < 2.6  # an untrained 10-class model: about ln(10)
         # The server's validator picks each task's own file; a task without one is named.
         validator = fl.FLContract(values)._validator
