@@ -49,11 +49,14 @@ class Endorsers:
         self.msp_ids = tuple(dict.fromkeys([*msp_ids, *self._named()]))
         self.version = 0  # how many times the policy moved since the run started
         self._lock = asyncio.Lock()
+        self._sets: dict[str, list[tuple[str, ...]]] = {}  # by own organisation
 
     def sets(self, own: str) -> list[tuple[str, ...]]:
         """The sets of organisations to ask, in order, for a transaction of `own` (its own
         organisation first); empty when no set holding `own` satisfies the policy."""
-        return endorsing_sets(self.rule, own, self.msp_ids)
+        if own not in self._sets:
+            self._sets[own] = endorsing_sets(self.rule, own, self.msp_ids)
+        return self._sets[own]
 
     async def follow(self, network: Network, chaincode: str, seen: int) -> bool:
         """After a transaction by a ledger that asked the sets of `version` `seen` committed
@@ -72,6 +75,7 @@ class Endorsers:
                 return False
             self.rule = rule
             self.msp_ids = tuple(dict.fromkeys([*self.msp_ids, *self._named()]))
+            self._sets.clear()
             self.version += 1
             return True
 

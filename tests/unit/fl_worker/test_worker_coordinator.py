@@ -301,11 +301,10 @@ async def test_an_admitted_org_joins_a_running_task_from_the_next_round():
     assert await run.coordinator.admit(late) == record  # again: the same record
 
 
-async def test_each_org_runs_its_own_workers_and_the_coordinator_waits_for_them():
-    """Org1 coordinates and runs its workers; Org2 and Org3 each take part with their own
-    admin and workers (`take_part`): every round has all six updates, as when one process
-    runs them all."""
-    run = Run()
+async def across_hosts(run: Run) -> tuple[list, list, list]:
+    """Org1 coordinates and runs its own workers; Org2 and Org3 each take part with their own
+    admin and workers (`take_part`), as on hosts of their own. The round outcomes, and Org2's
+    and Org3's worker results."""
     run.coordinator.registrars = run.coordinator.registrars[:1]
     run.coordinator.expect_registered = True
     mine = [w for w in run.workers if w.org == "Org1MSP"]
@@ -320,7 +319,15 @@ async def test_each_org_runs_its_own_workers_and_the_coordinator_waits_for_them(
         await asyncio.sleep(0.05)  # the others register first (else round 1 waits for none)
         return await run.coordinator.run(mine)
 
-    outcomes, second, third = await asyncio.gather(coordinate(), org("Org2MSP"), org("Org3MSP"))
+    return await asyncio.gather(coordinate(), org("Org2MSP"), org("Org3MSP"))
+
+
+async def test_each_org_runs_its_own_workers_and_the_coordinator_waits_for_them():
+    """Org1 coordinates and runs its workers; Org2 and Org3 each take part with their own
+    admin and workers (`take_part`): every round has all six updates, as when one process
+    runs them all."""
+    run = Run()
+    outcomes, second, third = await across_hosts(run)
 
     assert [len(o.updates) for o in outcomes] == [6, 6]
     assert [r.status for r in second + third] == [COMMITTED] * 8
@@ -380,26 +387,14 @@ async def test_a_refused_worker_of_another_host_declines_and_the_round_does_not_
         attack="scaling", attack_params={"factor": 1e4}, malicious=0.34, norm_bound=20.0
     )
     run = Run(config)
-    run.coordinator.registrars = run.coordinator.registrars[:1]
-    run.coordinator.expect_registered = True
     run.coordinator.wait_for_all = False
     run.coordinator.event_timeout = 60
     bad = {run.workers[i].org for i in run.fed.malicious}
     assert bad - {"Org1MSP"}, "the attack must hit a worker of another host"
     mine = [w for w in run.workers if w.org == "Org1MSP"]
-    await run.coordinator.create_or_load_task()
-
-    async def org(msp_id: str) -> list:
-        admin = run.world.ledger(fake_identity(msp_id, role="admin", name="admin"))
-        workers = [w for w in run.workers if w.org == msp_id]
-        return await take_part(admin, TASK, workers, poll=0.01, timeout=30)
-
-    async def coordinate() -> list:
-        await asyncio.sleep(0.05)
-        return await run.coordinator.run(mine)
 
     started = asyncio.get_running_loop().time()
-    outcomes, second, third = await asyncio.gather(coordinate(), org("Org2MSP"), org("Org3MSP"))
+    outcomes, second, third = await across_hosts(run)
 
     assert asyncio.get_running_loop().time() - started < 30  # no round waited 60 s
     refused = [r for r in second + third if r.status == "refused"]
