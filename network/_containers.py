@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fedfabric.network._binaries import FabricRelease
 from fedfabric.network._errors import NetworkError
@@ -46,24 +47,43 @@ class Containers:
         digest = hashlib.sha256(str(layout.root.resolve()).encode()).hexdigest()[:8]
         self._prefix = f"ff-{digest}-"
 
+    def service(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> dict[str, Any]:
+        """Node `name` (command line `argv`, environment `env`) as a compose service: what
+        `start` runs, and what ``fedfabric org compose`` writes."""
+        image, command = self._image_of(name, argv)
+        state = str(self.layout.root.resolve())
+        service: dict[str, Any] = {
+            "image": image,
+            "container_name": self._prefix + name,
+            "network_mode": "host",
+            "user": "0:0",
+            "labels": {LABEL: state, ARGV_LABEL: json.dumps(list(argv))},
+            "volumes": [f"{state}:{state}"],
+            "environment": {k: v for k, v in sorted(env.items()) if k.startswith(PASSED)},
+            "command": command,
+        }
+        if cwd:
+            service["working_dir"] = str(cwd)
+        return service
+
     def start(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
     ) -> None:
-        image, command = self._image_of(name, argv)
+        service = self.service(name, argv, env, cwd)
         self._remove(name)
         log = self.layout.log_file(name)
         log.parent.mkdir(parents=True, exist_ok=True)
-        state = str(self.layout.root.resolve())
-        settings = [f"{k}={v}" for k, v in sorted(env.items()) if k.startswith(PASSED)]
         podman(
-            "run", "--detach", "--name", self._prefix + name, "--network", "host",
-            "--user", "0:0", "--label", f"{LABEL}={state}",
-            "--label", f"{ARGV_LABEL}={json.dumps(list(argv))}",
-            "--volume", f"{state}:{state}", "--log-driver", "k8s-file",
-            "--log-opt", f"path={log}",
-            *[a for s in settings for a in ("--env", s)],
-            *(["--workdir", str(cwd)] if cwd else []),
-            image, *command,
+            "run", "--detach", "--name", service["container_name"], "--network", "host",
+            "--user", service["user"],
+            *[a for k, v in service["labels"].items() for a in ("--label", f"{k}={v}")],
+            *[a for v in service["volumes"] for a in ("--volume", v)],
+            *[a for k, v in service["environment"].items() for a in ("--env", f"{k}={v}")],
+            *(["--workdir", service["working_dir"]] if cwd else []),
+            "--log-driver", "k8s-file", "--log-opt", f"path={log}",
+            service["image"], *service["command"],
         )  # fmt: skip
 
     def running(self, name: str) -> bool:

@@ -20,13 +20,19 @@ import shutil
 import sys
 from pathlib import Path
 
-from fedfabric.network._binaries import fabric_release
 from fedfabric.network._bundle import export_bundle, read_bundle, write_bundle
+from fedfabric.network._compose import org_compose_yaml
 from fedfabric.network._crypto import generate_org, org_dir
 from fedfabric.network._errors import NetworkError
 from fedfabric.network._layout import Layout
 from fedfabric.network._topology import load_topology
-from fedfabric.network.cli import add_network_options, add_state_options, say, state_dir
+from fedfabric.network.cli import (
+    add_network_options,
+    add_state_options,
+    open_network,
+    say,
+    state_dir,
+)
 from fedfabric.network.fabric import FabricNetwork
 from fedfabric.network.fabric._ceremony import import_received
 
@@ -81,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ("deploy", "install and approve chaincodes; commit once a majority approved"),
         ("status", "this organisation's nodes: running, height"),
         ("down", "stop this organisation's nodes (ledgers stay)"),
+        ("compose", "write this organisation's compose file (its nodes as containers)"),
     ):
         q = actions.add_parser(action, help=text, description=text + ".")
         add_network_options(q)
@@ -93,6 +100,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             )
         if action == "deploy":
             q.add_argument("names", nargs="*", help="chaincodes (default: all)")
+        if action == "compose":
+            q.add_argument(
+                "--output", type=Path, help="where (default: STATE_DIR/compose/ORG.yaml)"
+            )
         q.set_defaults(func=_node_action)
 
 
@@ -148,13 +159,13 @@ def _receive(args: argparse.Namespace) -> int:
 
 def _node_action(args: argparse.Namespace) -> int:
     try:
-        topology = load_topology(args.topology)
-        net = FabricNetwork(
-            topology,
-            state_dir(args, topology),
-            fabric_release(args.fabric_home),
-            orgs=[args.org],
-        )
+        net = open_network(args)
+        if args.action == "compose":
+            path = args.output or net.layout.root / "compose" / f"{args.org}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(org_compose_yaml(net))
+            print(f"{args.org}: {path}")
+            return 0
         return asyncio.run(_on_nodes(net, args))
     except NetworkError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -108,25 +108,18 @@ async def deploy(
 
 
 async def restart_servers(net: FabricNetwork, say: Progress) -> None:
-    """After `up`: restart the chaincode servers of every chaincode deployed before."""
-    for name, record in _deployed(net).items():
-        try:
-            cc = net.topology.chaincode(name)
-        except NetworkError:
-            continue
-        cc = dataclasses.replace(cc, settings=json.loads(record.get("settings", "{}")))
-        pid = package_id(cc)
-        # Only where it was deployed: a peer that joined later (an organisation added to
-        # the channel, sharing this state directory) gets it from its own `deploy`.
-        served = [p for p in net.own_peers if _ccaas_config(net, p, cc).exists()]
-        waits = []
-        for peer in served:
-            if not net.nodes.running(server_name(cc, peer)):
-                say(f"{cc.name}: restarting chaincode server for {peer.host}")
-                waits.append(_start_server(net, cc, peer, pid))
-        await asyncio.gather(*waits)
-        if served:
-            await wait_endorsable(net, cc)
+    """After `up`: restart the chaincode servers of every chaincode deployed before (only
+    where it was deployed: a peer that joined later, say of an organisation added to the
+    channel sharing this state directory, gets it from its own `deploy`)."""
+    pairs = served(net)
+    waits = []
+    for cc, peer in pairs:
+        if not net.nodes.running(server_name(cc, peer)):
+            say(f"{cc.name}: restarting chaincode server for {peer.host}")
+            waits.append(_start_server(net, cc, peer, package_id(cc)))
+    await asyncio.gather(*waits)
+    for cc in {cc.name: cc for cc, _ in pairs}.values():
+        await wait_endorsable(net, cc)
 
 
 def _server_settings(
@@ -222,31 +215,16 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
     """Start `cc`'s server next to `peer`; one that runs already with the same package and
     settings is kept (a running FL task's endorsements go on through it)."""
     name = server_name(cc, peer)
-    org = net.topology.org(peer.org)
-    args = server_args(net.layout, org, peer, cc)
-    if cc.server == "python":
-        argv = [sys.executable, "-m", "fedfabric.chaincode", *args]
-        cwd = None
-    else:
-        assert cc.path is not None
-        cli = cc.path / "node_modules" / "fabric-shim" / "cli.js"
-        node = shutil.which("node")
-        if node is None or not cli.exists():
-            raise NetworkError(
-                f"{cc.name}: Node chaincode needs `node` and `npm install` in "
-                f"{cc.path} (missing {cli if node else 'node'})"
-            )
-        argv = [node, str(cli), *args]
-        cwd = cc.path
+    argv, env, cwd = server_command(net, cc, peer, pid)
     if net.nodes.runs_as(name, argv):
         return
     await net.nodes.stop(name)
     port = peer.chaincode_server_port + cc.slot
     _process.check_ports_free([(name, "chaincode_server_port", peer.bind_host, port)])
+    org = net.topology.org(peer.org)
     cert = server_tls_paths(net.layout, org, peer, cc)[0]
     tlsca = _crypto.org_dir(net.layout.crypto_dir, org) / "tlsca"
     _crypto.server_tls(cert.parent, tlsca, peer.bind_host)
-    env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=server_address(cc, peer))
     net.nodes.start(name, argv, env, cwd=cwd)
     try:
         await _process.wait_listening(
@@ -255,6 +233,41 @@ async def _start_server(net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str)
     except NetworkError as exc:
         log = net.layout.log_file(name).read_text(errors="replace").strip().splitlines()
         raise NetworkError(f"chaincode server {name}: {exc}: {' | '.join(log[-3:])}") from exc
+
+
+def server_command(
+    net: FabricNetwork, cc: Chaincode, peer: Peer, pid: str
+) -> tuple[list[str], dict[str, str], Path | None]:
+    """The command line, environment and working folder of `cc`'s server next to `peer`
+    (package id `pid`): a Python contract's ``python -m fedfabric.chaincode serve ...``, or
+    the Node shim's. Raises `NetworkError` when Node chaincode cannot run here."""
+    args = server_args(net.layout, net.topology.org(peer.org), peer, cc)
+    env = net._env(CHAINCODE_ID=pid, CHAINCODE_SERVER_ADDRESS=server_address(cc, peer))
+    if cc.server == "python":
+        return [sys.executable, "-m", "fedfabric.chaincode", *args], env, None
+    assert cc.path is not None
+    cli = cc.path / "node_modules" / "fabric-shim" / "cli.js"
+    node = shutil.which("node")
+    if node is None or not cli.exists():
+        raise NetworkError(
+            f"{cc.name}: Node chaincode needs `node` and `npm install` in "
+            f"{cc.path} (missing {cli if node else 'node'})"
+        )
+    return [node, str(cli), *args], env, cc.path
+
+
+def served(net: FabricNetwork) -> list[tuple[Chaincode, Peer]]:
+    """Each chaincode this host deployed (with the settings it deployed it with) and each
+    of this host's peers it serves."""
+    found = []
+    for name, record in _deployed(net).items():
+        try:
+            cc = net.topology.chaincode(name)
+        except NetworkError:
+            continue
+        cc = dataclasses.replace(cc, settings=json.loads(record.get("settings", "{}")))
+        found += [(cc, p) for p in net.own_peers if _ccaas_config(net, p, cc).exists()]
+    return found
 
 
 async def _next_sequence(net: FabricNetwork, cc: Chaincode) -> tuple[int, bool]:

@@ -383,11 +383,7 @@ class FabricNetwork:
             if o.host in running or (only and o.host != only):
                 continue
             say(f"starting {o.host} on {o.address}")
-            self.nodes.start(
-                o.host,
-                [self.release.tool("orderer")],
-                self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(o.host))),
-            )
+            self.nodes.start(o.host, *self.node_command(o))
             waits.append(self._healthy(o))
         await asyncio.gather(*waits)
         waits = []
@@ -395,13 +391,21 @@ class FabricNetwork:
             if p.host in running or (only and p.host != only):
                 continue
             say(f"starting {p.host} on {p.address}")
-            env = self._env(
-                FABRIC_CFG_PATH=str(self.layout.node_dir(p.host)),
-                **{CCAAS_DIR_ENV: str(self.layout.ccaas_dir(p.host))},
-            )
-            self.nodes.start(p.host, [self.release.tool("peer"), "node", "start"], env)
+            self.nodes.start(p.host, *self.node_command(p))
             waits.append(self._healthy(p))
         await asyncio.gather(*waits)
+
+    def node_command(self, node: Orderer | Peer) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of an orderer or a peer: Fabric's binary, its
+        configuration rendered into the state directory."""
+        if isinstance(node, Orderer):
+            env = self._env(FABRIC_CFG_PATH=str(self.layout.node_dir(node.host)))
+            return [self.release.tool("orderer")], env
+        env = self._env(
+            FABRIC_CFG_PATH=str(self.layout.node_dir(node.host)),
+            **{CCAAS_DIR_ENV: str(self.layout.ccaas_dir(node.host))},
+        )
+        return [self.release.tool("peer"), "node", "start"], env
 
     async def _healthy(self, node: Orderer | Peer) -> None:
         alive = lambda: self.nodes.running(node.host)  # noqa: E731

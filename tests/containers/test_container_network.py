@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from fedfabric.chaincode.fl import Layout, encode_model
 from fedfabric.gateway import CommitError, Contract, connect_profile
 from fedfabric.network import FabricNetwork, parse_topology
+from fedfabric.network._compose import org_compose_yaml
 from fedfabric.network._containers import LABEL
 from fedfabric.network._images import podman_env
 from tests.conftest import PORT_SHIFT, release, topology_data
@@ -105,3 +108,47 @@ async def test_down_and_up_keep_the_ledgers(network: FabricNetwork) -> None:
     after = {s.name: s.height for s in await network.status() if s.kind == "peer"}
     assert after == before and min(after.values()) > 1
     await create_task(network, "after-restart", ["EnergyMSP", "HealthMSP"])
+
+
+def compose(*args: str) -> subprocess.CompletedProcess[str]:
+    """``podman-compose ARGS`` (from the project's .venv)."""
+    tool = str(Path(sys.executable).with_name("podman-compose"))
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=300,
+                          env=podman_env())  # fmt: skip
+
+
+async def test_each_orgs_compose_file_holds_its_nodes_and_starts_the_network(
+    network: FabricNetwork, tmp_path: Path
+) -> None:
+    """Last in this module: the network then runs from the compose files."""
+    files = {}
+    for org in [network.topology.orderer_org, *network.topology.organizations]:
+        own = FabricNetwork(network.topology, network.state_dir, release(), orgs=[org.name],
+                            backend="containers")  # fmt: skip
+        files[org.name] = tmp_path / f"{org.name}.yaml"
+        files[org.name].write_text(org_compose_yaml(own))
+        services = yaml.safe_load(files[org.name].read_text())["services"]
+        nodes = [n for n in services if not n.startswith("cc-")]
+        assert nodes == [o.host for o in getattr(org, "orderers", ())] + [
+            p.host for p in getattr(org, "peers", ())
+        ]
+        assert all(org.domain in name for name in services), services
+        for tool in (["podman-compose"], ["docker-compose"]):
+            checked = (compose if tool == ["podman-compose"] else docker_compose)(
+                "-f", str(files[org.name]), "config"
+            )
+            assert checked.returncode == 0, (tool, checked.stderr)
+
+    await network.down()
+    for name, path in files.items():  # the ordering organisation first
+        started = compose("-f", str(path), "up", "-d")
+        assert started.returncode == 0, (name, started.stderr)
+    await network.wait_leader()
+    await network.wait_synced(timeout=60)
+    await create_task(network, "from-compose", ["TransportMSP", "HealthMSP"])
+    assert all(s.running for s in await network.status())
+
+
+def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker-compose", *args], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
