@@ -131,8 +131,13 @@ def forward(
         weight = np.asarray(tensors[f"conv{i}.weight"], dtype=np.float64)
         padded = np.pad(out, ((0, 0), (0, 0), (1, 1), (1, 1)))
         windows = np.lib.stride_tricks.sliding_window_view(padded, (_KERNEL, _KERNEL), axis=(2, 3))
-        out = np.einsum("nchwij,ocij->nohw", windows, weight)
-        out += np.asarray(tensors[f"conv{i}.bias"], dtype=np.float64)[None, :, None, None]
+        n, _, h, w = windows.shape[:4]
+        columns = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * w, -1)  # im2col
+        out = (columns @ weight.reshape(len(weight), -1).T).reshape(n, h, w, -1)
+        out = (
+            out.transpose(0, 3, 1, 2)
+            + np.asarray(tensors[f"conv{i}.bias"], dtype=np.float64)[None, :, None, None]
+        )
         out = np.maximum(out, 0.0)
         n, c, h, w = out.shape
         out = out.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
