@@ -145,6 +145,7 @@ async def test_each_orgs_compose_file_holds_its_nodes_and_starts_the_network(
         assert started.returncode == 0, (name, started.stderr)
     await network.wait_leader()
     await network.wait_synced(timeout=60)
+    await network.wait_endorsable("fl")  # each gateway's discovery has found the others
     await create_task(network, "from-compose", ["TransportMSP", "HealthMSP"])
     assert all(s.running for s in await network.status())
 
