@@ -137,8 +137,10 @@ class Containers:
         return done.stdout.strip() if done.returncode == 0 else None
 
     def _remove(self, name: str) -> None:
+        """Remove its container, and those that depend on it (podman-compose makes a
+        chaincode server's container depend on its peer's: ``depends_on``)."""
         subprocess.run(
-            ["podman", "rm", "--force", "--ignore", self._prefix + name],
+            ["podman", "rm", "--force", "--ignore", "--depend", self._prefix + name],
             capture_output=True, env=podman_env(),
         )  # fmt: skip
 

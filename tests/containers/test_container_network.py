@@ -42,10 +42,11 @@ async def network(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fab
         await net.clean()
 
 
-def containers(net: FabricNetwork) -> list[str]:
+def containers(net: FabricNetwork, every: bool = False) -> list[str]:
+    """The network's running containers (`every`: stopped ones too), with their images."""
     listed = subprocess.run(
-        ["podman", "ps", "--filter", f"label={LABEL}={net.state_dir.resolve()}", "--format",
-         "{{.Names}} {{.Image}}"],
+        ["podman", "ps", *(["--all"] if every else []), "--filter",
+         f"label={LABEL}={net.state_dir.resolve()}", "--format", "{{.Names}} {{.Image}}"],
         capture_output=True, text=True, env=podman_env(), check=True,
     )  # fmt: skip
     return sorted(listed.stdout.splitlines())
@@ -148,6 +149,8 @@ async def test_each_orgs_compose_file_holds_its_nodes_and_starts_the_network(
     await network.wait_endorsable("fl")  # each gateway's discovery has found the others
     await create_task(network, "from-compose", ["TransportMSP", "HealthMSP"])
     assert all(s.running for s in await network.status())
+    await network.down()  # the backend stops and removes what the compose files started
+    assert containers(network, every=True) == []
 
 
 def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
