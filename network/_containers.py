@@ -15,6 +15,7 @@ state directory, so two networks on one host never meet.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -43,9 +44,14 @@ class Containers:
 
     def __init__(self, layout: Layout, release: FabricRelease) -> None:
         self.layout = layout
-        self.images = {kind: default_tag(kind, release) for kind in KINDS}
+        self.release = release
         digest = hashlib.sha256(str(layout.root.resolve()).encode()).hexdigest()[:8]
         self._prefix = f"ff-{digest}-"
+
+    @functools.cached_property
+    def images(self) -> dict[str, str]:
+        """Kind → tag, named by content (hashing the binaries: only once, when needed)."""
+        return {kind: default_tag(kind, self.release) for kind in KINDS}
 
     def service(
         self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
