@@ -7,7 +7,13 @@ chaincode server (``python -m fedfabric.chaincode serve ...``) in the chaincode 
 container uses the host's network (the topology's addresses, ports and TLS names stay as
 they are) and mounts the state directory at its own path, so the nodes read the same
 configuration, keys and ledgers: a ledger outlives its container, across ``down`` and
-``up``. A container's output goes to the node's log file (`Layout.log_file`).
+``up``. A container's output goes to the node's log file (`Layout.log_file`). A contract
+from outside fedfabric (``--contract mypackage.module:Class``) is mounted read-only from where
+it is importable here (`contract_source`).
+
+"The host's network" is the network namespace podman runs in: to give an organisation's
+containers a namespace of their own, run its commands under ``nsenter --net=/run/netns/NAME``
+(not ``ip netns exec``, which remounts ``/sys`` without the cgroup mounts runc needs).
 
 Containers are named ``ff-<digest of the state directory>-<node>`` and labelled with the
 state directory, so two networks on one host never meet.
@@ -18,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,6 +40,8 @@ LABEL = "fedfabric.state"
 ARGV_LABEL = "fedfabric.argv"
 # What a node's environment may carry into its container (the rest is the host's own).
 PASSED = ("FABRIC_", "CORE_", "ORDERER_", "CHAINCODE_", "FEDFABRIC_", "GRPC_")
+IMAGE_SITE = "/opt/fedfabric"  # where the chaincode image holds fedfabric (Containerfile)
+CONTRACTS = "/opt/contracts"  # where a contract from outside fedfabric is mounted
 
 
 class Containers:
@@ -60,14 +69,19 @@ class Containers:
         `start` runs, and what ``fedfabric org compose`` writes."""
         image, command = self._image_of(name, argv)
         state = str(self.layout.root.resolve())
+        volumes = [f"{state}:{state}"]
+        environment = {k: v for k, v in sorted(env.items()) if k.startswith(PASSED)}
+        if image == self.images["chaincode"] and (source := contract_source(command)):
+            volumes.append(f"{source}:{CONTRACTS}/{source.name}:ro")
+            environment["PYTHONPATH"] = f"{IMAGE_SITE}:{CONTRACTS}"
         service: dict[str, Any] = {
             "image": image,
             "container_name": self._prefix + name,
             "network_mode": "host",
             "user": "0:0",
             "labels": {LABEL: state, ARGV_LABEL: json.dumps(list(argv))},
-            "volumes": [f"{state}:{state}"],
-            "environment": {k: v for k, v in sorted(env.items()) if k.startswith(PASSED)},
+            "volumes": volumes,
+            "environment": environment,
             "command": command,
         }
         if cwd:
@@ -151,6 +165,28 @@ class Containers:
         )  # fmt: skip
 
 
+def contract_source(args: Sequence[str]) -> Path | None:
+    """The package (or module file) of a chaincode server's ``--contract`` (in its `args`)
+    when the contract is not fedfabric's own: the container backend mounts it read-only into
+    the chaincode image, which holds fedfabric and its dependencies only. Found as the
+    native server finds it (``python -m`` from this folder, then this Python's path); raises
+    `NetworkError` when it is nowhere here."""
+    if "--contract" not in args:
+        return None
+    module = args[list(args).index("--contract") + 1].split(":")[0]
+    top = module.split(".")[0]
+    if top == "fedfabric":
+        return None
+    for entry in [os.getcwd(), *sys.path]:
+        for candidate in (Path(entry or ".") / top, Path(entry or ".") / f"{top}.py"):
+            if candidate.exists():
+                return candidate.resolve()
+    raise NetworkError(
+        f"contract {module}: no package {top!r} here to mount into the chaincode image "
+        "(run from the folder it is importable from, or install it)"
+    )
+
+
 def missing_images(images: Mapping[str, str]) -> list[str]:
     """The kinds whose image is not in podman's store."""
     return [
@@ -163,4 +199,4 @@ def missing_images(images: Mapping[str, str]) -> list[str]:
     ]
 
 
-__all__ = ["Containers", "missing_images"]
+__all__ = ["Containers", "contract_source", "missing_images"]

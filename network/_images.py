@@ -233,7 +233,15 @@ def podman_env() -> dict[str, str]:
 
 def podman(*args: str) -> str:
     """Run ``podman ARGS``; its output. Raises `NetworkError` with podman's message."""
-    return _run(["podman", *args], env=podman_env())
+    try:
+        return _run(["podman", *args], env=podman_env())
+    except NetworkError as exc:
+        if "no cgroup mount" in str(exc):  # /sys remounted, e.g. by `ip netns exec`
+            raise NetworkError(
+                f"{exc}; runc needs the cgroup mounts under /sys/fs/cgroup: in a network "
+                "namespace, run under `nsenter --net=/run/netns/NAME`, not `ip netns exec`"
+            ) from exc
+        raise
 
 
 def _run(argv: Sequence[str], env: dict[str, str] | None = None) -> str:

@@ -91,9 +91,8 @@ class FabricNetwork:
             await install_fabric(self.release, progress=say)
         if isinstance(self.nodes, Containers):
             await asyncio.to_thread(_images.install_tools, say)
-            for kind in missing_images(self.nodes.images):
-                tag = self.nodes.images[kind]
-                await asyncio.to_thread(_images.build_image, kind, self.release, tag=tag, say=say)
+            for kind in missing_images(self.nodes.images):  # default tags: old ones go
+                await asyncio.to_thread(_images.build_image, kind, self.release, say=say)
 
     # ----------------------------------------------------------------- lifecycle
     async def up(self, progress: Progress | None = None) -> bool:

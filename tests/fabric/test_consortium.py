@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -33,6 +34,8 @@ from fedfabric.network import (
     load_topology,
 )
 from fedfabric.network._ccaas import server_name
+from fedfabric.network._containers import LABEL
+from fedfabric.network._images import podman
 from fedfabric.network._layout import Layout
 from fedfabric.network._policy import majority_policy
 from fedfabric.network._process import stop
@@ -140,13 +143,25 @@ class Party:
         self._reader.join(timeout=30)
 
 
-def servers(homes: dict[str, Path], topology: Topology, *orgs: Organization) -> dict[str, int]:
-    """The pid of each of `orgs`' ``fl`` chaincode servers, from its own state directory."""
+def containers(home: Path) -> dict[str, str]:
+    """Node name → container id of each container of the state directory `home`."""
+    listed = podman("ps", "--all", "--filter", f"label={LABEL}={home.resolve()}",
+                    "--format", "{{.Names}} {{.ID}}")  # fmt: skip
+    return dict(line.split(" ", 1) for line in listed.splitlines())
+
+
+def servers(homes: dict[str, Path], topology: Topology, *orgs: Organization) -> dict[str, Any]:
+    """The pid (or, in containers, the container id) of each of `orgs`' ``fl`` chaincode
+    servers, from its own state directory."""
     cc = topology.chaincode("fl")
-    found = {}
+    found: dict[str, Any] = {}
     for org in orgs:
+        home = homes[org.msp_id]
         for peer in org.peers:
-            found[peer.host] = _process.pid_of(Layout(homes[org.msp_id]), server_name(cc, peer))
+            name = server_name(cc, peer)
+            found[peer.host] = _process.pid_of(Layout(home), name) or next(
+                (i for n, i in containers(home).items() if n.endswith(f"-{name}")), None
+            )
     return found
 
 
@@ -249,7 +264,8 @@ def _with_group_emptied(envelope: bytes, msp_id: str) -> bytes:
 def namespaces() -> Iterator[dict[str, list[str]]]:
     """One Linux network namespace per organisation (addresses `ADDRESSES`), joined by a
     bridge in a namespace of its own; each organisation's commands run in its namespace
-    (``ip netns exec``). Torn down at the end: nothing else can reach them."""
+    (``nsenter --net``: only the network changes, so podman can run there too). Torn down
+    at the end: nothing else can reach them."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and iproute2 (`ip`)")
     tag = f"ff{os.getpid() % 100000}"
@@ -274,15 +290,15 @@ def namespaces() -> Iterator[dict[str, list[str]]]:
             ip("-n", ns, "link", "set", "lo", "up")
             ip("-n", lan, "link", "set", f"{tag}b{i}", "master", "br0")
             ip("-n", lan, "link", "set", f"{tag}b{i}", "up")
-        yield {org: ["ip", "netns", "exec", f"{tag}-{org}"] for org in ADDRESSES}
+        yield {org: ["nsenter", f"--net=/run/netns/{tag}-{org}"] for org in ADDRESSES}
     finally:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
-@pytest.mark.parametrize("where", ["one host", "namespaces"])
+@pytest.mark.parametrize("where", ["one host", "namespaces", "containers in namespaces"])
 async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_commits(
-    tmp_path: Path, where: str, request: pytest.FixtureRequest
+    tmp_path: Path, where: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = topology_data(
         SHIFT,
@@ -294,9 +310,16 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         ],
     )  # fmt: skip
     inside: dict[str, list[str]] = {org: [] for org in ADDRESSES}
-    if where == "namespaces":
+    isolated = where != "one host"
+    if isolated:
         inside = request.getfixturevalue("namespaces")
         with_addresses(data, **{o: a for o, a in ADDRESSES.items() if o != "water"})
+    if where.startswith("containers"):  # every party's nodes: podman containers
+        monkeypatch.setenv("FEDFABRIC_BACKEND", "containers")
+        # The images, built here first: an image build downloads wheels, which the
+        # namespaces cannot (each party's host would build or load its own).
+        await FabricNetwork(load_topology(), tmp_path / "images", release(),
+                            backend="containers").install()  # fmt: skip
     topology_file = tmp_path / "topology.yaml"
     topology_file.write_text(yaml.safe_dump(data))
     topology = load_topology(topology_file)
@@ -360,6 +383,10 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         for o in (second, third):
             timed("org deploy", "org", "deploy", "--org", o.name, state=homes[o.msp_id])
         timed("org deploy", "org", "deploy", "--org", first.name, state=homes[first.msp_id])
+        if where.startswith("containers"):  # orderers, or a peer with its two servers
+            for o in parties:
+                nodes = containers(homes[o.msp_id])
+                assert len(nodes) == 3 and not list((homes[o.msp_id] / "run").glob("*.pid"))
 
         if where == "one host":
             # Energy's admin may not set Transport's anchor peers: the orderer refuses it.
@@ -413,7 +440,7 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         water = copy.deepcopy(WATER)
         for key in ("port", "chaincode_port", "operations_port", "chaincode_server_port"):
             water["peers"][0][key] += SHIFT
-        if where == "namespaces":
+        if isolated:
             water["address"] = ADDRESSES["water"]
         grown["organizations"].append(water)
         everyone = [o["msp_id"] for o in grown["organizations"]]
@@ -532,6 +559,8 @@ async def test_each_org_runs_its_own_nodes_from_its_own_keys_and_a_transaction_c
         for home in homes.values():
             for pid in (home / "run").glob("*.pid"):
                 await stop(Layout(home), pid.stem)
+            if made := containers(home):
+                podman("rm", "--force", "--depend", *made.values())
     for path in crossed:
         assert b"PRIVATE KEY" not in path.read_bytes(), path
     for msp_id, home in homes.items():  # each party holds its own private keys only
