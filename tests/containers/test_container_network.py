@@ -2,14 +2,19 @@
 every node a podman container of the images built here, on the host network, the state
 directory mounted. The FL contract deploys; a transaction endorsed by 2 of the 3
 organisations commits, one endorsed by 1 does not; a peer killed with ``podman kill`` catches
-up once restarted; after ``down`` and ``up`` the ledgers are where they were."""
+up once restarted; after ``down`` and ``up`` the ledgers are where they were. Each
+organisation's compose file starts its part of the network with podman-compose, and with
+Docker Compose driving podman's Docker-compatible API."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +116,8 @@ async def test_down_and_up_keep_the_ledgers(network: FabricNetwork) -> None:
     await create_task(network, "after-restart", ["EnergyMSP", "HealthMSP"])
 
 
-def compose(*args: str) -> subprocess.CompletedProcess[str]:
-    """``podman-compose ARGS`` (from the project's .venv)."""
+def compose(*args: str, docker_host: str = "") -> subprocess.CompletedProcess[str]:
+    """``podman-compose ARGS`` (from the project's .venv; it needs no `docker_host`)."""
     tool = str(Path(sys.executable).with_name("podman-compose"))
     return subprocess.run([tool, *args], capture_output=True, text=True, timeout=300,
                           env=podman_env())  # fmt: skip
@@ -141,18 +146,41 @@ async def test_each_orgs_compose_file_holds_its_nodes_and_starts_the_network(
             assert checked.returncode == 0, (tool, checked.stderr)
 
     await network.down()
-    for name, path in files.items():  # the ordering organisation first
-        started = compose("-f", str(path), "up", "-d")
-        assert started.returncode == 0, (name, started.stderr)
-    await network.wait_leader()
-    await network.wait_synced(timeout=60)
-    await network.wait_endorsable("fl")  # each gateway's discovery has found the others
-    await create_task(network, "from-compose", ["TransportMSP", "HealthMSP"])
-    assert all(s.running for s in await network.status())
-    await network.down()  # the backend stops and removes what the compose files started
-    assert containers(network, every=True) == []
+    with docker_api(tmp_path / "docker.sock") as docker_host:
+        for tool, up in (("podman-compose", compose), ("docker-compose", docker_compose)):
+            for name, path in files.items():  # the ordering organisation first
+                started = up("-f", str(path), "up", "-d", docker_host=docker_host)
+                assert started.returncode == 0, (tool, name, started.stderr)
+            await network.wait_leader()
+            await network.wait_synced(timeout=60)
+            await network.wait_endorsable("fl")  # each gateway's discovery found the others
+            await create_task(network, f"from-{tool}", ["TransportMSP", "HealthMSP"])
+            assert all(s.running for s in await network.status())
+            await network.down()  # the backend stops and removes what the files started
+            assert containers(network, every=True) == []
 
 
-def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
+@contextlib.contextmanager
+def docker_api(socket: Path) -> Iterator[str]:
+    """Podman's Docker-compatible API on `socket` (``podman system service``), which Docker
+    Compose drives as it drives a Docker engine; its ``DOCKER_HOST``."""
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time", "0", f"unix://{socket}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=podman_env(),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert socket.exists(), "podman system service did not listen"
+        yield f"unix://{socket}"
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+
+
+def docker_compose(*args: str, docker_host: str = "") -> subprocess.CompletedProcess[str]:
+    """``docker-compose ARGS``, against the Docker API at `docker_host` if given."""
+    env = {**os.environ, **({"DOCKER_HOST": docker_host} if docker_host else {})}
     return subprocess.run(["docker-compose", *args], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                          timeout=300, env=env)  # fmt: skip
