@@ -38,12 +38,14 @@ from typing import Any, Protocol
 import grpc
 from fabric_protos.common import common_pb2
 from fabric_protos.msp import identities_pb2
+from fabric_protos.peer import transaction_pb2
 
 from fedfabric.chaincode import fl
 from fedfabric.chaincode.testing import DEFAULT_TIMESTAMP, InvokeResult, MemoryLedger, invoke
 from fedfabric.fl_worker.endorsers import POLICY_FAILURE, Endorsers
 from fedfabric.gateway import (
     ChaincodeEvent,
+    Checkpoint,
     CommitError,
     CommitStatusError,
     Contract,
@@ -55,16 +57,27 @@ from fedfabric.gateway import (
     GatewayError,
     Identity,
     Network,
+    Reconnect,
     SubmitError,
 )
 
 CHAINCODE = "fl"
+VALID = transaction_pb2.TxValidationCode.VALID
 MEMORY_CHANNEL = "memory"
 """The channel name `MemoryFL`'s contract sees."""
 _RESPONSE = re.compile(r"chaincode response (\d+), (.*)", re.DOTALL)
 # A peer that could not reach its chaincode server (Fabric's "could not launch chaincode",
 # with the dial error under it): the server was stopped or is starting.
 _UNREACHED = re.compile(r"could not launch chaincode|connection refused")
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """A committed block: its number, its transactions and how many of them are valid."""
+
+    number: int
+    transactions: int
+    valid: int
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,8 @@ class Refusal:
     check: str
     message: str
     orgs: tuple[str, ...]
+    status: int = 0  # the contract's status (400, 403, 404, 409), 0 when not the contract's
+    reason: str = ""  # the contract's own words ("<check>: ..."), once, or "" if not its
 
 
 class EntryRefused(Exception):
@@ -102,7 +117,9 @@ def refusal(exc: GatewayError | CommitError) -> Refusal:
     found = _RESPONSE.search(messages[0])
     text = found.group(2) if found else messages[0]
     check = text.split(":", 1)[0].strip() if found and ":" in text else "error"
-    return Refusal(check, "; ".join(messages), orgs)
+    said = dict.fromkeys(m.group(2) for m in map(_RESPONSE.search, messages) if m)
+    status = int(found.group(1)) if found else 0
+    return Refusal(check, "; ".join(messages), orgs, status, "; ".join(said))
 
 
 class Ledger(Protocol):
@@ -143,7 +160,10 @@ class Ledger(Protocol):
     async def update(self, task: str, round_no: int, worker: str) -> bytes: ...
     async def height(self) -> int: ...
     async def reach(self, height: int) -> None: ...
-    def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]: ...
+    def events(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> EventStream[ChaincodeEvent]: ...
+    def blocks(self, start_block: int) -> AsyncIterator[BlockSummary]: ...
     @property
     def last_steps(self) -> Mapping[str, float]: ...
 
@@ -248,6 +268,10 @@ class _Calls:
         """The encoded update `worker` submitted to `round_no`."""
         return await self._evaluate_raw("GetUpdate", task, str(round_no), worker)
 
+    async def tasks(self) -> list[dict[str, Any]]:
+        """``ListTasks``: every task of the channel (id, creator, mode, rounds, rule)."""
+        return (await self._evaluate("ListTasks"))["tasks"]
+
     async def task(self, task: str) -> dict[str, Any] | None:
         """The task record (``GetTask``: spec, creator, initial model digest), None if there
         is no such task (any other query failure is raised)."""
@@ -346,9 +370,24 @@ class FLLedger(_Calls):
         ``steps``: endorse, order, sync seconds and the block number)."""
         return self._steps
 
-    def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
-        """The contract's chaincode events (committed transactions only), from `start_block`."""
-        return self.network.chaincode_events(self.chaincode, start_block=start_block)
+    def events(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> EventStream[ChaincodeEvent]:
+        """The contract's chaincode events (committed transactions only), from `start_block`,
+        or after `checkpoint`'s position (then reopened after a broken connection)."""
+        if checkpoint is None:
+            return self.network.chaincode_events(self.chaincode, start_block=start_block)
+        return self.network.chaincode_events(
+            self.chaincode, start_block=start_block, checkpoint=checkpoint, reconnect=Reconnect()
+        )
+
+    async def blocks(self, start_block: int) -> AsyncIterator[BlockSummary]:
+        """Each committed block from `start_block` on (reopened after a broken connection)."""
+        stream = self.network.filtered_block_events(start_block=start_block, reconnect=Reconnect())
+        async with stream:
+            async for block in stream:
+                codes = [t.tx_validation_code for t in block.filtered_transactions]
+                yield BlockSummary(block.number, len(codes), codes.count(VALID))
 
     async def block_of(self, tx_id: str) -> int:
         """The number of the block that holds transaction `tx_id` (``qscc GetBlockByTxID``)."""
@@ -583,15 +622,23 @@ class MemoryFL:
             details=details,
         )
 
-    async def _events(self, start_block: int | None) -> AsyncIterator[ChaincodeEvent]:
+    async def _events(
+        self, start_block: int | None, checkpoint: Checkpoint | None = None
+    ) -> AsyncIterator[ChaincodeEvent]:
         block = self.height if start_block is None else start_block
+        after = ""  # a checkpoint's transaction: its block's events up to it were read
+        if checkpoint is not None and (checkpoint.block_number or checkpoint.transaction_id):
+            block, after = checkpoint.block_number, checkpoint.transaction_id
         while True:
             async with self._changed:
                 await self._changed.wait_for(lambda b=block: len(self.blocks) > b)
             while block < len(self.blocks):
-                for event in self.blocks[block]:
+                events = self.blocks[block]
+                ids = [e.transaction_id for e in events]
+                skip = ids.index(after) + 1 if after in ids else 0
+                for event in events[skip:]:
                     yield event
-                block += 1
+                block, after = block + 1, ""
 
 
 def _response(result: InvokeResult) -> tuple[Any, ...]:
@@ -650,9 +697,22 @@ class MemoryFLLedger(_Identity):
         """The block of this identity's last transaction (no network steps in memory)."""
         return self._steps
 
-    def events(self, *, start_block: int | None = None) -> EventStream[ChaincodeEvent]:
-        """Chaincode events of committed transactions, from `start_block` (default: next)."""
-        return EventStream(self.world._events(start_block))
+    def events(
+        self, *, start_block: int | None = None, checkpoint: Checkpoint | None = None
+    ) -> EventStream[ChaincodeEvent]:
+        """Chaincode events of committed transactions, from `start_block` (default: next),
+        or after `checkpoint`'s position."""
+        return EventStream(self.world._events(start_block, checkpoint))
+
+    async def blocks(self, start_block: int) -> AsyncIterator[BlockSummary]:
+        """Each block from `start_block` on (one transaction each, all valid)."""
+        block = start_block
+        while True:
+            async with self.world._changed:
+                await self.world._changed.wait_for(lambda b=block: len(self.world.blocks) > b)
+            for number in range(block, len(self.world.blocks)):
+                yield BlockSummary(number, 1, 1)
+            block = len(self.world.blocks)
 
     async def block_of(self, tx_id: str) -> int:
         """The block that holds transaction `tx_id` (KeyError if none)."""

@@ -100,6 +100,7 @@ from fedfabric.chaincode.fl._task import (
 from fedfabric.chaincode.fl._validation import (
     Validator,
     numpy_loss,
+    numpy_metrics,
     torch_loss,
     write_validation_data,
 )
@@ -157,6 +158,7 @@ __all__ = [
     "model_inputs",
     "model_layout",
     "numpy_loss",
+    "numpy_metrics",
     "read_header",
     "recompute_audit",
     "register_rule",

@@ -1102,6 +1102,26 @@ class FLContract(Contract):
         return stored
 
     @evaluate
+    async def ListTasks(self, ctx: Context) -> dict:
+        """Every task on the channel, in id order: id, creator, creating transaction, mode,
+        rounds and aggregation rule (``GetTask`` has the whole record)."""
+        tasks = []
+        for (task_id,), value in await self._scan(ctx, "task"):
+            stored = json.loads(value)
+            spec = stored["spec"]
+            tasks.append(
+                {
+                    "id": task_id,
+                    "created_by": stored["created_by"],
+                    "created_tx": stored["created_tx"],
+                    "mode": spec.get("mode", "sync"),
+                    "rounds": spec["rounds"],
+                    "aggregation": spec["aggregation"]["rule"],
+                }
+            )
+        return {"tasks": tasks}
+
+    @evaluate
     async def GetGlobalModel(self, ctx: Context, task: str, round_no: int) -> bytes:
         """The encoded global model after `round_no` (0: the initial model)."""
         await self._task(ctx, task)

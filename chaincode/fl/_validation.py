@@ -147,11 +147,18 @@ def numpy_loss(model: Model, data: Mapping[str, np.ndarray]) -> float:
         validator=fedfabric.chaincode.fl:numpy_loss
         validation_data=/secret/org1-val.npz
     """
+    return numpy_metrics(model, data)[0]
+
+
+def numpy_metrics(model: Model, data: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """The mean cross-entropy (`numpy_loss`) and the accuracy of `model` on `data` (a file
+    from `write_validation_data`), with numpy."""
     logits = forward(json.loads(str(data["model_spec"])), model, np.asarray(data["x"]))
     target = np.asarray(data["y"], dtype=np.int64)
     top = logits.max(axis=1, keepdims=True)
     log_sum = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-    return float(np.mean(log_sum - logits[np.arange(len(target)), target]))
+    loss = float(np.mean(log_sum - logits[np.arange(len(target)), target]))
+    return loss, float(np.mean(logits.argmax(axis=1) == target))
 
 
 def torch_loss(model: Model, data: Mapping[str, np.ndarray]) -> float:

@@ -601,3 +601,16 @@ async def test_contributions_read_one_total_per_organisation(world):
     assert len(result.rwset.reads) == 1 + 3
     # ... and one scan, of the organisations admitted while the task ran.
     assert [start.split("\x00")[1] for start, _ in result.rwset.range_queries] == ["fl.admitted"]
+
+
+async def test_list_tasks_names_every_task_in_id_order(world):
+    assert await world.json("ListTasks") == {"tasks": []}
+    await world.start(task_json(id="zeta", rounds=3))
+    await world.start(task_json(id="alpha", aggregation={"rule": "median", "params": {}}))
+
+    listed = (await world.json("ListTasks", who="w2"))["tasks"]  # any member may list
+
+    assert [t["id"] for t in listed] == ["alpha", "zeta"]
+    assert listed[1]["rounds"] == 3 and listed[0]["aggregation"] == "median"
+    assert listed[0]["created_by"] == "Org1MSP" and listed[0]["mode"] == "sync"
+    assert listed[0]["created_tx"] == (await world.json("GetTask", "alpha"))["created_tx"]

@@ -1,0 +1,338 @@
+"""The routes of `fedfabric serve` (aiohttp): the REST API, its OpenAPI description, the
+live events and the dashboard.
+
+Every route is declared once, in `ROUTES`, which both registers it and describes it in the
+OpenAPI document (``GET /api/v1/openapi.json``). Every error is JSON ``{"error": <code>,
+"reason": <text>}``: 400 bad input, 401 unknown caller, 403 not allowed (the service's own
+rule or the contract's), 404 no such task or round, 409 the contract's state refuses it
+(e.g. the round is not open), 503 the organisation's peer cannot be reached.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from fedfabric.fl_worker.ledger import refusal
+from fedfabric.fl_worker.service._access import AccessError, Caller
+from fedfabric.fl_worker.service._events import stream
+from fedfabric.gateway import GatewayError
+
+DASHBOARD = Path(__file__).with_name("dashboard.html")
+SERVICE = web.AppKey("service", Any)
+CALLER = web.RequestKey("caller", Caller | None) if hasattr(web, "RequestKey") else "caller"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HTTPProblem(Exception):
+    """An error answer: HTTP `status`, short `code`, human `reason`."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.code, self.reason = status, code, reason
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    access: str  # "read" | "write" | "none"
+    handler: Handler
+    produces: str = "application/json"
+
+
+def _service(request: web.Request) -> Any:
+    return request.app[SERVICE]
+
+
+def _caller(request: web.Request, access: str) -> Caller | None:
+    if access == "none":
+        return None
+    service = _service(request)
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    caller = service.access.from_request_parts(
+        cert, request.headers.get("Authorization"), request.query.get("token")
+    )
+    if access == "write":
+        service.access.require_write(caller)
+    else:
+        service.access.require_read(caller)
+    return caller
+
+
+def _int(request: web.Request, name: str, *, least: int = 0) -> int:
+    text = request.match_info.get(name) or request.query.get(name, "")
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPProblem(400, "bad-request", f"{name} must be an integer, got {text!r}") from None
+    if value < least:
+        raise HTTPProblem(400, "bad-request", f"{name} must be at least {least}, got {value}")
+    return value
+
+
+async def whoami(request: web.Request) -> web.StreamResponse:
+    caller = request[CALLER]
+    service = _service(request)
+    return web.json_response(
+        {
+            "msp_id": caller.msp_id,
+            "role": caller.role,
+            "name": caller.name,
+            "via": caller.via,
+            "service": {"org": service.msp_id, "channel": service.channel},
+        }  # fmt: skip
+    )
+
+
+async def tasks(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"tasks": await _service(request).views.tasks()})
+
+
+async def task(request: web.Request) -> web.StreamResponse:
+    return web.json_response(await _service(request).views.task(request.match_info["task"]))
+
+
+async def rounds(request: web.Request) -> web.StreamResponse:
+    return web.json_response(await _service(request).views.rounds(request.match_info["task"]))
+
+
+async def round_(request: web.Request) -> web.StreamResponse:
+    views = _service(request).views
+    return web.json_response(
+        await views.round(request.match_info["task"], _int(request, "round", least=1))
+    )
+
+
+async def contributions(request: web.Request) -> web.StreamResponse:
+    views = _service(request).views
+    return web.json_response(await views.contributions(request.match_info["task"]))
+
+
+async def model(request: web.Request) -> web.StreamResponse:
+    task_id, round_no = request.match_info["task"], _int(request, "round")
+    data = await _service(request).views.model(task_id, round_no)
+    digest = hashlib.sha256(data).hexdigest()
+    return web.Response(
+        body=data,
+        content_type="application/octet-stream",
+        headers={
+            "X-Model-Digest": digest,
+            "Content-Disposition": f'attachment; filename="{task_id}-round{round_no}.bin"',
+        },
+    )
+
+
+async def audit(request: web.Request) -> web.StreamResponse:
+    views = _service(request).views
+    return web.json_response(
+        await views.audit(request.match_info["task"], _int(request, "round", least=1))
+    )
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    return web.json_response(await _service(request).health())
+
+
+async def create_task(request: web.Request) -> web.StreamResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPProblem(400, "bad-request", "the body must be JSON") from None
+    spec, initial = (
+        (body.get("task"), body.get("initial_model")) if isinstance(body, dict) else (None, None)
+    )
+    if not isinstance(spec, dict):
+        raise HTTPProblem(400, "bad-request", "field 'task' must be the task's JSON object")
+    if not isinstance(initial, str):
+        raise HTTPProblem(400, "bad-request", "field 'initial_model' must be base64 text")
+    try:
+        raw = base64.b64decode(initial, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPProblem(400, "bad-request", "field 'initial_model' is not valid base64") from None
+    record = await _service(request).writer().create_task(spec, raw)
+    return web.json_response(record, status=201)
+
+
+async def advance(request: web.Request) -> web.StreamResponse:
+    task_id, round_no = request.match_info["task"], _int(request, "round", least=1)
+    return web.json_response(await _service(request).writer().advance_round(task_id, round_no))
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    after = _int(request, "after") if "after" in request.query else 0
+    return await stream(request, _service(request).log, after)
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi_document())
+
+
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(DASHBOARD, headers={"Cache-Control": "no-cache"})
+
+
+T, R = "/api/v1/tasks/{task}", "/api/v1/tasks/{task}/rounds/{round}"
+ROUTES = [
+    Route("GET", "/", "the dashboard (a single page)", "none", dashboard, "text/html"),
+    Route("GET", "/api/v1/openapi.json", "this API's OpenAPI description", "none", openapi),
+    Route("GET", "/api/v1/whoami", "the caller as the service sees it", "read", whoami),
+    Route(
+        "GET", "/api/v1/health", "nodes, heights, Raft leader, chaincode servers", "read", health
+    ),  # fmt: skip
+    Route("GET", "/api/v1/tasks", "every task, with its open round", "read", tasks),
+    Route(
+        "POST", "/api/v1/tasks", "create a task (this organisation's admins)", "write", create_task
+    ),  # fmt: skip
+    Route("GET", T, "a task's record", "read", task),
+    Route(
+        "GET",
+        T + "/rounds",
+        "a task's rounds: counts per organisation, metrics, audit",
+        "read",
+        rounds,
+    ),  # fmt: skip
+    Route(
+        "GET",
+        T + "/contributions",
+        "contributions per organisation and per worker",
+        "read",
+        contributions,
+    ),  # fmt: skip
+    Route(
+        "GET", R, "a round's updates: committed, used, excluded or refused, and why", "read", round_
+    ),  # fmt: skip
+    Route(
+        "GET",
+        R + "/model",
+        "the global model after the round (0: initial)",
+        "read",
+        model,
+        "application/octet-stream",
+    ),  # fmt: skip
+    Route("GET", R + "/audit", "the round recomputed from the ledger", "read", audit),
+    Route(
+        "POST",
+        R + "/advance",
+        "aggregate the open round (this organisation's admins)",
+        "write",
+        advance,
+    ),  # fmt: skip
+    Route(
+        "GET", "/api/v1/events", "live events (WebSocket; ?after=<last id> resumes)", "read", events
+    ),  # fmt: skip
+]
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        params = [
+            {"name": name, "in": "path", "required": True,
+             "schema": {"type": "integer" if name == "round" else "string"}}
+            for name in ("task", "round") if "{" + name + "}" in route.path
+        ]  # fmt: skip
+        if route.handler is events:
+            params.append({"name": "after", "in": "query", "schema": {"type": "integer"}})
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__.rstrip("_"),
+            "parameters": params,
+            "responses": {"200": {"description": "OK", "content": {route.produces: {}}}},
+        }
+        if route.access != "none":
+            operation["security"] = [{"mutualTLS": []}, {"token": []}]
+            operation["responses"].update(
+                {
+                    "401": {"description": "unknown caller"},
+                    "403": {"description": "not allowed"},
+                    "503": {"description": "the organisation's peer cannot be reached"},
+                }  # fmt: skip
+            )
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "fedfabric serve", "version": "1"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "mutualTLS": {"type": "mutualTLS",
+                              "description": "a client certificate of a consortium MSP"},
+                "token": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                          "description": "`fedfabric serve token`, issued by an org admin"},
+            }
+        },
+    }  # fmt: skip
+
+
+def _problem(exc: Exception) -> HTTPProblem | None:
+    """The error answer for `exc`, or None when it is a bug (then: 500)."""
+    if isinstance(exc, HTTPProblem):
+        return exc
+    if isinstance(exc, AccessError):
+        return HTTPProblem(exc.status, "unauthorised" if exc.status == 401 else "forbidden",
+                           exc.reason)  # fmt: skip
+    if isinstance(exc, LookupError):
+        return HTTPProblem(404, "not-found", str(exc).strip("'\""))
+    if isinstance(exc, GatewayError):
+        refused = refusal(exc)
+        if refused.status:
+            return HTTPProblem(refused.status, refused.check, refused.reason)
+        if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return HTTPProblem(503, "network-down", f"the peer cannot be reached: {exc}")
+        return HTTPProblem(502, "gateway", str(exc))
+    return None
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route
+    access = getattr(route.handler, "access", "read") if route.resource else "none"
+    try:
+        request[CALLER] = _caller(request, access)
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        problem = _problem(exc)
+        if problem is None:
+            raise
+        response = web.json_response(
+            {"error": problem.code, "reason": problem.reason}, status=problem.status
+        )
+    if not isinstance(response, web.WebSocketResponse) and not response.prepared:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def create_app(service: Any) -> web.Application:
+    """The aiohttp application of `service` (a `fedfabric.fl_worker.service.Service`)."""
+    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    app[SERVICE] = service
+    for route in ROUTES:
+        handler = _with_access(route)
+        app.router.add_route(route.method, route.path, handler)
+    return app
+
+
+def _with_access(route: Route) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await route.handler(request)
+
+    handler.access = route.access  # type: ignore[attr-defined]
+    handler.__name__ = route.handler.__name__
+    return handler
+
+
+__all__ = ["ROUTES", "create_app", "openapi_document"]

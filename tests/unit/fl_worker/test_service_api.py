@@ -1,0 +1,305 @@
+"""`fedfabric serve`'s REST API and events over the in-memory ledger (`MemoryFL`), through
+aiohttp's test client: every route, its errors and its access rules. The identities and
+tokens are real (the default topology's crypto material, made here); the ledger is the real
+FL contract in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from fedfabric.chaincode import fl
+from fedfabric.chaincode.testing import fake_identity
+from fedfabric.fl_worker.ledger import MemoryFL
+from fedfabric.fl_worker.service import Access, EventLog, Service, create_app, issue_token
+from fedfabric.network import _crypto, load_topology
+
+SPEC = {"arch": "mlp", "sizes": [4, 3]}
+LAYOUT = fl.model_layout(SPEC)
+ORGS = ("TransportMSP", "EnergyMSP", "HealthMSP")
+
+
+@pytest.fixture(scope="module")
+def crypto(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("crypto")
+    _crypto.generate(load_topology(), folder)
+    return folder
+
+
+def token(crypto: Path, org: str, role: str, *, ttl: float = 600, age: float = 0) -> str:
+    """A token `org`'s admin issued `age` seconds ago, valid for `ttl` seconds."""
+    topology = load_topology()
+    o = topology.org(org)
+    msp = _crypto.org_dir(crypto, o) / "users" / _crypto.user_name(o, "Admin") / "msp"
+    roots = {p.stem: p.read_bytes() for p in _crypto.msp_roots_dir(crypto).glob("*.pem")}
+    cert = next((msp / "signcerts").glob("*.pem")).read_bytes()
+    key = (msp / "keystore" / "priv_sk").read_bytes()
+    return issue_token(cert, key, roots, subject=f"{org}-{role}", role=role, ttl_seconds=ttl,
+                        now=time.time() - age)  # fmt: skip
+
+
+def bearer(t: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {t}"}
+
+
+def task_spec(task_id: str, rounds: int = 3) -> dict[str, Any]:
+    return {"id": task_id, "layout": {"tensors": [{"name": n, "shape": list(s)}
+                                                  for n, s in LAYOUT.tensors]},
+            "model": SPEC, "rounds": rounds, "min_updates": 1, "norm_bound": 100.0,
+            "max_update_bytes": 100_000, "aggregation": {"rule": "fedavg", "params": {}},
+            "allowed_orgs": list(ORGS)}  # fmt: skip
+
+
+def zeros() -> bytes:
+    return fl.encode_model({n: np.zeros(s, np.float32) for n, s in LAYOUT.tensors}, LAYOUT)
+
+
+def delta(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    values = {n: rng.normal(scale=0.1, size=s).astype(np.float32) for n, s in LAYOUT.tensors}
+    return fl.encode_update(values, LAYOUT)
+
+
+class World:
+    """Task "city" after round 1 (Transport and Energy committed, Health declined) with
+    round 2 open (Transport committed)."""
+
+    def __init__(self) -> None:
+        self.fl = MemoryFL({m: fl.FLContract({"msp_id": m}) for m in ORGS})
+
+    def admin(self, msp: str = "TransportMSP") -> Any:
+        return self.fl.ledger(fake_identity(msp, role="admin", name="admin"))
+
+    def worker(self, msp: str) -> Any:
+        return self.fl.ledger(fake_identity(msp, name="worker1"))
+
+    async def play(self) -> None:
+        await self.admin().create_task(task_spec("city"), zeros())
+        for msp in ORGS:
+            await self.admin(msp).register_workers("city", [self.worker(msp).enrolment_id])
+        await self.worker("TransportMSP").submit_update("city", 1, delta(1), 30)
+        await self.worker("EnergyMSP").submit_update("city", 1, delta(2), 20)
+        await self.worker("HealthMSP").decline_round("city", 1, "private-validation: too far")
+        await self.admin().advance_round("city", 1)
+        await self.worker("TransportMSP").submit_update("city", 2, delta(3), 30)
+
+
+@pytest.fixture
+async def api(crypto: Path, tmp_path: Path) -> AsyncIterator[tuple[TestClient, World, Service]]:
+    world = World()
+    await world.play()
+    validation = tmp_path / "val.npz"
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    fl.write_validation_data(validation, x, (np.arange(40) % 3), SPEC)
+    access = Access.from_roots_dir(_crypto.msp_roots_dir(crypto), "TransportMSP")
+    service = Service(world.worker("TransportMSP"), writer=world.admin(), access=access,
+                      log=EventLog(tmp_path / "events.jsonl"), validation=validation)  # fmt: skip
+    async with service:
+        client = TestClient(TestServer(create_app(service)))
+        await client.start_server()
+        try:
+            yield client, world, service
+        finally:
+            await client.close()
+
+
+async def get(client: TestClient, path: str, t: str, status: int = 200) -> Any:
+    response = await client.get(path, headers=bearer(t))
+    assert response.status == status, await response.text()
+    return await response.json() if response.content_type == "application/json" else response
+
+
+async def test_every_read_route_answers_a_reader_of_another_org(api, crypto) -> None:
+    client, _, _ = api
+    reader = token(crypto, "energy", "reader")
+
+    me = await get(client, "/api/v1/whoami", reader)
+    assert (me["msp_id"], me["role"], me["via"]) == ("EnergyMSP", "reader", "token")
+    assert me["service"]["org"] == "TransportMSP"
+    (listed,) = (await get(client, "/api/v1/tasks", reader))["tasks"]
+    assert (listed["id"], listed["round"], listed["status"]) == ("city", 2, "running")
+    record = await get(client, "/api/v1/tasks/city", reader)
+    assert record["spec"]["rounds"] == 3 and record["created_by"] == "TransportMSP"
+    health = await get(client, "/api/v1/health", reader)
+    assert health["status"] == "up" and health["height"] > 0
+
+    rounds = await get(client, "/api/v1/tasks/city/rounds", reader)
+    first, second = rounds["rounds"]
+    assert (first["status"], first["committed"], first["refused"]) == ("aggregated", 2, 1)
+    assert first["orgs"]["HealthMSP"] == {"committed": 0, "refused": 1, "excluded": 0}
+    assert second["status"] == "open" and second["metrics"] is None
+    assert 0.0 <= first["metrics"]["accuracy"] <= 1.0 and first["metrics"]["loss"] > 0
+
+    page = await get(client, "/api/v1/tasks/city/rounds/1", reader)
+    states = {u["msp_id"]: (u["state"], u["reason"]) for u in page["updates"]}
+    assert states["HealthMSP"] == ("refused", "private-validation: too far")
+    assert states["EnergyMSP"] == ("used", None)
+
+    contributions = await get(client, "/api/v1/tasks/city/contributions", reader)
+    assert contributions["orgs"]["TransportMSP"]["updates"] == 2
+    assert contributions["orgs"]["TransportMSP"]["samples"] == 60
+    assert contributions["orgs"]["HealthMSP"]["refused"] == 1
+    assert len(contributions["workers"]) == 3
+
+    response = await get(client, "/api/v1/tasks/city/rounds/1/model", reader)
+    body = await response.read()
+    assert response.headers["X-Model-Digest"] == hashlib.sha256(body).hexdigest()
+    assert fl.read_header(body)["content_digest"] == first["model_digest"]
+
+    audit = await get(client, "/api/v1/tasks/city/rounds/1/audit", reader)
+    assert audit["match"] is True and audit["committed_digest"] == first["model_digest"]
+    assert sorted(audit["contributors"]) == ["EnergyMSP", "TransportMSP"]
+
+
+async def test_the_metrics_are_the_rounds_model_on_the_orgs_own_data(api, tmp_path) -> None:
+    client, world, service = api
+    rounds = await service.views.rounds("city")
+    model = fl.decode_update(await world.admin().global_model("city", 1), LAYOUT)
+    with np.load(tmp_path / "val.npz") as data:
+        loss, accuracy = fl.numpy_metrics(model, dict(data))
+    assert rounds["rounds"][0]["metrics"] == {"loss": round(loss, 6),
+                                              "accuracy": round(accuracy, 6)}  # fmt: skip
+
+
+async def test_bad_requests_and_missing_things_are_named(api, crypto) -> None:
+    client, _, _ = api
+    reader = token(crypto, "transport", "reader")
+
+    missing = await get(client, "/api/v1/tasks/nope/rounds", reader, 404)
+    assert missing["error"] == "not-found" and "nope" in missing["reason"]
+    beyond = await get(client, "/api/v1/tasks/city/rounds/9", reader, 404)
+    assert "rounds 1 to 3" in beyond["reason"]
+    bad = await get(client, "/api/v1/tasks/city/rounds/one", reader, 400)
+    assert bad["reason"] == "round must be an integer, got 'one'"
+    assert (await get(client, "/api/v1/events?after=-2", reader, 400))["error"] == "bad-request"
+
+
+async def test_no_credentials_and_bad_tokens_are_401_with_the_reason(api, crypto) -> None:
+    client, _, _ = api
+    response = await client.get("/api/v1/tasks")
+    assert response.status == 401
+    assert "no credentials" in (await response.json())["reason"]
+
+    forged = token(crypto, "energy", "reader")[:-4] + "AAAA"
+    assert (await get(client, "/api/v1/tasks", forged, 401))["error"] == "unauthorised"
+    expired = token(crypto, "energy", "reader", ttl=10, age=200)  # past the 60 s skew
+    assert "expired" in (await get(client, "/api/v1/tasks", expired, 401))["reason"]
+
+
+async def test_writes_need_an_admin_of_this_org_then_the_contracts_checks(api, crypto) -> None:
+    client, world, _ = api
+    body = {"task": task_spec("lab", rounds=2), "initial_model": base64.b64encode(zeros()).decode()}
+
+    for t in (token(crypto, "transport", "reader"), token(crypto, "energy", "admin")):
+        response = await client.post("/api/v1/tasks", json=body, headers=bearer(t))
+        assert response.status == 403
+        assert "TransportMSP" in (await response.json())["reason"]
+
+    admin = bearer(token(crypto, "transport", "admin"))
+    created = await client.post("/api/v1/tasks", json=body, headers=admin)
+    assert created.status == 201, await created.text()
+    assert (await world.admin().task("lab")) is not None
+    again = await client.post("/api/v1/tasks", json=body, headers=admin)
+    assert again.status == 409, await again.text()  # the contract: the task exists
+
+    for broken, field in (({"task": []}, "'task'"), ({"task": {}, "initial_model": "%%"},
+                                                      "'initial_model'")):  # fmt: skip
+        response = await client.post("/api/v1/tasks", json=broken, headers=admin)
+        assert response.status == 400 and field in (await response.json())["reason"]
+
+    advanced = await client.post("/api/v1/tasks/city/rounds/2/advance", headers=admin)
+    assert advanced.status == 200, await advanced.text()
+    assert (await advanced.json())["round"] == 2
+    closed = await client.post("/api/v1/tasks/city/rounds/1/advance", headers=admin)
+    assert await closed.json() == {
+        "error": "round-state",
+        "reason": "round-state: round 1 is aggregated, not open",
+    }
+    assert closed.status == 400
+
+
+async def test_the_openapi_document_lists_every_route(api) -> None:
+    client, _, _ = api
+    response = await client.get("/api/v1/openapi.json")  # no credentials needed
+    document = await response.json()
+    assert document["openapi"].startswith("3.")
+    operations = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    for route in client.app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        assert (route.method, path) in operations, (route.method, path)
+
+
+async def test_events_resume_after_a_reconnect_exactly_once(api, crypto) -> None:
+    client, world, service = api
+    t = token(crypto, "health", "reader")
+
+    async with client.ws_connect(f"/api/v1/events?token={t}") as ws:
+        first = [json.loads((await ws.receive(timeout=5)).data) for _ in range(3)]
+    await world.worker("EnergyMSP").submit_update("city", 2, delta(4), 20)
+    await world.admin().advance_round("city", 2)
+    await logged(
+        service, lambda m: m.get("name") == "AggregateCommitted" and m["payload"]["round"] == 2
+    )
+    async with client.ws_connect(f"/api/v1/events?token={t}&after={first[-1]['id']}") as ws:
+        rest = []
+        while not rest or rest[-1]["id"] < service.log.last_id:
+            rest.append(json.loads((await ws.receive(timeout=5)).data))
+
+    ids = [m["id"] for m in first + rest]
+    assert ids == list(range(1, service.log.last_id + 1))
+    names = [m["name"] for m in first + rest if m["kind"] == "chaincode"]
+    assert names.count("AggregateCommitted") == 2 and "RoundDeclined" in names
+
+
+async def test_events_need_credentials(api) -> None:
+    client, _, _ = api
+    response = await client.get("/api/v1/events")
+    assert response.status == 401
+
+
+async def test_a_restarted_service_keeps_the_ids_and_adds_no_repeats(api, crypto, tmp_path):
+    _, world, service = api
+    await world.worker("EnergyMSP").submit_update("city", 2, delta(5), 20)
+    await logged(
+        service,
+        lambda m: (
+            m.get("name") == "UpdateSubmitted"
+            and m["payload"]["round"] == 2
+            and m["payload"]["worker"].startswith("Energy")
+        ),
+    )
+    before = list(service.log.messages)
+    await service.close()
+
+    access = Access.from_roots_dir(_crypto.msp_roots_dir(crypto), "TransportMSP")
+    again = Service(world.worker("TransportMSP"), access=access,
+                    log=EventLog(tmp_path / "events.jsonl"))  # fmt: skip
+    async with again:
+        await world.admin().advance_round("city", 2)
+        await logged(
+            again, lambda m: m.get("name") == "AggregateCommitted" and m["payload"]["round"] == 2
+        )
+        await logged(again, lambda m: m["kind"] == "block" and m["block"] == world.fl.height - 1)
+    assert again.log.messages[: len(before)] == before
+    keys = [(m["kind"], m["block"], m.get("tx_id")) for m in map(json.loads, again.log.messages)]
+    assert len(keys) == len(set(keys)) and len(keys) > len(before)
+
+
+async def logged(service: Service, wanted: Callable[[dict[str, Any]], bool]) -> None:
+    """Wait (5 s at most) until `service`'s event log holds a message `wanted` accepts."""
+    for _ in range(250):
+        if any(wanted(json.loads(line)) for line in service.log.messages):
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"not logged; the log: {service.log.messages}")
