@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from fedfabric.fl_worker._serve_cli import DEFAULT_PORT
     from fedfabric.network.cli import add_network_options
 
     p = sub.add_parser(
@@ -118,6 +119,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="with --org: take part in the task another organisation coordinates (the one "
         "of these settings, or --task): register this organisation's workers and follow "
         "its rounds",
+    )
+    p.add_argument(
+        "--serve",
+        nargs="?",
+        type=int,
+        const=DEFAULT_PORT,
+        metavar="PORT",
+        help="also run the organisation's service (REST API, live events, dashboard; see "
+        f"`fedfabric serve`) on PORT (default {DEFAULT_PORT}) and print its address; it "
+        "runs on after the job until Ctrl-C",
     )
     p.set_defaults(func=_main)
 

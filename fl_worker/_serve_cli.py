@@ -17,9 +17,10 @@ import signal
 import sys
 from pathlib import Path
 
+DEFAULT_PORT = 8480  # of `fedfabric serve` and `fedfabric run --serve`
+
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    from fedfabric.fl_worker.service._network import DEFAULT_PORT
     from fedfabric.network.cli import add_network_options
 
     p = sub.add_parser(
@@ -60,6 +61,14 @@ def add_token_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=token_main)
 
 
+def _needs_serve_extra(exc: ModuleNotFoundError) -> int:
+    if exc.name != "aiohttp":
+        raise exc
+    print("error: the service needs the serve extra (aiohttp); install it with "
+          "pip install 'fedfabric[serve]'", file=sys.stderr)  # fmt: skip
+    return 2
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from fedfabric.fl_worker.service._network import operator_token, org_service
     from fedfabric.network.cli import open_network
@@ -85,17 +94,22 @@ def serve_main(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(_serve(args))
+    except ModuleNotFoundError as exc:
+        return _needs_serve_extra(exc)
     except (GatewayError, NetworkError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
 def token_main(args: argparse.Namespace) -> int:
-    from fedfabric.fl_worker.service import revoke
-    from fedfabric.fl_worker.service._network import operator_token, service_dir
     from fedfabric.network import NetworkError
     from fedfabric.network.cli import open_network
 
+    try:
+        from fedfabric.fl_worker.service import revoke
+        from fedfabric.fl_worker.service._network import operator_token, service_dir
+    except ModuleNotFoundError as exc:
+        return _needs_serve_extra(exc)
     try:
         network = open_network(args)
         org = network.topology.org(args.org).name

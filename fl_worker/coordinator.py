@@ -61,6 +61,7 @@ from fedfabric.fl_worker.worker import (
     Worker,
     WorkerResources,
     WorkerResult,
+    decline_refused,
 )
 from fedfabric.gateway import CommitError, EndorseError, GatewayError
 
@@ -564,6 +565,11 @@ class Coordinator:
                 for w, r in zip(workers, gathered, strict=True)
             )
             timings["train_submit"] = time.perf_counter() - t
+            refused = [(w, r) for w, r in zip(workers, results, strict=True) if r.status == REFUSED]
+            if refused:  # on the ledger, with the reason, for anyone who looks (not waited for)
+                t = time.perf_counter()
+                await decline_refused(*zip(*refused, strict=True), self.task, round_no, None)
+                timings["decline"] = time.perf_counter() - t
             failed = [r for r in results if r.status == FAILED]
             if failed and self.wait_for_all:
                 raise RoundIncompleteError(

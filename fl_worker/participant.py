@@ -26,8 +26,7 @@ from typing import Any
 
 from fedfabric.chaincode import fl
 from fedfabric.fl_worker.ledger import Ledger
-from fedfabric.fl_worker.worker import Worker, WorkerResult
-from fedfabric.gateway import CommitError, GatewayError
+from fedfabric.fl_worker.worker import Worker, WorkerResult, decline_refused
 
 
 class ParticipantError(Exception):
@@ -75,7 +74,7 @@ async def take_part(
         done = await asyncio.gather(
             *(w.run_round(task, round_no, on_ledger=known) for w in workers)
         )
-        await _decline(workers, done, task, round_no, say)
+        await decline_refused(workers, done, task, round_no, say)
         results.extend(done)
         if say is not None:
             statuses = ", ".join(f"{r.worker}: {r.status}" for r in done)
@@ -84,36 +83,6 @@ async def take_part(
         if closed is None:
             raise ParticipantError(f"round {round_no} of {task!r} stayed open for {timeout:g}s")
     return results
-
-
-async def _decline(
-    workers: Sequence[Worker],
-    done: Sequence[WorkerResult],
-    task: str,
-    round_no: int,
-    say: Callable[[str], None] | None,
-) -> None:
-    """Each worker whose update is not on the ledger (refused, or failed) declines the
-    round, so that the coordinator, which never sees the refusal, need not wait for it. A
-    decline that fails only makes it wait (its event timeout): said, never raised."""
-
-    async def decline(worker: Worker, result: WorkerResult) -> None:
-        if result.refusal is not None:
-            reason = f"{result.refusal.check}: {result.refusal.message}"
-        else:
-            reason = f"{result.status}: {result.error or 'no update'}"
-        try:
-            await worker.ledger.decline_round(task, round_no, reason[: fl.MAX_REASON])
-        except (GatewayError, CommitError) as exc:
-            if say is not None:
-                say(f"round {round_no}: {worker.name} could not decline the round: {exc}")
-        else:
-            if say is not None:
-                say(f"round {round_no}: {worker.name} declined the round ({reason[:80]})")
-
-    await asyncio.gather(
-        *(decline(w, r) for w, r in zip(workers, done, strict=True) if not r.accepted)
-    )
 
 
 async def _admitted(

@@ -24,8 +24,9 @@ import asyncio
 import hashlib
 import json
 import math
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class RunOptions:
     report_dir: Path | None = None
     org: str | None = None  # run only this organisation's part, on its own host
     join: bool = False  # with `org`: take part in a task another organisation coordinates
+    serve: int | None = None  # serve the organisation's service on this port during the job
+    served: Callable[[Any], Awaitable[None]] | None = None  # with `serve`: then, until it returns
 
 
 def task_id(config: RunConfig) -> str:
@@ -78,14 +81,7 @@ async def run_job(
 
     Raises `RunError` for anything a user must fix, before any transaction when possible.
     """
-    from fedfabric.fl_worker.async_rounds import coordinator_for
-    from fedfabric.fl_worker.clients import Clients
-    from fedfabric.fl_worker.coordinator import CoordinatorError
     from fedfabric.fl_worker.federation import prepare
-    from fedfabric.fl_worker.inmemory import run_in_memory
-    from fedfabric.fl_worker.report import Report, write_report
-    from fedfabric.fl_worker.worker import WorkerResources
-    from fedfabric.network import NetworkError
 
     if config.orgs > len(network.topology.organizations):
         raise RunError(
@@ -96,6 +92,38 @@ async def run_job(
     say(f"preparing data and model ({config.dataset}, {config.num_workers} workers)")
     fed = await asyncio.to_thread(prepare, _with_late_org(config, own, network))
     await _network_ready(network, options, say, fed)
+    if options.serve is None:
+        return await _job(config, options, network, fed, own, say, on_round)
+    from fedfabric.fl_worker.service._network import operator_token, org_service
+
+    org = own or network.topology.organizations[0].name
+    async with org_service(network, org, port=options.serve) as service:
+        token = operator_token(network, org, role="reader")
+        say(f"{service.msp_id}'s service: https://127.0.0.1:{service.port}/#token={token}")
+        report = await _job(config, options, network, fed, own, say, on_round)
+        if options.served is not None:
+            await options.served(report)
+    return report
+
+
+async def _job(
+    config: RunConfig,
+    options: RunOptions,
+    network: Backend,
+    fed: Any,
+    own: str | None,
+    say: Say,
+    on_round: Callable[[Any], None] | None,
+) -> Any:
+    """The job once the network is ready (`run_job`)."""
+    from fedfabric.fl_worker.async_rounds import coordinator_for
+    from fedfabric.fl_worker.clients import Clients
+    from fedfabric.fl_worker.coordinator import CoordinatorError
+    from fedfabric.fl_worker.inmemory import run_in_memory
+    from fedfabric.fl_worker.report import Report, write_report
+    from fedfabric.fl_worker.worker import WorkerResources
+    from fedfabric.network import NetworkError
+
     started = time.perf_counter()
     async with Clients(network) as clients:
         orgs = clients.org_names(config.orgs)
@@ -524,7 +552,20 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, NetworkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    stop = asyncio.Event()
+
+    async def served(report: Any) -> None:  # the service runs on until Ctrl-C (or SIGTERM)
+        if report is not None:
+            progress.summary(report)
+        progress.say("the job is done; the service runs on until interrupted (Ctrl-C)")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
     options = RunOptions(
+        serve=args.serve,
+        served=served if args.serve is not None else None,
         task=args.task,
         resume=args.resume,
         devices_per_org=args.devices,
@@ -544,6 +585,6 @@ def main(args: argparse.Namespace) -> int:
         except (RunError, ConfigError, NetworkError) as exc:
             progress.say(f"error: {exc}")
             return 1
-        if report is not None:  # None: --join, whose progress lines said it all
+        if report is not None and options.serve is None:  # None: --join, whose lines said it
             progress.summary(report)
     return 0

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -368,6 +368,39 @@ class Worker:
         )
 
 
+async def decline_refused(
+    workers: Sequence[Worker],
+    done: Sequence[WorkerResult],
+    task: str,
+    round_no: int,
+    say: Callable[[str], None] | None,
+) -> None:
+    """Each worker whose update is not on the ledger (refused, or failed) declines the
+    round (``DeclineRound``), with the reason: a coordinator on another host, which never
+    sees the refusal, need not wait for it, and everyone sees on the ledger who was refused
+    and why. A decline that fails is said, never raised (a coordinator elsewhere then waits
+    for its event timeout)."""
+
+    async def decline(worker: Worker, result: WorkerResult) -> None:
+        if result.refusal is not None:
+            refused = result.refusal  # the contract's words, once per endorser that said them
+            reason = refused.reason or f"{refused.check}: {refused.message}"
+        else:
+            reason = f"{result.status}: {result.error or 'no update'}"
+        try:
+            await worker.ledger.decline_round(task, round_no, reason[: fl.MAX_REASON])
+        except (GatewayError, CommitError) as exc:
+            if say is not None:
+                say(f"round {round_no}: {worker.name} could not decline the round: {exc}")
+        else:
+            if say is not None:
+                say(f"round {round_no}: {worker.name} declined the round ({reason[:80]})")
+
+    await asyncio.gather(
+        *(decline(w, r) for w, r in zip(workers, done, strict=True) if not r.accepted)
+    )
+
+
 __all__ = [
     "ACCEPTED",
     "COMMITTED",
@@ -382,5 +415,6 @@ __all__ = [
     "Worker",
     "WorkerResources",
     "WorkerResult",
+    "decline_refused",
     "encode",
 ]

@@ -22,7 +22,6 @@ from fedfabric.fl_worker.service import Access, EventLog, Service, issue_token
 from fedfabric.network import FabricNetwork, _crypto
 from fedfabric.network.fabric._chaincode import served
 
-DEFAULT_PORT = 8480
 HEALTH_FRESH = 2.0  # seconds a node report is reused (each peer's height costs a CLI call)
 
 
@@ -57,8 +56,8 @@ async def org_service(
     network: FabricNetwork,
     org: str,
     *,
+    port: int,
     host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
     validation: Path | None = None,
 ) -> AsyncIterator[Service]:
     """`org`'s service, listening on `host`:`port` (HTTPS), until the block ends."""
@@ -116,7 +115,6 @@ def service_dir(network: FabricNetwork, org: str) -> Path:
 
 
 __all__ = [
-    "DEFAULT_PORT",
     "access_for",
     "deployed_validation",
     "operator_token",

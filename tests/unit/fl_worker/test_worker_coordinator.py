@@ -114,6 +114,11 @@ async def test_refused_updates_are_reported_with_check_and_orgs_and_match_the_ba
     for _, org, r in outcome.refused:
         assert r.orgs == (org,) and "exceeds the bound 20.0" in r.message
         assert outcome.per_org[org].refused >= 1
+    # Each refused worker declined the round on the ledger, with the contract's reason.
+    page = await run.coordinator.ledger.round_updates(TASK, 1)
+    declined = {d["worker"]: d["reason"] for d in page["declined"]}
+    assert set(declined) == {r.worker_id for r in outcome.workers if r.status == "refused"}
+    assert all(reason.startswith("norm: ") for reason in declined.values())
 
 
 async def test_resubmitting_after_an_unknown_commit_outcome_is_success_not_a_double_count():
@@ -402,7 +407,8 @@ async def test_a_refused_worker_of_another_host_declines_and_the_round_does_not_
     for round_no, outcome in enumerate(outcomes, start=1):
         page = await run.coordinator.ledger.round_updates(TASK, round_no)
         declined = {d["worker"] for d in page["declined"]}
-        assert declined == {r.worker_id for r in refused if r.round == round_no}
+        here = {r.worker_id for r in outcome.workers if r.status == "refused"}  # they decline too
+        assert declined == {r.worker_id for r in refused if r.round == round_no} | here
         assert "norm: " in page["declined"][0]["reason"]
         assert len(outcome.updates) == 6 - len(bad_in(run, round_no, second + third, mine))
 
