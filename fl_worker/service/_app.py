@@ -104,7 +104,14 @@ async def task(request: web.Request) -> web.StreamResponse:
 
 
 async def rounds(request: web.Request) -> web.StreamResponse:
-    return web.json_response(await _service(request).views.rounds(request.match_info["task"]))
+    """The rounds; the metrics (this organisation's model scores on its own validation data)
+    only for this organisation's identities: another organisation learns nothing of its data."""
+    service = _service(request)
+    found = await service.views.rounds(request.match_info["task"])
+    if request[CALLER].msp_id != service.msp_id:
+        found = {**found, "rounds": [{**r, "metrics": None} for r in found["rounds"]],
+                 "metrics_for": service.msp_id}  # fmt: skip
+    return web.json_response(found)
 
 
 async def round_(request: web.Request) -> web.StreamResponse:

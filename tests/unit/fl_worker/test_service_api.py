@@ -138,7 +138,10 @@ async def test_every_read_route_answers_a_reader_of_another_org(api, crypto) -> 
     assert (first["status"], first["committed"], first["refused"]) == ("aggregated", 2, 1)
     assert first["orgs"]["HealthMSP"] == {"committed": 0, "refused": 1, "excluded": 0}
     assert second["status"] == "open" and second["metrics"] is None
-    assert 0.0 <= first["metrics"]["accuracy"] <= 1.0 and first["metrics"]["loss"] > 0
+    assert first["metrics"] is None and rounds["metrics_for"] == "TransportMSP"  # Energy's reader
+    own = await get(client, "/api/v1/tasks/city/rounds", token(crypto, "transport", "reader"))
+    assert 0.0 <= own["rounds"][0]["metrics"]["accuracy"] <= 1.0
+    assert own["rounds"][0]["metrics"]["loss"] > 0
 
     page = await get(client, "/api/v1/tasks/city/rounds/1", reader)
     states = {u["msp_id"]: (u["state"], u["reason"]) for u in page["updates"]}
@@ -159,6 +162,21 @@ async def test_every_read_route_answers_a_reader_of_another_org(api, crypto) -> 
     audit = await get(client, "/api/v1/tasks/city/rounds/1/audit", reader)
     assert audit["match"] is True and audit["committed_digest"] == first["model_digest"]
     assert sorted(audit["contributors"]) == ["EnergyMSP", "TransportMSP"]
+
+
+async def test_no_response_holds_the_validation_data_or_where_it_is(api, crypto, tmp_path):
+    client, _, _ = api
+    with np.load(tmp_path / "val.npz") as data:
+        # negative ones: no metric, digest or count could look like them
+        values = [f"{v:.4f}" for v in data["x"].ravel()[:40] if v < 0]
+    for t in (token(crypto, "transport", "admin"), token(crypto, "energy", "reader")):
+        for path in ("/api/v1/tasks", "/api/v1/tasks/city", "/api/v1/tasks/city/rounds",
+                     "/api/v1/tasks/city/rounds/1", "/api/v1/tasks/city/rounds/2",
+                     "/api/v1/tasks/city/contributions", "/api/v1/tasks/city/rounds/1/audit",
+                     "/api/v1/health", "/api/v1/whoami"):  # fmt: skip
+            text = json.dumps(await get(client, path, t))
+            assert str(tmp_path) not in text and "val.npz" not in text, path
+            assert values and not any(v in text for v in values), path
 
 
 async def test_the_metrics_are_the_rounds_model_on_the_orgs_own_data(api, tmp_path) -> None:
