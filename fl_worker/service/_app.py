@@ -3,9 +3,9 @@ live events and the dashboard.
 
 Every route is declared once, in `ROUTES`, which both registers it and describes it in the
 OpenAPI document (``GET /api/v1/openapi.json``). Every error is JSON ``{"error": <code>,
-"reason": <text>}``: 400 bad input, 401 unknown caller, 403 not allowed (the service's own
-rule or the contract's), 404 no such task or round, 409 the contract's state refuses it
-(e.g. the round is not open), 503 the organisation's peer cannot be reached.
+"reason": <text>}``: 400 bad input, 401 unknown caller, 403 not allowed, 404 no such task or
+round; a refusal by the contract keeps the contract's status (400, 403, 404, 409), check name
+and words; 503 the organisation's peer cannot be reached.
 """
 
 from __future__ import annotations
