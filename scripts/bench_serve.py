@@ -143,8 +143,8 @@ async def idle_clients(net: FabricNetwork, base: str, context: ssl.SSLContext, t
     admin = clients.ledger("transport", net.identity("transport", "Admin"), sync=False)
     connector = aiohttp.TCPConnector(ssl=context, limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        async with http.ws_connect(f"{base}/api/v1/events?token={token}") as probe:
-            after = await drain(probe)
+        async with http.ws_connect(f"{base}/api/v1/events?token={token}&after=0") as probe:
+            after = await drain(probe)  # the last id so far
         t0 = time.perf_counter()
         sockets = await asyncio.gather(
             *(http.ws_connect(f"{base}/api/v1/events?token={token}&after={after}")

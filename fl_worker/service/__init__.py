@@ -43,7 +43,8 @@ class Service:
     """One organisation's service over `reader` (its ledger for reads) and `writer` (its
     admin's, for the write routes; None: they answer 403). `log` keeps the live events;
     `health` reports the nodes (default: the channel height only); `validation`: this
-    organisation's validation data, for each round's metrics."""
+    organisation's validation data, for each round's metrics. A new event log starts at
+    `start_block` (None: the channel's height when the service starts)."""
 
     def __init__(
         self,
@@ -55,7 +56,7 @@ class Service:
         health: Health | None = None,
         validation: Path | None = None,
         channel: str = "",
-        start_block: int = 0,
+        start_block: int | None = None,
     ) -> None:
         self.reader, self._writer, self.access, self.log = reader, writer, access, log
         self.msp_id = access.own_msp_id

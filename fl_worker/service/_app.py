@@ -23,11 +23,12 @@ from aiohttp import web
 
 from fedfabric.fl_worker.ledger import refusal
 from fedfabric.fl_worker.service._access import AccessError, Caller
-from fedfabric.fl_worker.service._events import stream
+from fedfabric.fl_worker.service._events import close_all, stream
 from fedfabric.gateway import GatewayError
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 SERVICE = web.AppKey("service", Any)
+SOCKETS = web.AppKey("sockets", set)
 CALLER = web.RequestKey("caller", Caller | None) if hasattr(web, "RequestKey") else "caller"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -177,8 +178,9 @@ async def advance(request: web.Request) -> web.StreamResponse:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    after = _int(request, "after") if "after" in request.query else 0
-    return await stream(request, _service(request).log, after)
+    log = _service(request).log
+    after = _int(request, "after") if "after" in request.query else log.last_id  # live only
+    return await stream(request, log, after, request.app[SOCKETS])
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
@@ -327,6 +329,12 @@ def create_app(service: Any) -> web.Application:
     """The aiohttp application of `service` (a `fedfabric.fl_worker.service.Service`)."""
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
     app[SERVICE] = service
+    app[SOCKETS] = set()
+
+    async def close_sockets(app: web.Application) -> None:
+        await close_all(app[SOCKETS])
+
+    app.on_shutdown.append(close_sockets)
     for route in ROUTES:
         handler = _with_access(route)
         app.router.add_route(route.method, route.path, handler)

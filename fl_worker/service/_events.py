@@ -4,11 +4,12 @@ followed from the ledger and streamed to any number of WebSocket clients.
 `EventLog` holds the messages in the order the service received them, each with an id one
 more than the last: a chaincode event of the FL contract (``kind: "chaincode"``: block,
 transaction id, event name, payload) or a committed block (``kind: "block"``: number,
-transactions, valid ones). With a file, the log is also kept on disk (JSON lines), so ids
+transactions, valid ones); its first message (``kind: "start"``) says from which block it
+follows the channel. With a file, the log is also kept on disk (JSON lines), so ids
 mean the same after the service restarts, and `follow` resumes each upstream stream right
 after the last message it logged: chaincode events through the gateway's checkpointer,
 blocks from the next number. A client that reconnects with ``after=<the last id it read>``
-gets every later message exactly once.
+gets every later message exactly once (``after=0``: from the first; none: from now on).
 
 Backpressure: every client reads the one shared log at its own pace; a message goes to a
 client only when its socket took the previous one, so a slow client costs no memory but its
@@ -78,10 +79,10 @@ class EventLog:
             await self._grown.wait()
 
     def last(self, kind: str) -> dict[str, Any] | None:
-        """The last message of `kind` (``chaincode`` or ``block``), None if none."""
+        """The last message of `kind` (``start``, ``chaincode`` or ``block``), None if none."""
+        mark = f'"kind":"{kind}"'
         for line in reversed(self.messages):
-            message = json.loads(line)
-            if message["kind"] == kind:
+            if mark in line and (message := json.loads(line))["kind"] == kind:
                 return message
         return None
 
@@ -102,12 +103,18 @@ def _complete_lines(path: Path) -> list[str]:
     return [line for line in whole.decode().splitlines() if line]
 
 
-async def follow(ledger: Ledger, log: EventLog, *, start_block: int = 0) -> None:
-    """Append the ledger's FL chaincode events and blocks to `log`, from `start_block` or
-    right after what `log` already holds; runs until cancelled."""
-    await asyncio.gather(
-        _chaincode_events(ledger, log, start_block), _blocks(ledger, log, start_block)
-    )
+async def follow(ledger: Ledger, log: EventLog, *, start_block: int | None = None) -> None:
+    """Append the ledger's FL chaincode events and blocks to `log`, right after what `log`
+    already holds; a new log starts at `start_block` (None: the channel's height now, so
+    only what is committed from now on: the REST routes read the past), which it records
+    first (``kind: "start"``). Runs until cancelled."""
+    marker = log.last("start")
+    if marker is None:
+        start = await ledger.height() if start_block is None else start_block
+        log.append({"kind": "start", "block": start})
+    else:
+        start = marker["block"]
+    await asyncio.gather(_chaincode_events(ledger, log, start), _blocks(ledger, log, start))
 
 
 async def _chaincode_events(ledger: Ledger, log: EventLog, start_block: int) -> None:
@@ -148,11 +155,15 @@ async def _blocks(ledger: Ledger, log: EventLog, start_block: int) -> None:
         )
 
 
-async def stream(request: web.Request, log: EventLog, after: int) -> web.WebSocketResponse:
+async def stream(
+    request: web.Request, log: EventLog, after: int, sockets: set[web.WebSocketResponse]
+) -> web.WebSocketResponse:
     """Send `log`'s messages after id `after` to the WebSocket of `request`, then each new
-    one as it comes, until the client leaves (see the module doc for backpressure)."""
+    one as it comes, until the client leaves (see the module doc for backpressure); the
+    socket is in `sockets` meanwhile (`close_all` closes them when the service stops)."""
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
+    sockets.add(ws)
     reader = asyncio.ensure_future(ws.receive())  # a close from the client ends the stream
     sent = after
     try:
@@ -176,10 +187,19 @@ async def stream(request: web.Request, log: EventLog, after: int) -> web.WebSock
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        sockets.discard(ws)
         reader.cancel()
         with contextlib.suppress(Exception):
             await ws.close()
     return ws
 
 
-__all__ = ["EventLog", "follow", "stream"]
+async def close_all(sockets: set[web.WebSocketResponse]) -> None:
+    """Close every socket in `sockets`: the service is going away (code 1001)."""
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"the service stops") for ws in sockets),
+        return_exceptions=True,
+    )
+
+
+__all__ = ["EventLog", "close_all", "follow", "stream"]

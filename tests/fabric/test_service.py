@@ -108,7 +108,7 @@ async def test_events_dropped_mid_task_resume_with_every_rounds_events_once(
     served: Served, network: FabricNetwork
 ) -> None:
     async with session(tls(network)) as http:  # Energy's client certificate: mutual TLS
-        async with http.ws_connect(served.base + "/api/v1/events") as ws:
+        async with http.ws_connect(served.base + "/api/v1/events?after=0") as ws:
             first = await read(ws, aggregated(1))
         async with http.ws_connect(f"{served.base}/api/v1/events?after={first[-1]['id']}") as ws:
             rest = await read(ws, aggregated(ROUNDS))

@@ -103,7 +103,8 @@ async def api(crypto: Path, tmp_path: Path) -> AsyncIterator[tuple[TestClient, W
     fl.write_validation_data(validation, x, (np.arange(40) % 3), SPEC)
     access = Access.from_roots_dir(_crypto.msp_roots_dir(crypto), "TransportMSP")
     service = Service(world.worker("TransportMSP"), writer=world.admin(), access=access,
-                      log=EventLog(tmp_path / "events.jsonl"), validation=validation)  # fmt: skip
+                      log=EventLog(tmp_path / "events.jsonl"), validation=validation,
+                      start_block=0)  # fmt: skip
     async with service:
         client = TestClient(TestServer(create_app(service)))
         await client.start_server()
@@ -262,7 +263,7 @@ async def test_events_resume_after_a_reconnect_exactly_once(api, crypto) -> None
     client, world, service = api
     t = token(crypto, "health", "reader")
 
-    async with client.ws_connect(f"/api/v1/events?token={t}") as ws:
+    async with client.ws_connect(f"/api/v1/events?token={t}&after=0") as ws:  # from the first
         first = [json.loads((await ws.receive(timeout=5)).data) for _ in range(3)]
     await world.worker("EnergyMSP").submit_update("city", 2, delta(4), 20)
     await world.admin().advance_round("city", 2)
@@ -284,6 +285,18 @@ async def test_events_need_credentials(api) -> None:
     client, _, _ = api
     response = await client.get("/api/v1/events")
     assert response.status == 401
+
+
+async def test_events_without_after_start_from_now(api, crypto) -> None:
+    client, world, service = api
+    await logged(
+        service, lambda m: m.get("name") == "UpdateSubmitted" and m["payload"]["round"] == 2
+    )
+    before = service.log.last_id
+    async with client.ws_connect(f"/api/v1/events?token={token(crypto, 'energy', 'reader')}") as ws:
+        await world.worker("EnergyMSP").submit_update("city", 2, delta(6), 20)
+        message = json.loads((await ws.receive(timeout=5)).data)
+    assert message["id"] == before + 1
 
 
 async def test_a_restarted_service_keeps_the_ids_and_adds_no_repeats(api, crypto, tmp_path):
@@ -321,3 +334,17 @@ async def logged(service: Service, wanted: Callable[[dict[str, Any]], bool]) -> 
             return
         await asyncio.sleep(0.02)
     pytest.fail(f"not logged; the log: {service.log.messages}")
+
+
+async def test_a_new_log_starts_at_the_channels_height_by_default(api, crypto, tmp_path) -> None:
+    _, world, _ = api
+    height = world.fl.height
+    access = Access.from_roots_dir(_crypto.msp_roots_dir(crypto), "TransportMSP")
+    fresh = Service(world.worker("TransportMSP"), access=access,
+                    log=EventLog(tmp_path / "fresh.jsonl"))  # fmt: skip
+    async with fresh:
+        await world.worker("EnergyMSP").submit_update("city", 2, delta(7), 20)
+        await logged(fresh, lambda m: m.get("name") == "UpdateSubmitted")
+    first, *rest = map(json.loads, fresh.log.messages)
+    assert first == {"id": 1, "kind": "start", "block": height}
+    assert all(m["block"] >= height for m in rest)  # nothing from before it started
