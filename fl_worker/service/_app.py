@@ -71,6 +71,17 @@ def _caller(request: web.Request, access: str) -> Caller | None:
     return caller
 
 
+def _same_origin(request: web.Request, access: str) -> None:
+    """Refuse a write or an event stream a page of another site started: a browser sends a
+    client certificate to any page's request, and neither a form's POST nor a WebSocket
+    waits for a CORS check."""
+    origin = request.headers.get("Origin")
+    if origin is None or not (access == "write" or request.path == "/api/v1/events"):
+        return
+    if origin != f"{request.scheme}://{request.host}":
+        raise HTTPProblem(403, "forbidden", f"a request from another site ({origin}) is refused")
+
+
 def _int(request: web.Request, name: str, *, least: int = 0) -> int:
     text = request.match_info.get(name) or request.query.get(name, "")
     try:
@@ -308,6 +319,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route
     access = getattr(route.handler, "access", "read") if route.resource else "none"
     try:
+        _same_origin(request, access)
         request[CALLER] = _caller(request, access)
         response = await handler(request)
     except web.HTTPException:

@@ -348,3 +348,18 @@ async def test_a_new_log_starts_at_the_channels_height_by_default(api, crypto, t
     first, *rest = map(json.loads, fresh.log.messages)
     assert first == {"id": 1, "kind": "start", "block": height}
     assert all(m["block"] >= height for m in rest)  # nothing from before it started
+
+
+async def test_writes_and_event_streams_from_another_sites_page_are_refused(api, crypto):
+    client, _, _ = api
+    admin = bearer(token(crypto, "transport", "admin"))
+    elsewhere = {**admin, "Origin": "https://evil.example"}
+    response = await client.post("/api/v1/tasks/city/rounds/2/advance", headers=elsewhere)
+    assert response.status == 403 and "another site" in (await response.json())["reason"]
+    response = await client.get("/api/v1/events", headers=elsewhere)
+    assert response.status == 403
+    here = {**admin, "Origin": str(client.make_url("")).rstrip("/")}
+    response = await client.post("/api/v1/tasks/city/rounds/2/advance", headers=here)
+    assert response.status == 200, await response.text()
+    reading = await client.get("/api/v1/tasks", headers=elsewhere)  # CORS keeps its answer
+    assert reading.status == 200 and "Access-Control-Allow-Origin" not in reading.headers
