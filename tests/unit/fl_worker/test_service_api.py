@@ -363,3 +363,39 @@ async def test_writes_and_event_streams_from_another_sites_page_are_refused(api,
     assert response.status == 200, await response.text()
     reading = await client.get("/api/v1/tasks", headers=elsewhere)  # CORS keeps its answer
     assert reading.status == 200 and "Access-Control-Allow-Origin" not in reading.headers
+
+
+async def test_a_client_that_stops_reading_is_closed_and_holds_no_one_back(
+    api, crypto, monkeypatch
+) -> None:
+    """A subscriber that never reads fills its socket; after SEND_TIMEOUT the service closes
+    it, while another subscriber got every message at once."""
+    from fedfabric.fl_worker.service import _events
+    from fedfabric.fl_worker.service._app import SOCKETS
+
+    monkeypatch.setattr(_events, "SEND_TIMEOUT", 1.0)
+    client, _, service = api
+    t = token(crypto, "energy", "reader")
+    start = service.log.last_id
+    url = client.make_url(f"/api/v1/events?token={t}&after={start}")
+    reader, writer = await asyncio.open_connection(url.host, url.port)  # a WebSocket by hand
+    writer.write(
+        f"GET {url.path_qs} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await writer.drain()
+    assert b"101" in await reader.readline()  # then it reads nothing more
+    async with client.ws_connect(f"/api/v1/events?token={t}&after={start}") as fast:
+        for i in range(300):  # 300 x 64 KB: more than the socket buffers hold
+            service.log.append({"kind": "block", "block": 10_000 + i, "pad": "x" * 65536})
+        got = [json.loads((await fast.receive(timeout=10)).data)["block"] for _ in range(300)]
+    assert got == list(range(10_000, 10_300))
+    for _ in range(100):
+        if not client.app[SOCKETS]:
+            break
+        await asyncio.sleep(0.1)
+    served = len(client.app[SOCKETS])  # before the slow client goes away by itself
+    writer.close()
+    await writer.wait_closed()
+    assert served == 0, "the client that stopped reading is still served"
