@@ -55,7 +55,12 @@ def add_token_parser(sub: argparse._SubParsersAction) -> None:
         add_network_options(q)
         q.add_argument("--org", required=True, help="this organisation: its name or MSP id")
     issue.add_argument("--name", required=True, help="who the token is for")
-    issue.add_argument("--role", choices=("reader", "admin"), default="reader")
+    issue.add_argument(
+        "--role",
+        choices=("reader", "admin"),
+        default="reader",
+        help="reader: the read routes; admin: the write routes too (default reader)",
+    )
     issue.add_argument("--hours", type=float, default=24.0, help="valid for (default 24)")
     revoke.add_argument("token", help="the token, or its id (jti)")
     p.set_defaults(func=token_main)

@@ -19,15 +19,26 @@ from typing import Any
 
 from fedfabric.fl_worker.clients import Clients
 from fedfabric.fl_worker.service import Access, EventLog, Service, issue_token
-from fedfabric.network import FabricNetwork, _crypto
+from fedfabric.network import FabricNetwork, NetworkError, _crypto
 from fedfabric.network.fabric._chaincode import served
 
 HEALTH_FRESH = 2.0  # seconds a node report is reused (each peer's height costs a CLI call)
 
 
+def require_keys(network: FabricNetwork, org: str) -> None:
+    """Raise `NetworkError`, saying how to make them, unless `org`'s keys are on this host."""
+    folder = _crypto.org_dir(network.layout.crypto_dir, network.topology.org(org))
+    if not (folder / "tlsca").is_dir() or not (folder / "ca").is_dir():
+        raise NetworkError(
+            f"no keys of {org} in {network.layout.root}: make them with `fedfabric network "
+            f"up` (one host) or `fedfabric org init --org {org}` (its own host)"
+        )
+
+
 def access_for(network: FabricNetwork, org: str) -> Access:
     """Who may call `org`'s service: any identity of the consortium's MSPs; writes its own
     admins; tokens revoked in its private ``serve/revoked``."""
+    require_keys(network, org)
     msp_id = network.topology.org(org).msp_id
     roots = _crypto.msp_roots_dir(network.layout.crypto_dir)
     return Access.from_roots_dir(roots, msp_id, revoked=service_dir(network, org) / "revoked")
@@ -36,6 +47,7 @@ def access_for(network: FabricNetwork, org: str) -> Access:
 def operator_token(network: FabricNetwork, org: str, *, role: str = "admin", name: str = "operator",
                    ttl_seconds: float = 12 * 3600) -> str:  # fmt: skip
     """A token `org`'s admin issues (with its own key, on this host)."""
+    require_keys(network, org)
     admin = network.identity(org, "Admin")
     roots = {p.stem: p.read_bytes() for p in _roots(network).glob("*.pem")}
     return issue_token(admin.cert.read_bytes(), admin.key.read_bytes(), roots, subject=name,
@@ -61,6 +73,7 @@ async def org_service(
     validation: Path | None = None,
 ) -> AsyncIterator[Service]:
     """`org`'s service, listening on `host`:`port` (HTTPS), until the block ends."""
+    require_keys(network, org)
     msp_id = network.topology.org(org).msp_id
     folder = service_dir(network, org)
     tls_ca = _crypto.org_dir(network.layout.crypto_dir, network.topology.org(org)) / "tlsca"

@@ -97,3 +97,16 @@ def _admin_token(crypto: Path) -> str:
     cert = next((msp / "signcerts").glob("*.pem")).read_bytes()
     return issue_token(cert, (msp / "keystore" / "priv_sk").read_bytes(), roots,
                        subject="t", role="reader", ttl_seconds=60)  # fmt: skip
+
+
+def test_serving_an_organisation_without_its_keys_says_how_to_make_them(tmp_path: Path):
+    state = tmp_path / "nothing-here"
+    for argv in (
+        ["serve", "--org", "energy"],
+        ["token", "issue", "--org", "energy", "--name", "x"],
+    ):
+        done = subprocess.run([FEDFABRIC, *argv, "--state-dir", str(state)], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 1 and "no keys of energy" in done.stderr, done.stderr
+        assert "fedfabric org init --org energy" in done.stderr
+    assert not state.exists()  # nothing made on the way
