@@ -24,6 +24,7 @@ from aiohttp import web
 from fedfabric.fl_worker.ledger import refusal
 from fedfabric.fl_worker.service._access import AccessError, Caller
 from fedfabric.fl_worker.service._events import close_all, stream
+from fedfabric.fl_worker.service._views import NoRounds
 from fedfabric.gateway import GatewayError
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
@@ -302,6 +303,8 @@ def _problem(exc: Exception) -> HTTPProblem | None:
     if isinstance(exc, AccessError):
         return HTTPProblem(exc.status, "unauthorised" if exc.status == 401 else "forbidden",
                            exc.reason)  # fmt: skip
+    if isinstance(exc, NoRounds):
+        return HTTPProblem(409, "asynchronous-task", str(exc))
     if isinstance(exc, LookupError):
         return HTTPProblem(404, "not-found", str(exc).strip("'\""))
     if isinstance(exc, GatewayError):

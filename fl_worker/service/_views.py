@@ -28,6 +28,10 @@ from fedfabric.fl_worker.ledger import Ledger
 FRESH = 2.0  # seconds an open round's page is served without reading it again
 
 
+class NoRounds(Exception):
+    """The task is asynchronous (FedBuff): it has model versions, not rounds."""
+
+
 class Views:
     """Tasks, rounds, contributions, models and audits of the ledger `ledger` reads;
     `validation`: this organisation's validation data (a ``.npz`` file of
@@ -55,8 +59,11 @@ class Views:
     async def tasks(self) -> list[dict[str, Any]]:
         listed = await self.ledger.tasks()
         for entry in listed:
-            rounds = await self._round_pages(entry["id"], entry["rounds"])
-            entry["round"], entry["status"] = _progress(rounds, entry["rounds"])
+            if entry["mode"] == "sync":
+                rounds = await self._round_pages(entry["id"], entry["rounds"])
+                entry["round"], entry["status"] = _progress(rounds, entry["rounds"])
+            else:
+                entry["round"], entry["status"] = None, "asynchronous"
         return listed
 
     async def task(self, task: str) -> dict[str, Any]:
@@ -68,8 +75,18 @@ class Views:
             self._tasks[task] = record
         return self._tasks[task]
 
+    async def _planned(self, task: str) -> int:
+        """The task's rounds (`NoRounds` for an asynchronous one)."""
+        spec = (await self.task(task))["spec"]
+        if spec.get("mode", "sync") != "sync":
+            raise NoRounds(
+                f"task {task!r} is asynchronous: it has model versions, not rounds "
+                "(the service shows the rounds of synchronous tasks)"
+            )
+        return int(spec["rounds"])
+
     async def rounds(self, task: str) -> dict[str, Any]:
-        planned = (await self.task(task))["spec"]["rounds"]
+        planned = await self._planned(task)
         pages = await self._round_pages(task, planned)
         rows = []
         for page in pages:
@@ -86,7 +103,7 @@ class Views:
                 "rounds": rows}  # fmt: skip
 
     async def round(self, task: str, round_no: int) -> dict[str, Any]:
-        planned = (await self.task(task))["spec"]["rounds"]
+        planned = await self._planned(task)
         if not 1 <= round_no <= planned:
             raise LookupError(f"task {task!r} has rounds 1 to {planned}, not {round_no}")
         page = await self._page(task, round_no)
@@ -108,7 +125,7 @@ class Views:
                 "updates": updates, "aggregate": page.get("aggregate")}  # fmt: skip
 
     async def contributions(self, task: str) -> dict[str, Any]:
-        planned = (await self.task(task))["spec"]["rounds"]
+        planned = await self._planned(task)
         orgs: dict[str, dict[str, int]] = {}
         workers: dict[str, dict[str, Any]] = {}
         for page in await self._round_pages(task, planned):
@@ -257,4 +274,4 @@ def _audit_state(report: AuditReport, round_no: int) -> str | None:
     return "ok" if entry.match else "mismatch"
 
 
-__all__ = ["Views"]
+__all__ = ["NoRounds", "Views"]

@@ -565,3 +565,11 @@ async def test_a_steady_stream_of_events_does_not_hold_the_page_back(
         seen.add(await page.text_content("#round-counter"))
         await asyncio.sleep(0.05)
     assert len(seen) >= 3, seen  # it advanced while the events kept coming
+
+
+async def test_an_asynchronous_task_says_so(page: Page, api: FakeApi) -> None:
+    api.set_task(done=0)
+    api.tasks[-1] = {**api.tasks[-1], "mode": "async", "round": None, "status": "asynchronous"}
+    await page.goto(api.url + "/")
+    await expect(banner(page)).to_have_attribute("data-state", "asynchronous")
+    await expect(page.locator("#round-counter")).to_have_text("–")

@@ -399,3 +399,15 @@ async def test_a_client_that_stops_reading_is_closed_and_holds_no_one_back(
     writer.close()
     await writer.wait_closed()
     assert served == 0, "the client that stopped reading is still served"
+
+
+async def test_an_asynchronous_task_is_listed_and_its_rounds_are_a_clear_409(api, crypto):
+    client, world, _ = api
+    spec = {**task_spec("fedbuff"), "mode": "async", "buffer_size": 2, "max_staleness": 2}
+    await world.admin().create_task(spec, zeros())
+    reader = token(crypto, "energy", "reader")
+    listed = {t["id"]: t for t in (await get(client, "/api/v1/tasks", reader))["tasks"]}
+    assert (listed["fedbuff"]["mode"], listed["fedbuff"]["status"]) == ("async", "asynchronous")
+    for path in ("rounds", "rounds/1", "contributions"):
+        refused = await get(client, f"/api/v1/tasks/fedbuff/{path}", reader, 409)
+        assert refused["error"] == "asynchronous-task" and "model versions" in refused["reason"]
