@@ -44,7 +44,9 @@ class Progress:
         self._status.update(message)
 
     def _print(self, message: str) -> None:
-        self.console.print(f"[{time.monotonic() - self._started:6.1f}s] {message}", markup=False)
+        # soft wrap: a long line (the service's address with its token) stays one line
+        line = f"[{time.monotonic() - self._started:6.1f}s] {message}"
+        self.console.print(line, markup=False, soft_wrap=True)
 
     def round(self, outcome: Any) -> None:
         """One committed round: accuracy, loss, and what happened to the updates, by org."""
