@@ -9,7 +9,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from fedfabric.chaincode import fl
 from fedfabric.chaincode.testing import fake_identity
 from fedfabric.fl_worker.ledger import MemoryFL
-from fedfabric.fl_worker.service import Access, EventLog, Service, create_app, issue_token
+from fedfabric.fl_worker.service import Access, EventLog, Service, create_app
 from fedfabric.network import _crypto, load_topology
+from tests.fixtures.tokens import token
 
 SPEC = {"arch": "mlp", "sizes": [4, 3]}
 LAYOUT = fl.model_layout(SPEC)
@@ -34,18 +34,6 @@ def crypto(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("crypto")
     _crypto.generate(load_topology(), folder)
     return folder
-
-
-def token(crypto: Path, org: str, role: str, *, ttl: float = 600, age: float = 0) -> str:
-    """A token `org`'s admin issued `age` seconds ago, valid for `ttl` seconds."""
-    topology = load_topology()
-    o = topology.org(org)
-    msp = _crypto.org_dir(crypto, o) / "users" / _crypto.user_name(o, "Admin") / "msp"
-    roots = {p.stem: p.read_bytes() for p in _crypto.msp_roots_dir(crypto).glob("*.pem")}
-    cert = next((msp / "signcerts").glob("*.pem")).read_bytes()
-    key = (msp / "keystore" / "priv_sk").read_bytes()
-    return issue_token(cert, key, roots, subject=f"{org}-{role}", role=role, ttl_seconds=ttl,
-                        now=time.time() - age)  # fmt: skip
 
 
 def bearer(t: str) -> dict[str, str]:

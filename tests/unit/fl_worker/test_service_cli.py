@@ -16,6 +16,7 @@ from fedfabric.fl_worker.service import Access, AccessError, EventLog, Service, 
 from fedfabric.gateway import GatewayError
 from fedfabric.network import _crypto, load_topology
 from fedfabric.network.cli import parser
+from tests.fixtures.tokens import token as service_token
 
 FEDFABRIC = str(Path(sys.executable).with_name("fedfabric"))
 
@@ -74,7 +75,7 @@ async def test_a_peer_that_cannot_be_reached_is_503_and_health_says_down(tmp_pat
     _crypto.generate(load_topology(), crypto)
     access = Access.from_roots_dir(_crypto.msp_roots_dir(crypto), "TransportMSP")
     service = Service(Unreachable(), access=access, log=EventLog(), start_block=0)  # type: ignore[arg-type]
-    token = _admin_token(crypto)
+    token = service_token(crypto, "transport", "reader")
     client = TestClient(TestServer(create_app(service)))  # not started: nothing follows
     await client.start_server()
     try:
@@ -85,28 +86,3 @@ async def test_a_peer_that_cannot_be_reached_is_503_and_health_says_down(tmp_pat
         assert health["status"] == "down" and "cannot be reached" in health["error"]
     finally:
         await client.close()
-
-
-def _admin_token(crypto: Path) -> str:
-    from fedfabric.fl_worker.service import issue_token
-
-    topology = load_topology()
-    org = topology.org("transport")
-    msp = _crypto.org_dir(crypto, org) / "users" / _crypto.user_name(org, "Admin") / "msp"
-    roots = {p.stem: p.read_bytes() for p in _crypto.msp_roots_dir(crypto).glob("*.pem")}
-    cert = next((msp / "signcerts").glob("*.pem")).read_bytes()
-    return issue_token(cert, (msp / "keystore" / "priv_sk").read_bytes(), roots,
-                       subject="t", role="reader", ttl_seconds=60)  # fmt: skip
-
-
-def test_serving_an_organisation_without_its_keys_says_how_to_make_them(tmp_path: Path):
-    state = tmp_path / "nothing-here"
-    for argv in (
-        ["serve", "--org", "energy"],
-        ["token", "issue", "--org", "energy", "--name", "x"],
-    ):
-        done = subprocess.run([FEDFABRIC, *argv, "--state-dir", str(state)], capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
-        assert done.returncode == 1 and "no keys of energy" in done.stderr, done.stderr
-        assert "fedfabric org init --org energy" in done.stderr
-    assert not state.exists()  # nothing made on the way
