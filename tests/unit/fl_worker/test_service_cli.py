@@ -86,3 +86,16 @@ async def test_a_peer_that_cannot_be_reached_is_503_and_health_says_down(tmp_pat
         assert health["status"] == "down" and "cannot be reached" in health["error"]
     finally:
         await client.close()
+
+
+def test_serving_an_organisation_without_its_keys_says_how_to_make_them(tmp_path: Path):
+    state = tmp_path / "nothing-here"
+    for argv in (
+        ["serve", "--org", "energy"],
+        ["token", "issue", "--org", "energy", "--name", "x"],
+    ):
+        done = subprocess.run([FEDFABRIC, *argv, "--state-dir", str(state)], capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 1 and "no keys of energy" in done.stderr, done.stderr
+        assert "fedfabric org init --org energy" in done.stderr
+    assert not state.exists()  # nothing made on the way
