@@ -237,6 +237,10 @@ async def test_writes_need_an_admin_of_this_org_then_the_contracts_checks(api, c
 
 async def test_the_openapi_document_lists_every_route(api) -> None:
     client, _, _ = api
+    page = await client.get("/")  # the dashboard: no credentials needed, no data in it
+    assert page.status == 200 and page.content_type == "text/html"
+    assert 'id="round-counter"' in await page.text()
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
     response = await client.get("/api/v1/openapi.json")  # no credentials needed
     document = await response.json()
     assert document["openapi"].startswith("3.")
