@@ -566,7 +566,7 @@ class Coordinator:
             )
             timings["train_submit"] = time.perf_counter() - t
             refused = [(w, r) for w, r in zip(workers, results, strict=True) if r.status == REFUSED]
-            if refused:  # on the ledger, with the reason, for anyone who looks (not waited for)
+            if refused:  # on the ledger with the reason, before the round closes (auditors see it)
                 t = time.perf_counter()
                 await decline_refused(*zip(*refused, strict=True), self.task, round_no, None)
                 timings["decline"] = time.perf_counter() - t

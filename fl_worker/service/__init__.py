@@ -67,7 +67,7 @@ class Service:
         self._start_block = start_block
         self._follower: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
-        self.follow_error: BaseException | None = None
+        self.follow_error: str | None = None  # why following the ledger last failed
 
     def writer(self) -> Ledger:
         if self._writer is None:
@@ -76,9 +76,11 @@ class Service:
 
     async def health(self) -> dict[str, Any]:
         """The channel height on the organisation's peer and, given `health`, its nodes:
-        status ``up``, ``degraded`` (a node is down) or ``down`` (the peer cannot answer)."""
+        status ``up``, ``degraded`` (a node is down) or ``down`` (the peer cannot answer);
+        ``events_error``: why the live events stopped, while they are being started again."""
         report: dict[str, Any] = {"status": "up", "channel": self.channel, "height": None,
-                                  "raft_leader": None, "nodes": [], "error": None}  # fmt: skip
+                                  "raft_leader": None, "nodes": [], "error": None,
+                                  "events_error": self.follow_error}  # fmt: skip
         if self._health is not None:
             report.update(await self._health())
         try:
@@ -98,7 +100,7 @@ class Service:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.follow_error = exc
+                self.follow_error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(1.0)
 
     async def listen(

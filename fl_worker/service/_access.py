@@ -156,7 +156,7 @@ class Access:
         cls, folder: Path, own_msp_id: str, *, revoked: Path | None = None
     ) -> Access:
         """An `Access` trusting the ``<MSP id>.pem`` files of ``folder`` (`msp_roots_dir`)."""
-        roots = {p.stem: p.read_bytes() for p in sorted(folder.glob("*.pem"))}
+        roots = read_roots(folder)
         if not roots:
             raise ValueError(f"no <MSP id>.pem CA certificates in {folder}")
         return cls(roots, own_msp_id, revoked=revoked)
@@ -296,6 +296,11 @@ def _x5c_cert(header: dict[str, Any]) -> x509.Certificate:
         return x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
     except (ValueError, binascii.Error):
         raise AccessError(401, "token x5c is not a base64 DER X.509 certificate") from None
+
+
+def read_roots(folder: Path) -> dict[str, bytes]:
+    """MSP id → PEM of each ``<MSP id>.pem`` CA certificate in `folder` (`msp_roots_dir`)."""
+    return {p.stem: p.read_bytes() for p in sorted(folder.glob("*.pem"))}
 
 
 def issue_token(

@@ -57,13 +57,16 @@ def _service(request: web.Request) -> Any:
 
 
 def _caller(request: web.Request, access: str) -> Caller | None:
+    """The caller, allowed `access`. A token in the query is taken on the event stream only
+    (a browser cannot give a WebSocket a header); elsewhere it would end up in logs."""
     if access == "none":
         return None
     service = _service(request)
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    query_token = request.query.get("token") if request.path == EVENTS else None
     caller = service.access.from_request_parts(
-        cert, request.headers.get("Authorization"), request.query.get("token")
+        cert, request.headers.get("Authorization"), query_token
     )
     if access == "write":
         service.access.require_write(caller)
@@ -77,7 +80,7 @@ def _same_origin(request: web.Request, access: str) -> None:
     client certificate to any page's request, and neither a form's POST nor a WebSocket
     waits for a CORS check."""
     origin = request.headers.get("Origin")
-    if origin is None or not (access == "write" or request.path == "/api/v1/events"):
+    if origin is None or not (access == "write" or request.path == EVENTS):
         return
     if origin != f"{request.scheme}://{request.host}":
         raise HTTPProblem(403, "forbidden", f"a request from another site ({origin}) is refused")
@@ -104,7 +107,7 @@ async def whoami(request: web.Request) -> web.StreamResponse:
             "name": caller.name,
             "via": caller.via,
             "service": {"org": service.msp_id, "channel": service.channel},
-        }  # fmt: skip
+        }
     )
 
 
@@ -204,17 +207,18 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 
 
 T, R = "/api/v1/tasks/{task}", "/api/v1/tasks/{task}/rounds/{round}"
+EVENTS = "/api/v1/events"
 ROUTES = [
     Route("GET", "/", "the dashboard (a single page)", "none", dashboard, "text/html"),
     Route("GET", "/api/v1/openapi.json", "this API's OpenAPI description", "none", openapi),
     Route("GET", "/api/v1/whoami", "the caller as the service sees it", "read", whoami),
     Route(
         "GET", "/api/v1/health", "nodes, heights, Raft leader, chaincode servers", "read", health
-    ),  # fmt: skip
+    ),
     Route("GET", "/api/v1/tasks", "every task, with its open round", "read", tasks),
     Route(
         "POST", "/api/v1/tasks", "create a task (this organisation's admins)", "write", create_task
-    ),  # fmt: skip
+    ),
     Route("GET", T, "a task's record", "read", task),
     Route(
         "GET",
@@ -222,17 +226,17 @@ ROUTES = [
         "a task's rounds: counts per organisation, metrics, audit",
         "read",
         rounds,
-    ),  # fmt: skip
+    ),
     Route(
         "GET",
         T + "/contributions",
         "contributions per organisation and per worker",
         "read",
         contributions,
-    ),  # fmt: skip
+    ),
     Route(
         "GET", R, "a round's updates: committed, used, excluded or refused, and why", "read", round_
-    ),  # fmt: skip
+    ),
     Route(
         "GET",
         R + "/model",
@@ -240,7 +244,7 @@ ROUTES = [
         "read",
         model,
         "application/octet-stream",
-    ),  # fmt: skip
+    ),
     Route("GET", R + "/audit", "the round recomputed from the ledger", "read", audit),
     Route(
         "POST",
@@ -248,10 +252,14 @@ ROUTES = [
         "aggregate the open round (this organisation's admins)",
         "write",
         advance,
-    ),  # fmt: skip
+    ),
     Route(
-        "GET", "/api/v1/events", "live events (WebSocket; ?after=<last id> resumes)", "read", events
-    ),  # fmt: skip
+        "GET",
+        EVENTS,
+        "live events (WebSocket): ?after=ID from the one after ID (0: all), none: from now on",
+        "read",
+        events,
+    ),
 ]
 
 
@@ -278,7 +286,7 @@ def openapi_document() -> dict[str, Any]:
                     "401": {"description": "unknown caller"},
                     "403": {"description": "not allowed"},
                     "503": {"description": "the organisation's peer cannot be reached"},
-                }  # fmt: skip
+                }
             )
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
@@ -290,7 +298,7 @@ def openapi_document() -> dict[str, Any]:
                 "mutualTLS": {"type": "mutualTLS",
                               "description": "a client certificate of a consortium MSP"},
                 "token": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                          "description": "`fedfabric serve token`, issued by an org admin"},
+                          "description": "`fedfabric token issue`: an org admin's"},
             }
         },
     }  # fmt: skip
@@ -319,11 +327,7 @@ def _problem(exc: Exception) -> HTTPProblem | None:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    route = request.match_info.route
-    access = getattr(route.handler, "access", "read") if route.resource else "none"
     try:
-        _same_origin(request, access)
-        request[CALLER] = _caller(request, access)
         response = await handler(request)
     except web.HTTPException:
         raise
@@ -351,17 +355,18 @@ def create_app(service: Any) -> web.Application:
 
     app.on_shutdown.append(close_sockets)
     for route in ROUTES:
-        handler = _with_access(route)
-        app.router.add_route(route.method, route.path, handler)
+        app.router.add_route(route.method, route.path, _checked(route))
     return app
 
 
-def _with_access(route: Route) -> Handler:
+def _checked(route: Route) -> Handler:
+    """`route`'s handler, after the caller is known and allowed its access."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
+        _same_origin(request, route.access)
+        request[CALLER] = _caller(request, route.access)
         return await route.handler(request)
 
-    handler.access = route.access  # type: ignore[attr-defined]
-    handler.__name__ = route.handler.__name__
     return handler
 
 

@@ -40,7 +40,6 @@ class EventLog:
     """The numbered messages (ids from 1), in memory and, given `path`, on disk."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path
         self.messages: list[str] = []  # message i has id i + 1, serialised once
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._grown = asyncio.Event()

@@ -12,6 +12,7 @@ another is given.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from fedfabric.fl_worker.clients import Clients
 from fedfabric.fl_worker.service import Access, EventLog, Service, issue_token
+from fedfabric.fl_worker.service._access import read_roots
 from fedfabric.network import FabricNetwork, NetworkError, _crypto
 from fedfabric.network.fabric._chaincode import served
 
@@ -49,7 +51,7 @@ def operator_token(network: FabricNetwork, org: str, *, role: str = "admin", nam
     """A token `org`'s admin issues (with its own key, on this host)."""
     require_keys(network, org)
     admin = network.identity(org, "Admin")
-    roots = {p.stem: p.read_bytes() for p in _roots(network).glob("*.pem")}
+    roots = read_roots(_crypto.msp_roots_dir(network.layout.crypto_dir))
     return issue_token(admin.cert.read_bytes(), admin.key.read_bytes(), roots, subject=name,
                        role=role, ttl_seconds=ttl_seconds)  # fmt: skip
 
@@ -88,7 +90,7 @@ async def org_service(
             writer=writer,
             access=access,
             log=log,
-            health=_nodes(network),
+            health=_Nodes(network),
             validation=validation or deployed_validation(network, msp_id),
             channel=network.topology.channel,
         )
@@ -97,27 +99,26 @@ async def org_service(
             yield service
 
 
-def _nodes(network: FabricNetwork) -> Any:
-    kept: list[Any] = [0.0, {}]
+class _Nodes:
+    """The health report of this host's nodes (`Service`'s `health`), read at most every
+    `HEALTH_FRESH` seconds."""
 
-    async def report() -> dict[str, Any]:
-        if time.monotonic() - kept[0] > HEALTH_FRESH:
-            nodes = await network.status()
-            leader = await network.leader()
-            kept[:] = [time.monotonic(), {
-                "raft_leader": leader,
-                "nodes": [{"name": n.name, "kind": n.kind, "running": n.running,
-                           "height": n.height, "detail": n.detail} for n in nodes],
-            }]  # fmt: skip
+    def __init__(self, network: FabricNetwork) -> None:
+        self.network = network
+        self._read_at = -HEALTH_FRESH
+        self._report: dict[str, Any] = {}
+
+    async def __call__(self) -> dict[str, Any]:
+        if time.monotonic() - self._read_at > HEALTH_FRESH:
+            nodes = await self.network.status()
+            self._report = {
+                "raft_leader": await self.network.leader(),
+                "nodes": [dataclasses.asdict(n) for n in nodes],
+            }
             if not all(n.running for n in nodes):
-                kept[1]["status"] = "degraded"
-        return dict(kept[1])
-
-    return report
-
-
-def _roots(network: FabricNetwork) -> Path:
-    return _crypto.msp_roots_dir(network.layout.crypto_dir)
+                self._report["status"] = "degraded"
+            self._read_at = time.monotonic()
+        return dict(self._report)
 
 
 def service_dir(network: FabricNetwork, org: str) -> Path:

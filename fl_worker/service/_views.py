@@ -107,36 +107,21 @@ class Views:
         if not 1 <= round_no <= planned:
             raise LookupError(f"task {task!r} has rounds 1 to {planned}, not {round_no}")
         page = await self._page(task, round_no)
-        aggregate = page.get("aggregate") or {}
-        used = set(aggregate.get("used", ()))
-        excluded = {e["id"]: e["reason"] for e in aggregate.get("excluded", ())}
-        updates = []
-        for u in page["updates"]:
-            state = "used" if u["worker"] in used else "committed"
-            state = "excluded" if u["worker"] in excluded else state
-            updates.append({"worker": u["worker"], "msp_id": u["msp_id"], "state": state,
-                            "reason": excluded.get(u["worker"]), "num_samples": u["num_samples"],
-                            "digest": u.get("digest"), "tx_id": u["tx_id"]})  # fmt: skip
-        for d in page.get("declined", ()):
-            updates.append({"worker": d["worker"], "msp_id": d["worker"].split(":")[0],
-                            "state": "refused", "reason": d["reason"], "num_samples": None,
-                            "digest": None, "tx_id": d["declined_tx"]})  # fmt: skip
         return {"task": task, "round": round_no, "status": page["state"]["status"],
-                "updates": updates, "aggregate": page.get("aggregate")}  # fmt: skip
+                "updates": _updates(page), "aggregate": page.get("aggregate")}  # fmt: skip
 
     async def contributions(self, task: str) -> dict[str, Any]:
         planned = await self._planned(task)
         orgs: dict[str, dict[str, int]] = {}
         workers: dict[str, dict[str, Any]] = {}
         for page in await self._round_pages(task, planned):
-            for u in (await self.round(task, page["round"]))["updates"]:
+            for u in _updates(page):
                 org = orgs.setdefault(u["msp_id"], _counts(samples=0))
                 worker = workers.setdefault(u["worker"], {"msp_id": u["msp_id"], **_counts()})
-                key = {"used": "used", "excluded": "excluded", "refused": "refused"}.get(u["state"])
                 for counts in (org, worker):
                     counts["updates"] += u["state"] != "refused"
-                    if key:
-                        counts[key] += 1
+                    if u["state"] in ("used", "excluded", "refused"):
+                        counts[u["state"]] += 1
                 org["samples"] += u["num_samples"] or 0
         return {"task": task, "orgs": dict(sorted(orgs.items())),
                 "workers": dict(sorted(workers.items()))}  # fmt: skip
@@ -150,9 +135,12 @@ class Views:
         """Round `round_no` recomputed from the ledger (the task's audit, run now if the one
         kept does not cover it yet)."""
         page = await self._page(task, round_no)
-        report = self._audits.get(task)
-        if report is None or all(r.round != round_no for r in report.rounds):
-            report = self._audits[task] = await audit_task(self.ledger, task)
+        running = self._auditing.get(task)
+        if not self._covers(task, round_no) and running is not None and not running.done():
+            await asyncio.shield(running)  # the background audit may cover it: not twice
+        if not self._covers(task, round_no):
+            self._audits[task] = await audit_task(self.ledger, task)
+        report = self._audits[task]
         entry = next((r for r in report.rounds if r.round == round_no), None)
         if entry is None or page["state"]["status"] != "aggregated":
             return {"task": task, "round": round_no, "status": page["state"]["status"],
@@ -166,6 +154,10 @@ class Views:
             "excluded": [{"worker": w, "reason": r} for w, r in entry.excluded],
             "problems": [p for p in report.problems if f"round {round_no}" in p],
         }  # fmt: skip
+
+    def _covers(self, task: str, round_no: int) -> bool:
+        report = self._audits.get(task)
+        return report is not None and any(r.round == round_no for r in report.rounds)
 
     async def _round_pages(self, task: str, planned: int) -> list[dict[str, Any]]:
         """The pages of the rounds opened so far (round 1 on, to the first new one)."""
@@ -233,25 +225,39 @@ def _counts(**extra: int) -> dict[str, int]:
     return {"updates": 0, "used": 0, "excluded": 0, "refused": 0, **extra}
 
 
-def _summary(page: Mapping[str, Any]) -> dict[str, Any]:
-    """One row of a task's rounds: counts in all and per organisation."""
+def _updates(page: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A round page's updates, each ``used``, ``excluded`` (by the rule, with its reason) or
+    ``committed`` (not aggregated yet), then its declines: ``refused``, with their reason."""
     aggregate = page.get("aggregate") or {}
-    excluded = {e["id"] for e in aggregate.get("excluded", ())}
-    orgs: dict[str, dict[str, int]] = {}
+    used = set(aggregate.get("used", ()))
+    excluded = {e["id"]: e["reason"] for e in aggregate.get("excluded", ())}
+    updates = []
     for u in page["updates"]:
-        org = orgs.setdefault(u["msp_id"], {"committed": 0, "refused": 0, "excluded": 0})
-        org["committed"] += 1
-        org["excluded"] += u["worker"] in excluded
+        state = "used" if u["worker"] in used else "committed"
+        state = "excluded" if u["worker"] in excluded else state
+        updates.append({"worker": u["worker"], "msp_id": u["msp_id"], "state": state,
+                        "reason": excluded.get(u["worker"]), "num_samples": u["num_samples"],
+                        "digest": u.get("digest"), "tx_id": u["tx_id"]})  # fmt: skip
     for d in page.get("declined", ()):
-        org = orgs.setdefault(d["worker"].split(":")[0], {"committed": 0, "refused": 0,
-                                                         "excluded": 0})  # fmt: skip
-        org["refused"] += 1
+        updates.append({"worker": d["worker"], "msp_id": d["worker"].split(":")[0],
+                        "state": "refused", "reason": d["reason"], "num_samples": None,
+                        "digest": None, "tx_id": d["declined_tx"]})  # fmt: skip
+    return updates
+
+
+def _summary(page: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of a task's rounds: counts in all and per organisation (`_updates`)."""
+    orgs: dict[str, dict[str, int]] = {}
+    for u in _updates(page):
+        org = orgs.setdefault(u["msp_id"], {"committed": 0, "refused": 0, "excluded": 0})
+        org["refused" if u["state"] == "refused" else "committed"] += 1
+        org["excluded"] += u["state"] == "excluded"
+    counts = {k: sum(o[k] for o in orgs.values()) for k in ("committed", "refused", "excluded")}
+    aggregate = page.get("aggregate") or {}
     return {
         "round": page["round"],
         "status": page["state"]["status"],
-        "committed": len(page["updates"]),
-        "refused": len(page.get("declined", ())),
-        "excluded": len(excluded),
+        **counts,
         "orgs": dict(sorted(orgs.items())),
         "model_digest": aggregate.get("model_digest"),
         "metrics": None,

@@ -197,6 +197,9 @@ async def test_no_credentials_and_bad_tokens_are_401_with_the_reason(api, crypto
     assert response.status == 401
     assert "no credentials" in (await response.json())["reason"]
 
+    in_the_query = await client.get(f"/api/v1/tasks?token={token(crypto, 'energy', 'reader')}")
+    assert in_the_query.status == 401  # a query token is for the event stream only
+
     forged = token(crypto, "energy", "reader")[:-4] + "AAAA"
     assert (await get(client, "/api/v1/tasks", forged, 401))["error"] == "unauthorised"
     expired = token(crypto, "energy", "reader", ttl=10, age=200)  # past the 60 s skew

@@ -3,6 +3,7 @@ and a service whose peer cannot be reached (no Fabric here: the crypto material 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -74,9 +75,9 @@ async def test_a_peer_that_cannot_be_reached_is_503_and_health_says_down(tmp_pat
     crypto = tmp_path / "crypto"
     _crypto.generate(load_topology(), crypto)
     access = Access.from_roots_dir(_crypto.msp_roots_dir(crypto), "TransportMSP")
-    service = Service(Unreachable(), access=access, log=EventLog(), start_block=0)  # type: ignore[arg-type]
+    service = Service(Unreachable(), access=access, log=EventLog())  # type: ignore[arg-type]
     token = service_token(crypto, "transport", "reader")
-    client = TestClient(TestServer(create_app(service)))  # not started: nothing follows
+    client = TestClient(TestServer(create_app(service)))  # not started yet: nothing follows
     await client.start_server()
     try:
         headers = {"Authorization": f"Bearer {token}"}
@@ -84,7 +85,15 @@ async def test_a_peer_that_cannot_be_reached_is_503_and_health_says_down(tmp_pat
         assert tasks.status == 503 and (await tasks.json())["error"] == "network-down"
         health = await (await client.get("/api/v1/health", headers=headers)).json()
         assert health["status"] == "down" and "cannot be reached" in health["error"]
+        await service.start()  # its events cannot be followed either, and it says why
+        for _ in range(50):
+            if service.follow_error:
+                break
+            await asyncio.sleep(0.05)
+        health = await (await client.get("/api/v1/health", headers=headers)).json()
+        assert "failed to connect" in health["events_error"]
     finally:
+        await service.close()
         await client.close()
 
 
