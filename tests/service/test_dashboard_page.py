@@ -101,6 +101,7 @@ class FakeApi:
         self.url = ""
         self.token: str | None = None  # when set, the API wants `Bearer <token>`
         self.down = False  # when set, the task routes answer 503
+        self.refused_down = 0  # how many such 503s were sent
         self.whoami: Json = {
             "msp_id": "TransportMSP",
             "role": "admin",
@@ -189,6 +190,9 @@ class FakeApi:
         if self.token is not None and auth != f"Bearer {self.token}":
             return error(401, "unauthenticated", "no client certificate and no valid token")
         if self.down and request.path.startswith("/api/v1/tasks"):
+            # after health has answered, so the page must not let a later, vaguer 503 win
+            await asyncio.sleep(0.3)
+            self.refused_down += 1
             return error(503, "unavailable", "the ledger does not answer")
         return await handler(request)
 
@@ -364,7 +368,21 @@ async def test_network_down(page: Page, api: FakeApi, how: str) -> None:
     await page.goto(api.url + "/")
     await expect(banner(page)).to_contain_text(re.compile("network down", re.I))
     await expect(banner(page)).to_have_attribute("data-state", "down")
-    await expect(banner(page)).to_contain_text("no orderer answers")
+    if how == "http-503":
+        await eventually(lambda: api.refused_down > 0, "the task routes' 503 came after health's")
+    # well before the next health poll (5 s), so health's words must have held
+    await expect(banner(page)).to_contain_text("no orderer answers", timeout=2000)
+
+
+async def test_a_data_route_down_while_health_is_up(page: Page, api: FakeApi) -> None:
+    api.set_task()
+    api.down = True
+    await page.goto(api.url + "/")
+    await expect(banner(page)).to_have_attribute("data-state", "down")
+    await expect(banner(page)).to_contain_text("the ledger does not answer")
+    api.down = False  # no event comes: the next health poll (every 5 s) brings the data back
+    await expect(banner(page)).to_have_attribute("data-state", "running", timeout=8000)
+    await expect(page.locator("#round-counter")).to_have_text("Round 2 / 5")
 
 
 async def test_asks_for_a_token_and_uses_it(page: Page, api: FakeApi) -> None:
